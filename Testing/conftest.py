@@ -1,0 +1,37 @@
+"""Shared test set-up: headless Qt, GPU tests skipped without CUDA, and the
+volumes and cohorts the tests read."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, os.path.dirname(__file__))  # the `volumes` helpers
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory):
+    """A small synthetic cohort: 3 healthy and 3 unhealthy subjects (one of each
+    lesion kind). Returns the manifest path; tests must not write into it."""
+    from uadcore.synth import synthesize_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "cohort"
+    return synthesize_cohort(str(out), healthy=3, unhealthy=3, seed=7, workers=2, progress=False)

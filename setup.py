@@ -1,0 +1,39 @@
+"""Installs UADCore (the `uadcore` package and the `uad` command) and the testable
+part of the Slicer module (`SlicerUADLib`, used by `uad gui`)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "(.+)"', (HERE / "UADCore/uadcore/__init__.py").read_text()).group(1)
+
+setup(
+    name="uadcore",
+    version=VERSION,
+    description="Unsupervised anomaly detection for brain MRI and other medical images",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"uadcore": "UADCore/uadcore", "SlicerUADLib": "SlicerUAD/SlicerUADLib"},
+    packages=["uadcore", *("uadcore." + p for p in find_packages("UADCore/uadcore")), "SlicerUADLib"],
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "nibabel>=5.0",
+        "SimpleITK>=2.2",
+        "monai>=1.3",
+        "scikit-learn>=1.3",
+        "nilearn>=0.10",
+        "tqdm>=4.60",
+        "threadpoolctl>=3",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-qt>=4"],
+        "gui": ["PyQt5>=5.15", "slicer-core"],
+    },
+    entry_points={"console_scripts": ["uad = uadcore.cli:main"]},
+)
