@@ -1,0 +1,214 @@
+"""Reading scans and masks into arrays on a physical grid, and writing maps back.
+
+NIfTI is read with nibabel (the neuroimaging reference for its affines); NRRD,
+MetaImage, DICOM series and 2D images (PNG, TIFF, one DICOM file) with SimpleITK.
+Every reader returns a `Scan`: a float32 array indexed ``[i, j, k]`` and its `Grid`
+in RAS mm. A 2D image becomes a one-slice volume (shape ``(I, J, 1)``).
+
+Every problem with a file raises `ScanError` whose message starts with the path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from uadcore.errors import ScanError
+from uadcore.io.grid import Grid
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+IMAGE_2D_SUFFIXES = (".png", ".tif", ".tiff")
+SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES
+
+
+@dataclass
+class Scan:
+    """A scan in memory.
+
+    array: float32, shape grid.shape, voxel [i, j, k] at grid.affine @ (i, j, k, 1).
+    """
+
+    array: np.ndarray
+    grid: Grid
+    path: str
+
+    @property
+    def is_2d(self) -> bool:
+        """True for a single slice (one axis of size 1), e.g. a radiograph."""
+        return min(self.grid.shape) == 1
+
+
+def has_scan_suffix(path: str) -> bool:
+    return path.lower().endswith(SCAN_SUFFIXES)
+
+
+def read_scan(path: str, need_3d: bool = False) -> Scan:
+    """Read a scan file (or a folder holding one DICOM series).
+
+    need_3d: refuse a 2D image (one slice), for models that work on volumes.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ScanError(f"{path}: no such file or folder")
+    try:
+        if os.path.isdir(path):
+            array, grid = _read_dicom_series(path)
+        elif path.lower().endswith(NIFTI_SUFFIXES):
+            array, grid = _read_nifti(path)
+        else:
+            array, grid = _read_with_sitk(path)
+    except ScanError:
+        raise
+    except Exception as error:  # every reader failure is bad input, reported in one line
+        raise ScanError(f"{path}: cannot read it as an image ({_one_line(error)})") from error
+
+    scan = Scan(array, grid, path)
+    if need_3d and scan.is_2d:
+        raise ScanError(
+            f"{path}: is 2D ({grid.describe()}); this needs a 3D volume"
+        )
+    bad = np.count_nonzero(~np.isfinite(array))
+    if bad:
+        raise ScanError(f"{path}: has {bad} NaN or infinite voxel values")
+    return scan
+
+
+def read_mask(path: str, scan: Scan) -> np.ndarray:
+    """Read a lesion or brain mask that must lie on exactly the grid of ``scan``.
+
+    Returns a bool array of shape scan.grid.shape (voxels > 0 are inside).
+    """
+    mask = read_scan(path)
+    if not mask.grid.matches(scan.grid):
+        raise ScanError(
+            f"{mask.path}: mask geometry ({mask.grid.describe()}) does not match its "
+            f"scan {scan.path} ({scan.grid.describe()})"
+        )
+    return mask.array > 0
+
+
+def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
+    """Write ``array`` (shape grid.shape) as NIfTI on ``grid``, atomically.
+
+    Both qform and sform carry the affine, so nibabel, ITK and 3D Slicer all read
+    the same geometry back.
+    """
+    import nibabel as nib
+
+    array = np.asarray(array)
+    if array.shape != grid.shape:
+        raise ValueError(f"array shape {array.shape} is not the grid shape {grid.shape}")
+    if array.dtype == np.float64 or array.dtype == bool:
+        array = array.astype(np.float32 if array.dtype == np.float64 else np.uint8)
+    image = nib.Nifti1Image(array, grid.affine)
+    image.set_qform(grid.affine, code=1)
+    image.set_sform(grid.affine, code=1)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # keep the real suffix on the temporary file: nibabel picks compression by it
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
+    try:
+        nib.save(image, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+# ---- readers -----------------------------------------------------------------
+def _read_nifti(path: str) -> tuple[np.ndarray, Grid]:
+    import nibabel as nib
+
+    image = nib.load(path)
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    array = _as_volume(array, path)
+    return array, Grid(array.shape, image.affine)
+
+
+def _read_with_sitk(path: str) -> tuple[np.ndarray, Grid]:
+    import SimpleITK as sitk
+
+    return _from_sitk(sitk.ReadImage(path), path)
+
+
+def _read_dicom_series(folder: str) -> tuple[np.ndarray, Grid]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(folder)
+    if not series:
+        raise ScanError(f"{folder}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise ScanError(
+            f"{folder}: folder holds {len(series)} DICOM series; point to a folder with one"
+        )
+    files = reader.GetGDCMSeriesFileNames(folder, series[0])
+    reader.SetFileNames(files)
+    return _from_sitk(reader.Execute(), folder)
+
+
+def _from_sitk(image, path: str) -> tuple[np.ndarray, Grid]:
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        if image.GetNumberOfComponentsPerPixel() in (3, 4) and image.GetDimension() == 2:
+            # colour rendering of a 2D grey image (PNG, TIFF): take its luminance
+            rgb = sitk.GetArrayFromImage(image)[..., :3].astype(np.float32)
+            grey = sitk.GetImageFromArray(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
+            grey.CopyInformation(sitk.VectorIndexSelectionCast(image, 0))
+            image = grey
+        else:
+            raise ScanError(
+                f"{path}: has {image.GetNumberOfComponentsPerPixel()} values per voxel; "
+                "UAD needs one grey value per voxel"
+            )
+    dimension = image.GetDimension()
+    # SimpleITK arrays are indexed [k, j, i]; UAD's are [i, j, k]
+    array = sitk.GetArrayFromImage(image).astype(np.float32).T
+    if dimension == 2:
+        origin = list(image.GetOrigin()) + [0.0]
+        spacing = list(image.GetSpacing()) + [1.0]
+        direction = np.eye(3)
+        direction[:2, :2] = np.reshape(image.GetDirection(), (2, 2))
+    elif dimension in (3, 4):
+        if dimension == 4 and image.GetSize()[3] != 1:
+            raise ScanError(
+                f"{path}: is 4D ({'x'.join(map(str, image.GetSize()))}); UAD needs one 3D volume"
+            )
+        origin = list(image.GetOrigin())[:3]
+        spacing = list(image.GetSpacing())[:3]
+        direction = np.reshape(image.GetDirection(), (dimension, dimension))[:3, :3]
+    else:
+        raise ScanError(f"{path}: is {dimension}D; UAD needs a 2D image or a 3D volume")
+    array = _as_volume(array, path)
+    return array, Grid.from_lps(array.shape, origin, spacing, direction)
+
+
+def _as_volume(array: np.ndarray, path: str) -> np.ndarray:
+    """Shape (I, J, K): a 2D image gets one slice, a 4D file with one frame is fine."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        raise ScanError(
+            f"{path}: is {array.ndim}D ({'x'.join(map(str, array.shape))}); UAD needs one 3D volume"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _one_line(error: Exception) -> str:
+    """The informative line of an exception (ITK's are many lines long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    for line in lines:  # ITK puts the reason after "Description:" or in a line of its own
+        if line.lower().startswith("description:"):
+            return line.split(":", 1)[1].strip()
+    text = lines[-1] if lines[0].startswith(("Exception thrown", "sitk::ERROR")) else lines[0]
+    return text[:300]
