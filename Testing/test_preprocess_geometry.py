@@ -1,0 +1,151 @@
+"""A bright marker at a known RAS point comes back to that point, through every
+preset, from scans in every orientation, with anisotropic spacing and odd sizes."""
+
+import numpy as np
+import pytest
+
+from uadcore.io import Grid, Scan
+from uadcore.preprocess import make_preset, resample
+from volumes import bright_centroid, marker_volume
+
+ORIENTATIONS = ["RAS", "LAS", "LPS", "PIL", "oblique"]
+PRESETS = {
+    "brain3d-behrendt": {},
+    "brain2d-slices": {},
+    "patches2d": {"patch": 32, "stride": 16},
+}
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("preset_name", list(PRESETS))
+def test_marker_round_trip(orientation, preset_name):
+    array, grid, marker = marker_volume(orientation)
+    preset = make_preset(preset_name, **PRESETS[preset_name])
+    prepared = preset.prepare(Scan(array, grid, "marker.nii.gz"))
+
+    model_voxel = prepared.grid.spacing.max()
+    on_model = bright_centroid(prepared.image, prepared.grid, 0.5)
+    assert np.linalg.norm(on_model - marker) <= model_voxel
+
+    # what the model sees, put back together, is the model-grid image where it looked
+    assembled = prepared.assemble(prepared.inputs())
+    seen = _seen_by_model(prepared)
+    np.testing.assert_allclose(assembled[seen], prepared.image[seen], atol=1e-6)
+
+    back = prepared.to_scan(assembled)
+    assert back.shape == grid.shape
+    native_voxel = grid.spacing.max()
+    assert np.linalg.norm(bright_centroid(back, grid, 0.5) - marker) <= native_voxel
+
+
+def _seen_by_model(prepared):
+    seen = np.zeros(prepared.grid.shape, bool)
+    if prepared.preset.name == "brain2d-slices":
+        seen[:, :, prepared.units] = True
+    elif prepared.preset.name == "patches2d":
+        patch = prepared.preset.params["patch"]
+        for i0, j0, k in prepared.units:
+            seen[i0 : i0 + patch, j0 : j0 + patch, k] = True
+    else:
+        seen[:] = True
+    return seen
+
+
+def test_behrendt_grid_is_the_papers():
+    array, grid, _ = marker_volume("LPS")
+    prepared = make_preset("brain3d-behrendt").prepare(Scan(array, grid, "x"))
+    assert prepared.grid.shape == (64, 77, 66)
+    np.testing.assert_allclose(prepared.grid.spacing, 2.5)
+    np.testing.assert_allclose(prepared.grid.direction, np.eye(3))
+    assert prepared.inputs().shape == (1, 1, 64, 77, 66)
+    assert prepared.image.min() >= 0.0 and prepared.image.max() == pytest.approx(1.0)
+    assert (prepared.image[~prepared.region] == 0).all()
+
+
+def test_slices_record_which_slices_are_kept():
+    array, grid, _ = marker_volume("RAS")
+    prepared = make_preset("brain2d-slices", size=64).prepare(Scan(array, grid, "x"))
+    fraction = prepared.region.mean(axis=(0, 1))
+    assert set(prepared.units) == set(np.flatnonzero(fraction >= 0.05))
+    assert 0 < len(prepared.units) < prepared.grid.shape[2]
+    assert prepared.inputs().shape == (len(prepared.units), 1, 64, 64)
+    assert prepared.grid.spacing[0] == pytest.approx(3.0)  # 192 mm over 64 pixels
+
+
+def test_mae_slices_are_224():
+    array, grid, _ = marker_volume("RAS", spacing=(2.0, 2.0, 3.0), shape=(51, 55, 31))
+    prepared = make_preset("brain2d-slices", size=224, slice_spacing_mm=4.0).prepare(Scan(array, grid, "x"))
+    assert prepared.inputs().shape[1:] == (1, 224, 224)
+
+
+def test_a_given_region_replaces_the_nonzero_region():
+    array, grid, marker = marker_volume("RAS")
+    region = np.zeros(grid.shape, bool)
+    region[:, :, : grid.shape[2] // 2] = True  # a "brain" that is the lower half
+    prepared = make_preset("brain3d-behrendt").prepare(Scan(array + 1.0, grid, "x"), region=region)
+    assert prepared.region.any()
+    lower, upper = grid.corners()[:, 2].min(), grid.index_to_world([[0, 0, grid.shape[2] // 2]])[0, 2]
+    z = prepared.grid.index_to_world(np.argwhere(prepared.region))[:, 2]
+    assert z.min() >= lower - 2.5 and z.max() <= upper + 2.5
+
+
+def test_patches_of_a_2d_image_tile_it_and_come_back():
+    # a 2D film: one slice whose plane is not axial (a coronal view), odd size
+    direction = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+    grid = Grid.from_parts((150, 1, 97), (-30.0, 12.0, 40.0), (0.2, 1.0, 0.2), direction)
+    array = np.full(grid.shape, 50.0, np.float32)
+    marker_ijk = np.array([101, 0, 33])
+    array[94:109, 0, 26:41] = 1000.0  # 1.5 % of the film: above the clipping percentile
+    marker = grid.index_to_world(marker_ijk)[0]
+
+    prepared = make_preset("patches2d", patch=64, stride=32).prepare(Scan(array, grid, "film.png"))
+    assert prepared.grid.shape == (150, 97, 1)
+    tiles = prepared.inputs()
+    assert tiles.shape[1:] == (1, 64, 64)
+    assembled = prepared.assemble(tiles)
+    np.testing.assert_allclose(assembled, prepared.image, atol=1e-6)  # every pixel tiled
+    back = prepared.to_scan(assembled)
+    assert np.linalg.norm(bright_centroid(back, grid, 0.5) - marker) <= 0.2
+
+
+def test_patches_of_a_small_image_are_padded_to_one_patch():
+    grid = Grid.from_parts((40, 30, 1), (0, 0, 0), (1.0, 1.0, 1.0))
+    prepared = make_preset("patches2d", patch=64, stride=32).prepare(Scan(np.ones(grid.shape, np.float32), grid, "x"))
+    assert prepared.grid.shape == (64, 64, 1)
+    assert len(prepared.units) == 1
+
+
+def test_constant_image_reassembles_exactly_from_overlapping_tiles():
+    grid = Grid.from_parts((203, 150, 1), (0, 0, 0), (0.5, 0.5, 1.0))
+    prepared = make_preset("patches2d", patch=64, stride=24).prepare(Scan(np.full(grid.shape, 7.0, np.float32), grid, "x"))
+    assembled = prepared.assemble(prepared.inputs())
+    assert np.array_equal(assembled[:203, :150], np.full((203, 150, 1), prepared.image[0, 0, 0], np.float32))
+
+
+def test_per_tile_scores_paint_a_heat_map():
+    grid = Grid.from_parts((128, 128, 1), (0, 0, 0), (1.0, 1.0, 1.0))
+    prepared = make_preset("patches2d", patch=64, stride=64).prepare(Scan(np.ones(grid.shape, np.float32), grid, "x"))
+    scores = np.arange(len(prepared.units), dtype=np.float32)
+    heat = prepared.assemble(scores)
+    for score, (i0, j0, k) in zip(scores, prepared.units):
+        assert (heat[i0 : i0 + 64, j0 : j0 + 64, k] == score).all()
+
+
+def test_resampling_onto_the_same_grid_is_exact():
+    array, grid, _ = marker_volume("oblique", shape=(21, 25, 13))
+    np.testing.assert_array_equal(resample(array, grid, grid), array)
+
+
+def test_preset_round_trips_through_its_stored_form():
+    from uadcore.preprocess import preset_from_dict
+
+    preset = make_preset("brain2d-slices", size=224)
+    again = preset_from_dict(preset.to_dict())
+    assert again.params == preset.params and again.name == preset.name
+
+
+def test_unknown_preset_option_is_refused():
+    from uadcore.errors import UADError
+
+    with pytest.raises(UADError, match="unknown option"):
+        make_preset("brain3d-behrendt", size=3)

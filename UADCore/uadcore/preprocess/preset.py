@@ -1,0 +1,156 @@
+"""What every preprocessing preset is: a named, versioned recipe that resamples a
+scan onto a model grid in physical space, cuts it into model inputs, and puts
+model outputs back together and back onto the scan's own grid.
+
+A preset is stored in every checkpoint as ``{"name", "version", "params"}`` so a
+trained model always sees scans prepared the way it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from uadcore.errors import ScanError, UADError
+from uadcore.io.grid import Grid
+from uadcore.io.scans import Scan
+from uadcore.preprocess.resample import resample
+
+
+@dataclass
+class Prepared:
+    """A scan brought onto a preset's model grid.
+
+    image: float32, shape grid.shape, intensities scaled to [0, 1].
+    region: bool, shape grid.shape; the brain (or foreground) on the model grid.
+    grid: the model grid (RAS mm).
+    scan_grid: the scan's own grid, where maps go back to.
+    units: which parts of the model grid the model sees: kept slice indices (K,)
+        for slice presets, patch corners (N, 3) as (i0, j0, k) for patch presets,
+        empty for whole-volume presets.
+    """
+
+    image: np.ndarray
+    region: np.ndarray
+    grid: Grid
+    scan_grid: Grid
+    preset: "Preset"
+    units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+
+    def inputs(self) -> np.ndarray:
+        """Model inputs as a float32 batch (shape set by the preset)."""
+        return self.preset.inputs(self)
+
+    def assemble(self, outputs: np.ndarray) -> np.ndarray:
+        """Model outputs (one per input) -> float32 volume of shape grid.shape."""
+        return self.preset.assemble(self, np.asarray(outputs, dtype=np.float32))
+
+    def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
+        """A volume on the model grid -> float32 volume on the scan's own grid."""
+        return resample(volume, self.grid, self.scan_grid, order=order)
+
+
+class Preset:
+    """Base of all presets. Subclasses set `name`, `version`, `defaults` and
+    implement `model_grid`, `inputs` and `assemble`."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    defaults: ClassVar[dict]
+    needs_3d: ClassVar[bool] = True
+    zero_outside_region: ClassVar[bool] = True
+
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise UADError(
+                f"preset {self.name}: unknown option(s) {', '.join(unknown)}; "
+                f"options are {', '.join(sorted(self.defaults))}"
+            )
+        self.params = {**self.defaults, **params}
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "params": _plain(self.params)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+    # ---- the recipe ---------------------------------------------------------
+    def prepare(self, scan: Scan, region: np.ndarray | None = None) -> Prepared:
+        """Resample ``scan`` onto the model grid and scale its intensities.
+
+        region: optional bool mask on the scan's grid (e.g. a brain mask); by
+            default the nonzero voxels, which is the brain of a skull-stripped scan.
+        """
+        if self.needs_3d and scan.is_2d:
+            raise ScanError(f"{scan.path}: is 2D ({scan.grid.describe()}); preset {self.name} needs a 3D volume")
+        region = scan.array != 0 if region is None else np.asarray(region, bool)
+        if not region.any():
+            raise ScanError(f"{scan.path}: has no nonzero voxels (an empty image or an empty mask)")
+        grid = self.model_grid(scan, region)
+        image = resample(np.where(region, scan.array, 0.0), scan.grid, grid)
+        on_grid = resample(region.astype(np.float32), scan.grid, grid) > 0.5
+        if not on_grid.any():
+            raise ScanError(f"{scan.path}: its nonzero region falls outside the {self.name} grid")
+        image = scale_intensity(image, on_grid, self.params.get("upper_percentile", 99.5))
+        if self.zero_outside_region:
+            image[~on_grid] = 0.0
+        prepared = Prepared(image, on_grid, grid, scan.grid, self)
+        prepared.units = self.select_units(prepared)
+        return prepared
+
+    def model_grid(self, scan: Scan, region: np.ndarray) -> Grid:
+        raise NotImplementedError
+
+    def select_units(self, prepared: Prepared) -> np.ndarray:
+        return np.zeros((0,), np.int64)
+
+    def inputs(self, prepared: Prepared) -> np.ndarray:
+        raise NotImplementedError
+
+    def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def scale_intensity(image: np.ndarray, region: np.ndarray, upper_percentile: float) -> np.ndarray:
+    """Clip at the ``upper_percentile`` of the values inside ``region`` and scale to
+    [0, 1]; the low end is 0, or the mirrored percentile when the scan has negative
+    values (e.g. CT). Returns a new float32 array."""
+    values = image[region]
+    high = float(np.percentile(values, upper_percentile))
+    low = min(0.0, float(np.percentile(values, 100.0 - upper_percentile)))
+    if high <= low:
+        high = low + 1.0  # a constant image scales to 0
+    return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def region_bounds(grid: Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World box (RAS mm, lowest and highest corner) around ``region``'s voxels."""
+    low, high = [], []
+    for axis in range(3):
+        present = np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != axis)))
+        low.append(present[0])
+        high.append(present[-1])
+    corners = grid.index_to_world(
+        [[i, j, k] for i in (low[0], high[0]) for j in (low[1], high[1]) for k in (low[2], high[2])]
+    )
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def region_centre(grid: Grid, region: np.ndarray) -> np.ndarray:
+    """World centre (RAS mm) of the box around ``region``'s voxels."""
+    low, high = region_bounds(grid, region)
+    return (low + high) / 2.0
+
+
+def _plain(value):
+    """Params as JSON-friendly values (tuples -> lists, numpy -> Python)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
