@@ -1,0 +1,74 @@
+"""The `uad` command as other tools see it: its help, exit codes and --json."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from uadcore.cli import main
+
+CONTRACT = ["synth", "train", "score", "evaluate", "outliers", "demo", "gui"]
+
+
+def uad(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "uadcore", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_the_contract():
+    result = uad("--help")
+    assert result.returncode == 0
+    for command in CONTRACT + ["check"]:
+        assert f"    {command}" in result.stdout
+
+
+def test_synth_json_is_one_object_on_stdout(tmp_path):
+    result = uad("synth", str(tmp_path / "c"), "--healthy", "2", "--unhealthy", "1", "--seed", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)  # exactly one JSON document, nothing else
+    assert result.stdout.count("\n") == 1
+    assert payload["healthy"] == 2 and payload["unhealthy"] == 1
+    assert os.path.isfile(payload["manifest"])
+
+
+def test_check_json(cohort, capsys):
+    assert main(["check", cohort, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["n"] == 6 and payload["healthy"] == 3 and payload["with_mask"] == 3
+    assert payload["preset"]["name"] == "brain3d-behrendt"
+    assert all(scan["model_inputs"] == 1 for scan in payload["scans"])
+
+
+def test_check_slices_counts_the_slices(cohort, capsys):
+    assert main(["check", cohort, "--preset", "brain2d-slices", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert all(20 < scan["model_inputs"] <= 56 for scan in payload["scans"])
+
+
+@pytest.mark.parametrize("command", ["train", "score", "evaluate", "outliers", "gui"])
+def test_commands_not_here_yet_say_so(command, capsys):
+    assert main([command]) == 1
+    assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_bad_option_is_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["synth"])
+    assert stop.value.code == 2
+
+
+@pytest.mark.slow
+def test_demo_runs_and_can_run_again(tmp_path):
+    for _ in range(2):  # a second run replaces the first demo's folder, nothing else
+        result = uad("demo", "--out", str(tmp_path / "demo"), "--json")
+        assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert os.path.isfile(payload["preprocessed"]) and os.path.isfile(payload["mask"])
+    assert payload["scans"] == 16
+
+
+def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert os.listdir(tmp_path) == ["precious.txt"]

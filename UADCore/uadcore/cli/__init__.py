@@ -1,0 +1,66 @@
+"""The `uad` command (also `python -m uadcore`).
+
+Exit codes: 0 success; 2 bad input (one line on stderr naming the file and the
+problem); 1 anything else (an internal error, or a command not available yet).
+With --json a command prints exactly one JSON object on stdout; progress and
+messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from uadcore import __version__
+from uadcore.cli import check, demo, synth
+from uadcore.errors import UADError
+
+# Commands of the contract (DESIGN.md) that later releases fill in.
+NOT_YET = {
+    "train": ("train a model on a folder or manifest of healthy scans", "the training engine (issue 4)"),
+    "score": ("write the anomaly map of one scan and print its score", "scoring (issue 4)"),
+    "evaluate": ("AUROC, AP and Dice of a trained run on a labelled manifest", "evaluation (issue 4)"),
+    "outliers": ("the training scans that outlier removal flagged", "the training engine (issue 4)"),
+    "gui": ("the UAD panels in a window outside 3D Slicer", "the Slicer panels (issue 7)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uad",
+        description="Unsupervised anomaly detection for brain MRI and other medical images.",
+    )
+    parser.add_argument("--version", action="version", version=f"uad {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    synth.add_parser(commands)
+    check.add_parser(commands)
+    demo.add_parser(commands)
+    for name, (summary, _) in NOT_YET.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in NOT_YET:
+        print(f"uad {args.command}: not implemented yet; it arrives with {NOT_YET[args.command][1]}", file=sys.stderr)
+        return 1
+    try:
+        return args.run(args) or 0
+    except UADError as error:
+        print(f"uad {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"uad {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug, not bad input: say so in one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"uad {args.command}: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
