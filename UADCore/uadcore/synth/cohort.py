@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 from uadcore.errors import UADError
 from uadcore.io.datasets import ScanEntry, write_manifest
 from uadcore.io.scans import write_nifti
-from uadcore.progress import progress_bar
+from uadcore.parallel import process_map
 from uadcore.synth.subject import choose_lesion_kind, make_subject
 from uadcore.synth.template import load_template
 
@@ -34,19 +33,7 @@ def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: in
 
     jobs = [(out, seed, index, None) for index in range(1, healthy + 1)]
     jobs += [(out, seed, index, choose_lesion_kind(seed, index)) for index in range(healthy + 1, healthy + unhealthy + 1)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    with progress_bar(total=len(jobs), desc="synth", unit="subject", enabled=progress) as bar:
-        if workers == 1:
-            results = []
-            for job in jobs:
-                results.append(_write_subject(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, initializer=_start_worker) as pool:
-                results = []
-                for result in pool.map(_write_subject, jobs, chunksize=2):
-                    results.append(result)
-                    bar.update()
+    results = process_map(_write_subject, jobs, workers, desc="synth", unit="subject", progress=progress, initializer=load_template)
 
     entries = [ScanEntry(r["path"], r["label"], r["mask"]) for r in results]
     manifest = write_manifest(entries, os.path.join(out, "manifest.csv"))
@@ -54,15 +41,6 @@ def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: in
     with open(os.path.join(out, "subjects.json"), "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=1)
     return manifest
-
-
-def _start_worker() -> None:
-    """One thread per worker process: the processes already use every core, and
-    nested BLAS threads would only fight over them (2x slower on 2 cores)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    load_template()
 
 
 def _write_subject(job) -> dict:
