@@ -34,9 +34,9 @@ class Brain3DBehrendt(Preset):
         spacing = np.full(3, 1.0 / self.params["downsample"])
         return Grid.centred(region_centre(scan.grid, region), spacing, shape)
 
-    def inputs(self, prepared: Prepared) -> np.ndarray:
+    def inputs(self, prepared: Prepared, volume: np.ndarray) -> np.ndarray:
         """(1, 1, I, J, K): one volume, one channel."""
-        return prepared.image[None, None]
+        return volume[None, None]
 
     def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:
         """(1, 1, I, J, K) or (I, J, K) -> (I, J, K)."""

@@ -65,10 +65,10 @@ class Patches2D(Preset):
         )
         return corners[foreground >= self.params["min_foreground"]]
 
-    def inputs(self, prepared: Prepared) -> np.ndarray:
+    def inputs(self, prepared: Prepared, volume: np.ndarray) -> np.ndarray:
         """(N, 1, patch, patch)."""
         patch = int(self.params["patch"])
-        tiles = [prepared.image[i0 : i0 + patch, j0 : j0 + patch, k] for i0, j0, k in prepared.units]
+        tiles = [volume[i0 : i0 + patch, j0 : j0 + patch, k] for i0, j0, k in prepared.units]
         return np.stack(tiles)[:, None].astype(np.float32) if tiles else np.zeros((0, 1, patch, patch), np.float32)
 
     def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:

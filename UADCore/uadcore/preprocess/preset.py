@@ -39,9 +39,11 @@ class Prepared:
     preset: "Preset"
     units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
-    def inputs(self) -> np.ndarray:
-        """Model inputs as a float32 batch (shape set by the preset)."""
-        return self.preset.inputs(self)
+    def inputs(self, volume: np.ndarray | None = None) -> np.ndarray:
+        """Model inputs as a float32 batch (shape set by the preset), cut from the
+        image or from another ``volume`` on the model grid (e.g. the region)."""
+        volume = self.image if volume is None else np.asarray(volume, dtype=np.float32)
+        return self.preset.inputs(self, volume)
 
     def assemble(self, outputs: np.ndarray) -> np.ndarray:
         """Model outputs (one per input) -> float32 volume of shape grid.shape."""
@@ -107,7 +109,7 @@ class Preset:
     def select_units(self, prepared: Prepared) -> np.ndarray:
         return np.zeros((0,), np.int64)
 
-    def inputs(self, prepared: Prepared) -> np.ndarray:
+    def inputs(self, prepared: Prepared, volume: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:

@@ -45,9 +45,9 @@ class Brain2DSlices(Preset):
         brain_fraction = prepared.region.mean(axis=(0, 1))
         return np.flatnonzero(brain_fraction >= self.params["min_brain_fraction"])
 
-    def inputs(self, prepared: Prepared) -> np.ndarray:
+    def inputs(self, prepared: Prepared, volume: np.ndarray) -> np.ndarray:
         """(K, 1, size, size)."""
-        return np.ascontiguousarray(np.moveaxis(prepared.image[:, :, prepared.units], 2, 0)[:, None])
+        return np.ascontiguousarray(np.moveaxis(volume[:, :, prepared.units], 2, 0)[:, None])
 
     def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:
         """(K, 1, size, size) or (K, size, size) -> volume; slices not kept are 0."""
