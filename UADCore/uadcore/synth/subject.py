@@ -21,6 +21,19 @@ from uadcore.synth.template import Template
 ORIENTATIONS = ("RAS", "LAS", "LPS", "LPI", "ASR", "PIL", "oblique")
 SPACINGS_MM = ((2.0, 2.0, 2.0), (1.8, 1.8, 2.8), (2.2, 2.2, 2.2), (2.5, 2.0, 2.0), (1.9, 2.4, 1.9))
 MARGIN_MM = 6.0  # room around the moved brain, for deformation and air
+
+# Per-subject variation, each drawn uniformly. The anatomy moves only a little, as
+# in scans affinely registered to a template (as the paper's were); how the file is
+# laid out (orientation, spacing) varies freely, to exercise preprocessing.
+ROTATION_DEG = 3.0  # about each axis, +-
+SCALE = (0.96, 1.04)  # per axis
+SHIFT_MM = 5.0  # per axis, +-
+WARP_MM = (1.5, 3.0)  # amplitude of the smooth non-linear deformation
+CONTRAST_GAMMA = (0.9, 1.1)
+TISSUE_GAIN = 0.05  # +- relative gain of grey and of white matter
+BIAS_STRENGTH = (0.02, 0.12)  # log-amplitude of the multiplicative bias field
+NOISE_SIGMA = (0.01, 0.025)  # Rician noise, relative to the white-matter level
+SCANNER_GAIN = (400.0, 1200.0)  # arbitrary units of the written int16 values
 _UNIT = {"R": (1, 0, 0), "L": (-1, 0, 0), "A": (0, 1, 0), "P": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
 
 
@@ -43,7 +56,7 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
     # template position of every voxel: the inverse motion, then a smooth warp (mm)
     ijk = np.indices(grid.shape, dtype=np.float32).reshape(3, -1).T
     world = grid.index_to_world(ijk)
-    warp_mm = rng.uniform(1.5, 3.0)
+    warp_mm = rng.uniform(*WARP_MM)
     warp = np.stack([smooth_random_field(rng, grid.shape, (5, 6, 5)).ravel() for _ in range(3)], 1)
     in_template = template.grid.world_to_index(world @ world_to_template[:3, :3].T + world_to_template[:3, 3] + warp_mm * warp).T
 
@@ -61,8 +74,8 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
     gm, wm = sample(template.gm, brain), sample(template.wm, brain)
 
     # tissue contrast: a gamma curve on the T1 contrast and per-tissue gains
-    gamma = rng.uniform(0.8, 1.25)
-    gm_gain, wm_gain = rng.uniform(-0.08, 0.08, size=2)
+    gamma = rng.uniform(*CONTRAST_GAMMA)
+    gm_gain, wm_gain = rng.uniform(-TISSUE_GAIN, TISSUE_GAIN, size=2)
     image = np.power(np.clip(sample(template.t1, brain), 0.0, None), gamma) * (1.0 + gm_gain * gm + wm_gain * wm)
     image = (image * brain).astype(np.float32)
 
@@ -71,13 +84,13 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
         mask = paint_lesion(lesion_kind, rng, image, {"brain": brain, "gm": gm, "wm": wm}, grid)
 
     # scanner: smooth multiplicative bias field, Rician noise inside the brain, a gain
-    bias_strength = rng.uniform(0.05, 0.25)
+    bias_strength = rng.uniform(*BIAS_STRENGTH)
     image *= np.exp(bias_strength * smooth_random_field(rng, grid.shape, (3, 3, 3)))
-    noise_sigma = rng.uniform(0.01, 0.03)
+    noise_sigma = rng.uniform(*NOISE_SIGMA)
     real = image + noise_sigma * rng.standard_normal(grid.shape, dtype=np.float32)
     imaginary = noise_sigma * rng.standard_normal(grid.shape, dtype=np.float32)
     image = np.sqrt(real * real + imaginary * imaginary) * brain
-    gain = rng.uniform(400.0, 1200.0)
+    gain = rng.uniform(*SCANNER_GAIN)
     image = np.clip(np.round(image * gain), 0, np.iinfo(np.int16).max).astype(np.int16)
 
     info = {
@@ -103,13 +116,12 @@ def choose_lesion_kind(seed: int, index: int) -> str:
 
 
 def _random_motion(rng, template: Template):
-    """A small rotation (<= 6 deg per axis), scaling (0.92-1.08) and shift (<= 5 mm)
-    about the brain centre. Returns the world-to-template 4x4 map and its values."""
+    """A small rotation, scaling and shift about the brain centre. Returns the world-to-template 4x4 map and its values."""
     low, high = template.brain_bounds()
     centre = (low + high) / 2.0
-    angles = np.deg2rad(rng.uniform(-6.0, 6.0, size=3))
-    scale = rng.uniform(0.92, 1.08, size=3)
-    shift = rng.uniform(-5.0, 5.0, size=3)
+    angles = np.deg2rad(rng.uniform(-ROTATION_DEG, ROTATION_DEG, size=3))
+    scale = rng.uniform(*SCALE, size=3)
+    shift = rng.uniform(-SHIFT_MM, SHIFT_MM, size=3)
     rotation = _rotation(angles)
     forward = rotation @ np.diag(scale)  # template -> subject world, about the centre
     inverse = np.linalg.inv(forward)
