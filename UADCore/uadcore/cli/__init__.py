@@ -12,15 +12,11 @@ import argparse
 import sys
 
 from uadcore import __version__
-from uadcore.cli import check, demo, synth
+from uadcore.cli import check, demo, evaluate, outliers, score, synth, train
 from uadcore.errors import UADError
 
 # Commands of the contract (DESIGN.md) that later releases fill in.
 NOT_YET = {
-    "train": ("train a model on a folder or manifest of healthy scans", "the training engine (issue 4)"),
-    "score": ("write the anomaly map of one scan and print its score", "scoring (issue 4)"),
-    "evaluate": ("AUROC, AP and Dice of a trained run on a labelled manifest", "evaluation (issue 4)"),
-    "outliers": ("the training scans that outlier removal flagged", "the training engine (issue 4)"),
     "gui": ("the UAD panels in a window outside 3D Slicer", "the Slicer panels (issue 7)"),
 }
 
@@ -35,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     synth.add_parser(commands)
     check.add_parser(commands)
+    train.add_parser(commands)
+    score.add_parser(commands)
+    evaluate.add_parser(commands)
+    outliers.add_parser(commands)
     demo.add_parser(commands)
     for name, (summary, _) in NOT_YET.items():
         sub = commands.add_parser(name, help=summary, description=summary)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"uad {args.command}: not implemented yet; it arrives with {NOT_YET[args.command][1]}", file=sys.stderr)
         return 1
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except UADError as error:
         print(f"uad {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ def add_parser(commands) -> None:
     parser.add_argument("data", metavar="DIR|MANIFEST", help="folder of scans or manifest CSV (path,label,mask)")
     parser.add_argument("--preset", default="brain3d-behrendt", choices=sorted(PRESETS), help="preprocessing preset (default brain3d-behrendt)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--out", default="uad-demo", metavar="DIR", help="output folder (default ./uad-demo)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
 
 
 def run(args) -> int:

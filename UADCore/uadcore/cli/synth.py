@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same cohort (default 0)")
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: one per CPU core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
 
 
 def run(args) -> int:

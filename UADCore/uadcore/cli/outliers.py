@@ -1,0 +1,44 @@
+"""`uad outliers RUN`: the training scans that outlier removal flagged, with why
+and when; optionally the curated manifest of the kept scans."""
+
+from __future__ import annotations
+
+import os
+
+from uadcore.cli.output import print_json, print_table, say
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "outliers",
+        help="the training scans that outlier removal flagged",
+        description="List the scans removed during training (from RUN/outliers.csv) with epoch, loss and threshold.",
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder")
+    parser.add_argument("--export-kept", metavar="MANIFEST", help="write the kept training scans as a manifest for a new run")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    state = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT_NAME))
+    rows = state["audit"]
+    kept = [ScanEntry(**e) for e, k in zip(state["train_entries"], state["kept"].tolist()) if k]
+    if args.export_kept:
+        write_manifest(kept, args.export_kept)
+    payload = {"run": os.path.abspath(args.run_dir), "epoch": state["epoch"], "gamma": state["config"]["gamma"],
+               "training_scans": len(state["train_entries"]), "kept": len(kept), "removed": rows}
+    if args.export_kept:
+        payload["kept_manifest"] = os.path.abspath(args.export_kept)
+    if args.json:
+        print_json(payload)
+        return 0
+    if rows:
+        print_table(rows, ["path", "epoch", "loss", "threshold", "loss_over_mean", "label"])
+    say(f"{len(rows)} of {len(state['train_entries'])} training scans removed by epoch {state['epoch']} (gamma {payload['gamma']})")
+    if args.export_kept:
+        say(f"kept scans written to {payload['kept_manifest']}")
+    return 0

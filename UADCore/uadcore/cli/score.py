@@ -1,0 +1,47 @@
+"""`uad score RUN SCAN --map KIND --out MAP.nii.gz`: one scan's anomaly map, in the
+scan's own geometry, and its sample score."""
+
+from __future__ import annotations
+
+import os
+
+from uadcore.cli.output import print_json, say
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "score",
+        help="write the anomaly map of one scan and print its score",
+        description="Score one scan with a trained run; write its anomaly map on the scan's own grid as NIfTI.",
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    parser.add_argument("scan", metavar="SCAN", help="a scan file or DICOM folder")
+    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind (default rec)")
+    parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", action="store_true", help='print {"score": ..., "percentile_vs_healthy": ...}')
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from uadcore.errors import UADError
+    from uadcore.io import write_nifti
+    from uadcore.score.scorer import Scorer
+
+    if args.out and not args.out.lower().endswith((".nii", ".nii.gz")):
+        raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
+    scorer = Scorer(args.run_dir, device=args.device)
+    result = scorer.score(args.scan, kind=args.map)
+    payload = {"scan": os.path.abspath(args.scan), "map": args.map, "score": result.score,
+               "percentile_vs_healthy": scorer.percentile(result.score)}
+    if args.out:
+        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
+    if args.json:
+        print_json(payload)
+    else:
+        percentile = payload["percentile_vs_healthy"]
+        rank = f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""
+        print(f"score {result.score:.5f}{rank}")
+        if args.out:
+            say(f"map written to {payload['out']}")
+    return 0

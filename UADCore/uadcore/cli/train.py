@@ -1,0 +1,102 @@
+"""`uad train`: train a model on healthy scans, with outlier removal during training.
+
+Also the entry point for DDP: ``torchrun --nproc_per_node=N -m uadcore train ...``.
+"""
+
+from __future__ import annotations
+
+from uadcore.cli.output import print_json, say
+
+
+def add_parser(commands) -> None:
+    from uadcore.models import MODELS
+
+    parser = commands.add_parser(
+        "train",
+        help="train a model on a folder or manifest of healthy scans",
+        description=(
+            "Train a model on healthy scans. Every --outlier-every epochs, scans whose loss exceeds "
+            "gamma x the epoch's mean loss are removed from training and listed in RUN/outliers.csv. "
+            "Stop with SIGTERM or by creating RUN/STOP; continue with --resume RUN."
+        ),
+    )
+    parser.add_argument("--data", metavar="DIR|MANIFEST", help="training scans: a folder or a manifest CSV")
+    parser.add_argument("--model", choices=sorted(MODELS), help="model to train (default ae3d)")
+    parser.add_argument("--out", metavar="RUN", help="new run folder")
+    parser.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run in RUN")
+    parser.add_argument("--config", metavar="FILE", help="JSON file of settings (flags override it)")
+    parser.add_argument("--size", choices=["paper", "small"], help="model size: the paper's, or small for CPUs (default paper)")
+    parser.add_argument("--epochs", type=int, metavar="E", help="total epochs (default 500)")
+    parser.add_argument("--gamma", type=float, metavar="G", help="outlier threshold factor (default 1.4)")
+    parser.add_argument("--no-outlier-removal", dest="outlier_removal", action="store_false", default=None, help="train on every scan")
+    parser.add_argument("--outlier-every", type=int, metavar="N", help="epochs between outlier removals (default 5)")
+    parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32)")
+    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 5)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
+    parser.add_argument("--events", action="store_true", help="print JSON-lines events on stdout instead of a progress bar")
+    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(args):
+    """Defaults < --config file < flags."""
+    from uadcore.errors import UADError
+    from uadcore.models import MODELS
+    from uadcore.train import TrainConfig
+
+    values = TrainConfig.from_file(args.config) if args.config else {}
+    flags = {
+        "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
+        "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every,
+        "batch_size": args.batch_size, "lr": args.lr, "val_fraction": args.val_fraction,
+        "checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device,
+        "compile": args.compile, "workers": args.workers,
+    }
+    values.update({key: value for key, value in flags.items() if value is not None})
+    if args.reinit_at is not None:
+        try:
+            values["reinit_at"] = [] if args.reinit_at.lower() == "none" else [int(e) for e in args.reinit_at.split(",") if e.strip()]
+        except ValueError:
+            raise UADError(f"--reinit-at {args.reinit_at}: expected epochs like 50,100 or 'none'") from None
+    if args.size == "small":
+        model = values.get("model", "ae3d")
+        values["model_params"] = {**MODELS[model]["small"], **values.get("model_params", {})}
+    config = TrainConfig.from_dict(values, source=args.config or "uad train")
+    if not config.data:
+        raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")
+    return config
+
+
+def run(args) -> int:
+    from uadcore.errors import UADError
+    from uadcore.train import Events, train
+
+    events = Events(json_lines=args.events)
+    try:
+        if args.resume:
+            summary = train(None, args.resume, resume=True, events=events)
+        else:
+            if not args.out:
+                raise UADError("uad train: --out RUN is needed (a new folder for the run)")
+            summary = train(config_from_args(args), args.out, events=events)
+    except Exception as error:
+        events.emit("error", message=str(error), kind="bad input" if isinstance(error, UADError) else type(error).__name__)
+        raise
+    if args.json:
+        print_json(summary)
+    elif not args.events:
+        if summary.get("stopped"):
+            say(f"stopped after epoch {summary['epoch']}; continue with: uad train --resume {summary['run']}")
+        else:
+            say(
+                f"trained {summary['epochs']} epochs on {summary['scans']} scans: {summary['removed']} removed "
+                f"({summary['removed_unhealthy']} labelled unhealthy), final loss {summary['final_loss']}"
+            )
+            say(f"run: {summary['run']}  (uad outliers {summary['run']} lists the removed scans)")
+    return 0

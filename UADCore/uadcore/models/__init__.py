@@ -1,0 +1,30 @@
+"""Models: plain `torch.nn.Module`s, each in its own file with its shapes documented.
+
+Every model offers ``loss_per_sample(x) -> (B,)`` (what the training engine
+minimises and what outlier removal compares) and ``reconstruct(x)`` (what scoring
+compares with the input). `MODELS` names them with their preprocessing preset and
+the model options of a small configuration for CPUs.
+"""
+
+from __future__ import annotations
+
+from uadcore.errors import UADError
+from uadcore.models.ae3d import AE3D
+
+MODELS = {
+    "ae3d": {
+        "cls": AE3D,
+        "preset": "brain3d-behrendt",
+        "small": {"channels": [8, 16, 32, 64], "latent": 128},
+    },
+}
+
+
+def make_model(name: str, in_shape, **params):
+    """A model by name for inputs of spatial shape ``in_shape``."""
+    if name not in MODELS:
+        raise UADError(f"unknown model '{name}'; models are {', '.join(MODELS)}")
+    try:
+        return MODELS[name]["cls"](in_shape=tuple(in_shape), **params)
+    except TypeError as error:
+        raise UADError(f"model {name}: bad options {params} ({error})") from error

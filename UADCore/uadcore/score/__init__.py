@@ -1,0 +1,1 @@
+"""Scores and maps of trained models."""

@@ -1,0 +1,93 @@
+"""A trained run, loaded for scoring: scans in, sample scores and anomaly maps out,
+the maps on each scan's own grid."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uadcore.device import amp_dtype, pick_device
+from uadcore.errors import UADError
+from uadcore.io import Scan, read_scan
+from uadcore.models import make_model
+from uadcore.preprocess import Prepared, preset_from_dict
+from uadcore.score.reconstruction import mean_inside, rec_maps
+from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from uadcore.train.data import stack_inputs
+
+MAP_KINDS = ("rec",)
+
+
+@dataclass
+class ScanScore:
+    """One scan's result.
+
+    score: the sample score (mean reconstruction error inside the brain).
+    model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the brain.
+    prepared: the scan on the model grid (the map's grid and region).
+    """
+
+    path: str
+    score: float
+    model_map: np.ndarray
+    prepared: Prepared
+
+    def scan_map(self) -> np.ndarray:
+        """The map on the scan's own grid."""
+        return self.prepared.to_scan(self.model_map)
+
+
+class Scorer:
+    """Scores scans with the finished run in ``run_dir``."""
+
+    def __init__(self, run_dir: str, device: str = "auto", batch_size: int = 8):
+        self.run_dir = os.path.abspath(run_dir)
+        state = load_checkpoint(os.path.join(self.run_dir, CHECKPOINT_NAME))
+        if not state.get("done"):
+            raise UADError(f"{self.run_dir}: training has not finished (epoch {state['epoch']}); resume it first")
+        self.config = state["config"]
+        self.preset = preset_from_dict(state["preset"])
+        self.device = pick_device(device)
+        self.amp_dtype = amp_dtype(self.device, self.config.get("amp", True))
+        self.batch_size = batch_size
+        self.validation_scores = np.asarray(state["validation"].get("scores", []), float)
+        self._weights = state["model"]
+        self._model = None
+
+    def _network(self, in_shape) -> torch.nn.Module:
+        if self._model is None:
+            model = make_model(self.config["model"], in_shape, **self.config["model_params"])
+            model.load_state_dict(self._weights)
+            self._model = model.to(self.device).eval()
+        return self._model
+
+    def score(self, scan: Scan | str, kind: str = "rec") -> ScanScore:
+        """Sample score and map of one scan (a path or a `Scan`)."""
+        self.check_kind(kind)
+        scan = read_scan(scan, need_3d=self.preset.needs_3d) if isinstance(scan, str) else scan
+        return self.score_prepared([self.preset.prepare(scan)], [scan.path], kind)[0]
+
+    def score_prepared(self, prepared: list[Prepared], paths: list[str], kind: str = "rec") -> list[ScanScore]:
+        """Scores and maps of scans already on the model grid, in batches."""
+        self.check_kind(kind)
+        items, regions, owners = stack_inputs(prepared)
+        maps = rec_maps(self._network(items.shape[2:]), items, self.device, self.batch_size, self.amp_dtype)
+        scores = mean_inside(maps, regions, owners, len(prepared))
+        results = []
+        for index, (one, path) in enumerate(zip(prepared, paths)):
+            model_map = one.assemble(maps[owners == index].numpy()) * one.region
+            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one))
+        return results
+
+    def check_kind(self, kind: str) -> None:
+        if kind not in MAP_KINDS:
+            raise UADError(f"map kind '{kind}' is not available for model {self.config['model']}; kinds: {', '.join(MAP_KINDS)}")
+
+    def percentile(self, score: float) -> float | None:
+        """Percentage of the healthy validation scans scoring below ``score``."""
+        if len(self.validation_scores) == 0:
+            return None
+        return float(100.0 * np.mean(self.validation_scores < score))

@@ -1,0 +1,78 @@
+"""Training configuration as plain values: defaults, a JSON file, command-line
+flags, in that order of precedence. The whole configuration is stored in every
+checkpoint and in RUN/config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from uadcore.errors import UADError
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # folder or manifest of training scans
+    model: str = "ae3d"
+    model_params: dict = field(default_factory=dict)  # e.g. {"channels": [8, 16, 32, 64], "latent": 128}
+    preset_params: dict = field(default_factory=dict)  # options of the model's preprocessing preset
+    epochs: int = 500  # the paper: 100 epochs with two re-initialisations, then 400 more
+    batch_size: int = 32
+    lr: float = 1e-3
+    outlier_removal: bool = True
+    gamma: float = 1.4  # remove a sample when its loss > gamma x the epoch's mean loss
+    outlier_every: int = 5  # epochs between removals
+    reinit_at: list = field(default_factory=lambda: [50, 100])  # re-initialise weights after these epochs
+    checkpoint_every: int = 5
+    val_fraction: float = 0.1  # healthy (or unlabelled) scans held out for the score distribution
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision on CUDA
+    compile: bool = False  # torch.compile the model (CUDA)
+    workers: int = 0  # processes to preprocess scans (0: one per core)
+
+    def validate(self, source: str = "configuration") -> "TrainConfig":
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if not self.gamma > 0:
+            problems.append(f"gamma must be > 0 (got {self.gamma})")
+        if self.outlier_every < 1 or self.checkpoint_every < 1:
+            problems.append("outlier_every and checkpoint_every must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be auto, cpu or cuda (got {self.device})")
+        if problems:
+            raise UADError(f"{source}: " + "; ".join(problems))
+        self.reinit_at = sorted(int(e) for e in self.reinit_at)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "configuration") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UADError(f"{source}: unknown setting(s) {', '.join(unknown)}; settings are {', '.join(sorted(known))}")
+        return cls(**values).validate(source)
+
+    @classmethod
+    def from_file(cls, path: str) -> dict:
+        """The settings a JSON config file gives (validated later, with the flags)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+        except OSError as error:
+            raise UADError(f"{path}: cannot read the config file ({error.strerror})") from error
+        except json.JSONDecodeError as error:
+            raise UADError(f"{path}: is not valid JSON ({error})") from error
+        if not isinstance(values, dict):
+            raise UADError(f"{path}: a config file holds one JSON object of settings")
+        return values

@@ -1,0 +1,78 @@
+"""PyTorch DDP as `torchrun` starts it: one process per GPU (or CPU worker, gloo),
+rank 0 writes. Without torchrun everything here is a no-op."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def start(device_name: str) -> Ranks:
+    """Join the process group torchrun set up (env://): NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def stop(ranks: Ranks) -> None:
+    if ranks.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_across(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Element-wise sum over ranks (in place; the tensor is returned)."""
+    if ranks.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, ranks: Ranks, device) -> bool:
+    """True on every rank when ``flag`` is True on any rank."""
+    if not ranks.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def shard(order: torch.Tensor, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's part of a global sample order, and which of its entries are real.
+
+    Rank r takes positions r, r + W, r + 2W, ... so that its k-th batch of
+    ``batch_size // W`` and the other ranks' k-th batches together are exactly the
+    k-th batch of ``batch_size`` a single process would take. The order is padded by
+    wrapping around to a multiple of W so every rank runs as many steps; padding
+    entries are marked False and must not count in the loss.
+
+    Returns (local order (L,), real (L,) bool).
+    """
+    real = torch.ones(len(order), dtype=torch.bool)
+    if not ranks.enabled:
+        return order, real
+    padded = -(-len(order) // ranks.world) * ranks.world
+    if padded > len(order):
+        order = torch.cat([order, order[: padded - len(order)]])
+        real = torch.cat([real, torch.zeros(padded - len(real), dtype=torch.bool)])
+    return order[ranks.rank :: ranks.world], real[ranks.rank :: ranks.world]

@@ -1,0 +1,317 @@
+"""One training engine for every model, with outlier removal during training.
+
+Read it top to bottom in `train`: prepare the data once, then per epoch shuffle
+the kept scans, take each batch's per-sample losses from the training pass itself
+(no extra pass), and every `outlier_every` epochs remove the scans whose loss is
+above gamma x the epoch's mean. Weights are re-initialised after the epochs in
+`reinit_at`; removal carries on. Checkpoints are written atomically; a run stopped
+(SIGTERM, or a file named STOP in the run folder) or killed resumes from its last
+checkpoint and reaches the same kept and removed scans.
+
+Run folder:
+    config.json      the full configuration
+    checkpoint.pt    weights, optimiser, epoch, kept scans, audit, history, ...
+    outliers.csv     every removed scan: when, its loss, the threshold, its label
+    history.csv      loss and counts per epoch
+    kept.csv         manifest of the scans still in the training set
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import random
+import signal
+import time
+
+import torch
+
+from uadcore.device import amp_dtype, describe, pick_device
+from uadcore.errors import UADError
+from uadcore.io import ScanEntry, load_dataset, write_manifest
+from uadcore.models import MODELS, make_model
+from uadcore.preprocess import make_preset
+from uadcore.progress import progress_bar
+from uadcore.score.reconstruction import mean_inside, rec_maps
+from uadcore.train import distributed
+from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from uadcore.train.config import TrainConfig
+from uadcore.train.data import prepare_set
+from uadcore.train.events import Events
+from uadcore.train.outliers import find_outliers, scan_losses, write_audit
+
+STOP_FILE = "STOP"
+SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
+
+
+def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events: Events | None = None) -> dict:
+    """Train (or resume) the run in ``run_dir``; returns a summary dict."""
+    events = events or Events()
+    run_dir = os.path.abspath(run_dir)
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT_NAME)
+    stored = load_checkpoint(checkpoint_path) if resume else None
+    if stored is not None:
+        config = TrainConfig.from_dict(stored["config"], source=checkpoint_path)
+        if stored.get("done") and stored["epoch"] >= config.epochs:
+            raise UADError(f"{run_dir}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
+    ranks = distributed.start(config.device)
+    events.enabled_here = ranks.is_main
+    try:
+        return _train(config, run_dir, stored, events, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def _train(config, run_dir, stored, events, ranks):
+    device = pick_device(config.device, ranks.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    autocast_dtype = amp_dtype(device, config.amp)
+    preset = make_preset(MODELS[config.model]["preset"], **config.preset_params) if config.model in MODELS else None
+    if preset is None:
+        raise UADError(f"unknown model '{config.model}'; models are {', '.join(MODELS)}")
+
+    # ---- the scans -------------------------------------------------------------
+    if stored is None:
+        entries = load_dataset(config.data)
+        train_entries, val_entries = _split(entries, config)
+        if ranks.is_main:
+            _create_run_dir(run_dir, config, entries)
+    else:
+        train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
+        val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
+    show_progress = ranks.is_main and not events.json
+    train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress)
+    val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress) if val_entries else None
+    n_scans = len(train_set)
+
+    # ---- model, optimiser, state -----------------------------------------------
+    torch.manual_seed(config.seed)
+    model = make_model(config.model, train_set.items.shape[2:], **config.model_params).to(device)
+    channels_last = device.type == "cuda" and train_set.items.dim() == 5
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    kept = torch.ones(n_scans, dtype=torch.bool)
+    audit, history, first_epoch = [], [], 1
+    if stored is not None:
+        model.load_state_dict(stored["model"])
+        optimizer.load_state_dict(stored["optimizer"])
+        kept = stored["kept"].bool()
+        audit, history, first_epoch = stored["audit"], stored["history"], stored["epoch"] + 1
+        torch.set_rng_state(stored["rng"])
+    trained = _PerSampleLoss(model)
+    if ranks.enabled:
+        trained = torch.nn.parallel.DistributedDataParallel(trained)
+    if config.compile:
+        trained = torch.compile(trained)
+
+    # the whole training set on the GPU when it fits in half of the free memory
+    items = train_set.items
+    if device.type == "cuda" and items.numel() * 4 < 0.5 * torch.cuda.mem_get_info(device)[0]:
+        items = items.to(device)
+    per_rank_batch = max(1, config.batch_size // ranks.world)
+
+    def snapshot(epoch):
+        return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state()}
+
+    def write(state, done=False):
+        if not ranks.is_main:
+            return
+        save_checkpoint(
+            {**state, "config": config.to_dict(), "preset": preset.to_dict(), "done": done,
+             "train_entries": [vars(e) for e in train_entries],
+             "validation": {"entries": [vars(e) for e in val_entries], **state.get("validation", {})}},
+            os.path.join(run_dir, CHECKPOINT_NAME),
+        )
+        write_audit(state["audit"], os.path.join(run_dir, "outliers.csv"))
+        _write_history(state["history"], os.path.join(run_dir, "history.csv"))
+        write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], os.path.join(run_dir, "kept.csv"))
+        events.emit("checkpoint", epoch=state["epoch"], path=os.path.join(run_dir, CHECKPOINT_NAME))
+
+    stop_requested = _StopRequest(run_dir)
+    events.emit("start", run=run_dir, model=config.model, scans=n_scans, validation=len(val_entries),
+                epochs=config.epochs, first_epoch=first_epoch, device=describe(device), ranks=ranks.world)
+    last = snapshot(first_epoch - 1)
+    bar = progress_bar(total=config.epochs, desc="train", unit="epoch", enabled=show_progress)
+    bar.update(first_epoch - 1)
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            if epoch - 1 in config.reinit_at:
+                _reinitialise(model, config.seed + SEED_STRIDE * (config.reinit_at.index(epoch - 1) + 1))
+                optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                events.emit("reinit", epoch=epoch)
+
+            # the kept scans' items in an order that depends only on (seed, epoch)
+            generator = torch.Generator().manual_seed(config.seed * SEED_STRIDE + epoch)
+            kept_items = train_set.items_of(kept)
+            global_order = kept_items[torch.randperm(len(kept_items), generator=generator)]
+            order, real = distributed.shard(global_order, ranks)
+            item_loss = torch.zeros(len(train_set.items), dtype=torch.float64)
+            item_seen = torch.zeros(len(train_set.items), dtype=torch.float64)
+
+            trained.train()
+            for start in range(0, len(order), per_rank_batch):
+                if distributed.any_rank(stop_requested(), ranks, device):
+                    raise _Stopped()
+                index, weight = order[start : start + per_rank_batch], real[start : start + per_rank_batch]
+                # the mean over this step's real samples on all ranks (DDP averages
+                # the ranks' gradients, hence the factor world)
+                step_samples = min(per_rank_batch * ranks.world, len(global_order) - start * ranks.world)
+                x = items[index.to(items.device)].to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    losses = trained(x)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = (losses * weight.to(device)).sum() * (ranks.world / step_samples)
+                scaler.scale(step_loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                item_loss.index_add_(0, index[weight], losses.detach().double().cpu()[weight])
+                item_seen.index_add_(0, index[weight], torch.ones(int(weight.sum()), dtype=torch.float64))
+
+            distributed.sum_across(item_loss, ranks)
+            distributed.sum_across(item_seen, ranks)
+            seen = item_seen > 0
+            losses_now = scan_losses(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
+            epoch_mean = float(losses_now[kept].mean())
+            removed_now = []
+            if config.outlier_removal and epoch % config.outlier_every == 0:
+                remove, threshold, mean = find_outliers(losses_now, kept, config.gamma)
+                for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
+                    entry = train_entries[index]
+                    row = {"path": entry.path, "epoch": epoch, "loss": round(float(losses_now[index]), 6),
+                           "threshold": round(threshold, 6), "loss_over_mean": round(float(losses_now[index]) / mean, 4),
+                           "label": entry.label or ""}
+                    audit.append(row)
+                    removed_now.append(row)
+                kept = kept & ~remove
+                if removed_now:
+                    events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
+            history.append({"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": len(audit),
+                            "seconds": round(time.perf_counter() - started, 3)})
+            events.emit("epoch", **history[-1], epochs=config.epochs)
+            bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=len(audit))
+            bar.update()
+            last = snapshot(epoch)
+            if epoch % config.checkpoint_every == 0 and epoch < config.epochs:
+                write(last)
+    except _Stopped:
+        write(last)
+        stop_requested.clear()
+        bar.close()
+        events.emit("stopped", epoch=last["epoch"], resume=f"uad train --resume {run_dir}")
+        return {"run": run_dir, "stopped": True, "epoch": last["epoch"]}
+    finally:
+        stop_requested.restore()
+    bar.close()
+
+    # the healthy validation scans' scores: the reference a new scan's score is ranked against
+    validation = {"scores": []}
+    if val_set is not None:
+        maps = rec_maps(model, val_set.items, device, amp_dtype=autocast_dtype)
+        validation["scores"] = mean_inside(maps, val_set.regions, val_set.item_scan, len(val_set)).tolist()
+    final = {**last, "validation": validation}
+    write(final, done=True)
+    summary = {"run": run_dir, "epochs": config.epochs, "scans": n_scans, "kept": int(kept.sum()),
+               "removed": len(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit),
+               "final_loss": history[-1]["loss"] if history else None}
+    events.emit("done", **summary)
+    return summary
+
+
+class _PerSampleLoss(torch.nn.Module):
+    """forward(x) = model.loss_per_sample(x), (B,): so DDP and torch.compile wrap the
+    very computation that is trained."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.loss_per_sample(x)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _StopRequest:
+    """True once SIGTERM arrived or RUN/STOP exists."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, STOP_FILE)
+        self.signalled = False
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._on_signal)
+        except ValueError:  # not the main thread (e.g. called from a GUI worker thread)
+            pass
+
+    def _on_signal(self, signum, frame):
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        return self.signalled or os.path.exists(self.path)
+
+    def clear(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _reinitialise(model: torch.nn.Module, seed: int) -> None:
+    """Fresh weights (every layer's own initialiser), drawn from ``seed``."""
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    torch.set_rng_state(state)
+
+
+def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntry], list[ScanEntry]]:
+    """Hold out ``val_fraction`` of the scans not labelled unhealthy (at least one
+    when there are 5 or more), drawn with the run's seed."""
+    candidates = [i for i, e in enumerate(entries) if e.label != "unhealthy"]
+    n_val = int(round(config.val_fraction * len(candidates)))
+    if config.val_fraction > 0 and len(candidates) >= 5:
+        n_val = max(1, n_val)
+    rng = random.Random(config.seed)
+    held_out = set(rng.sample(candidates, n_val)) if n_val else set()
+    train_entries = [e for i, e in enumerate(entries) if i not in held_out]
+    if not train_entries:
+        raise UADError(f"{config.data}: no scans left to train on after holding out validation scans")
+    return train_entries, [e for i, e in enumerate(entries) if i in held_out]
+
+
+def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry]) -> None:
+    if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        raise UADError(f"{run_dir}: exists and is not empty; resume it with --resume, or choose a new --out")
+    data = os.path.abspath(config.data)
+    input_folders = {data} if os.path.isdir(data) else {os.path.dirname(e.path) for e in entries}
+    for folder in sorted(input_folders):
+        if os.path.commonpath([run_dir, folder]) == folder:
+            raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config.to_dict(), handle, indent=1)
+
+
+def _write_history(history: list[dict], path: str) -> None:
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "kept", "removed", "seconds"])
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(temporary, path)

@@ -1,0 +1,44 @@
+"""Outlier removal during training (Behrendt et al.): every few epochs, drop the
+scans whose training loss exceeds gamma times the epoch's mean loss.
+
+The audit trail (RUN/outliers.csv) records for every removed scan when, with what
+loss, against which threshold, and its label where the data set gave one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import torch
+
+AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label")
+
+
+def scan_losses(item_losses: torch.Tensor, item_scan: torch.Tensor, n_scans: int) -> torch.Tensor:
+    """Mean loss of each scan over its items: (M,) -> (N,) (NaN for scans without
+    a loss this epoch)."""
+    total = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, item_losses.double())
+    count = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, torch.ones_like(item_losses, dtype=torch.float64))
+    return total / count
+
+
+def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float, float]:
+    """Scans to remove: kept scans whose loss > gamma x mean loss of the kept scans.
+
+    losses: (N,) per-scan losses of this epoch; kept: (N,) bool.
+    Returns (remove (N,) bool, threshold, mean loss).
+    """
+    mean = float(losses[kept].mean())
+    threshold = gamma * mean
+    return kept & (losses > threshold), threshold, mean
+
+
+def write_audit(rows: list[dict], path: str) -> None:
+    """RUN/outliers.csv, written atomically."""
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        writer.writerows({key: row.get(key, "") for key in AUDIT_COLUMNS} for row in rows)
+    os.replace(temporary, path)
