@@ -30,6 +30,7 @@ setup(
         "nilearn>=0.10",
         "tqdm>=4.60",
         "threadpoolctl>=3",
+        "matplotlib>=3.6",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-qt>=4"],

@@ -1,14 +1,20 @@
-"""`uad demo`: the whole pipeline on a small synthetic cohort, on a laptop CPU.
+"""`uad demo`: the whole pipeline on a synthetic cohort, in minutes on a laptop CPU.
 
-This release runs the stages that exist: synthesise a cohort, validate and
-preprocess it, and write one preprocessed subject with its lesion mask on the model
-grid (open both in 3D Slicer). Training, scoring and evaluation join as they land.
+1. synthesise a cohort whose unhealthy subjects carry tumour-like lesions (as the
+   BraTS gliomas of Behrendt et al.);
+2. train the small AE3D on healthy scans with some unhealthy ones injected, with
+   outlier removal and a short schedule (one re-initialisation);
+3. evaluate on scans the model never saw;
+4. write anomaly maps of a few test scans in their own geometry, slice pictures,
+   the loss curve, the outlier table and a short report.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from dataclasses import dataclass, field
 
 from uadcore.cli.output import print_json, say
 from uadcore.errors import UADError
@@ -16,71 +22,127 @@ from uadcore.errors import UADError
 MARKER = ".uad-demo"  # a folder holding this file was written by `uad demo` and may be replaced by it
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    """How big the demo is: scans per part and the training schedule."""
+
+    healthy_train: int = 72
+    injected: int = 6  # unhealthy scans hidden in the training set
+    healthy_test: int = 24
+    unhealthy_test: int = 30
+    schedule: dict = field(default_factory=lambda: {"epochs": 40, "outlier_every": 5, "reinit_at": [15], "batch_size": 8, "gamma": 1.4, "checkpoint_every": 10})
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "demo",
-        help="run the pipeline on a small synthetic cohort (minutes on a laptop CPU)",
-        description="Synthesise a small cohort and run every available stage of UAD on it.",
+        help="run the pipeline on a synthetic cohort (minutes on a laptop CPU)",
+        description="Synthesise a cohort, train AE3D with outlier removal, evaluate on unseen scans, write maps and a report.",
     )
     parser.add_argument("--out", default="uad-demo", metavar="DIR", help="output folder (default ./uad-demo)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from uadcore.io import read_manifest, read_mask, read_scan, write_nifti
-    from uadcore.preprocess import make_preset
-    from uadcore.synth import synthesize_cohort
-
-    out = os.path.abspath(args.out)
-    _claim_folder(out)
-    say(f"[1/3] synthesising a cohort into {out}/cohort")
-    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=12, unhealthy=4, seed=args.seed, progress=not args.json)
-
-    say("[2/3] reading, checking and preprocessing every scan (brain3d-behrendt)")
-    preset = make_preset("brain3d-behrendt")
-    entries = read_manifest(manifest)
-    prepared = {}
-    for entry in entries:
-        scan = read_scan(entry.path, need_3d=True)
-        mask = read_mask(entry.mask, scan) if entry.mask else None
-        prepared[entry.path] = (preset.prepare(scan), mask, scan)
-
-    say("[3/3] writing one unhealthy subject and its mask on the model grid")
-    example = next(entry for entry in entries if entry.label == "unhealthy")
-    on_model, mask, scan = prepared[example.path]
-    name = os.path.basename(example.path).split(".")[0]
-    preview = os.path.join(out, "preprocessed")
-    image_path = write_nifti(on_model.image, on_model.grid, os.path.join(preview, f"{name}_{preset.name}.nii.gz"))
-    mask_on_model = preset_mask(on_model, mask, scan)
-    mask_path = write_nifti(mask_on_model, on_model.grid, os.path.join(preview, f"{name}_mask_{preset.name}.nii.gz"))
-
-    result = {
-        "out": out,
-        "manifest": manifest,
-        "scans": len(entries),
-        "model_grid": on_model.grid.describe(),
-        "preprocessed": image_path,
-        "mask": mask_path,
-        "not_yet": ["train", "score", "evaluate"],
-    }
+    result = run_demo(args.out, seed=args.seed, device=args.device, progress=not args.json)
     if args.json:
         print_json(result)
     else:
-        say(f"cohort: {manifest} ({len(entries)} scans)")
-        say(f"model grid: {result['model_grid']}")
-        say(f"preprocessed subject: {image_path}")
-        say(f"its lesion mask:      {mask_path}")
-        say("training, scoring and evaluation join the demo as those commands land")
+        train = result["train"]
+        say(f"sample AUROC on unseen scans: {result['sample_auroc']:.3f}; removed during training: "
+            f"{train['removed']} ({train['removed_unhealthy']} of the {result['injected']} injected unhealthy)")
+        say(f"report: {result['report']}")
     return 0
 
 
-def preset_mask(prepared, mask, scan):
-    """A scan-grid mask on the model grid (nearest neighbour keeps it binary)."""
-    from uadcore.preprocess import resample
+def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = True, plan: DemoPlan = DemoPlan()) -> dict:
+    """The demo into the folder ``out``; returns its summary."""
+    from uadcore.evaluate import evaluate
+    from uadcore.io import read_manifest, write_manifest, write_nifti
+    from uadcore.models import MODELS
+    from uadcore.report import loss_png, overlay_png
+    from uadcore.score.scorer import Scorer
+    from uadcore.synth import synthesize_cohort
+    from uadcore.train import Events, TrainConfig, train
+    from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from uadcore.train.data import prepare_scans
 
-    return (resample(mask.astype("float32"), scan.grid, prepared.grid, order=0) > 0).astype("uint8")
+    out = os.path.abspath(out)
+    _claim_folder(out)
+
+    say(f"[1/4] synthesising a cohort into {out}/cohort")
+    manifest = synthesize_cohort(
+        os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_test, unhealthy=plan.injected + plan.unhealthy_test,
+        seed=seed, progress=progress, lesion_kinds=("tumour",),
+    )
+    entries = read_manifest(manifest)
+    healthy = [e for e in entries if e.label == "healthy"]
+    unhealthy = [e for e in entries if e.label == "unhealthy"]
+    train_manifest = write_manifest(healthy[: plan.healthy_train] + unhealthy[: plan.injected], os.path.join(out, "train.csv"))
+    test_manifest = write_manifest(healthy[plan.healthy_train :] + unhealthy[plan.injected :], os.path.join(out, "test.csv"))
+
+    say(f"[2/4] training the small AE3D on {plan.healthy_train} healthy + {plan.injected} injected unhealthy scans, outlier removal on")
+    config = TrainConfig.from_dict({"data": train_manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"],
+                                    "seed": seed, "device": device, **plan.schedule})
+    run_dir = os.path.join(out, "run")
+    summary = train(config, run_dir, events=Events(json_lines=False, progress=progress))
+
+    say(f"[3/4] evaluating on {plan.healthy_test} healthy and {plan.unhealthy_test} unhealthy unseen scans")
+    scorer = Scorer(run_dir, device=device)
+    test_entries = read_manifest(test_manifest)
+    report = evaluate(scorer, test_entries, progress=progress)
+
+    say("[4/4] writing maps, pictures and the report")
+    pictures, maps = os.path.join(out, "pictures"), os.path.join(out, "maps")
+    os.makedirs(pictures, exist_ok=True)
+    examples = [e for e in test_entries if e.label == "unhealthy"][:2] + [e for e in test_entries if e.label == "healthy"][:1]
+    written = []
+    for (prepared, mask), entry in zip(prepare_scans(examples, scorer.preset, progress=False), examples):
+        result = scorer.score_prepared([prepared], [entry.path])[0]
+        name = os.path.basename(entry.path).split(".")[0]
+        map_path = write_nifti(result.scan_map(), prepared.scan_grid, os.path.join(maps, f"{name}_rec.nii.gz"))
+        percentile = scorer.percentile(result.score)
+        title = f"{name} ({entry.label}): score {result.score:.4f}, above {percentile:.0f} % of healthy"
+        png = overlay_png(prepared.image, result.model_map, os.path.join(pictures, f"{name}.png"), mask, title)
+        written.append({"scan": entry.path, "label": entry.label, "score": result.score, "map": map_path, "picture": png})
+    state = load_checkpoint(os.path.join(run_dir, CHECKPOINT_NAME))
+    loss_picture = loss_png(state["history"], state["audit"], os.path.join(pictures, "loss.png"))
+    report_path = _write_report(out, plan, summary, report, state["audit"], written, loss_picture)
+    return {"out": out, "run": run_dir, "report": report_path, "train": summary, "injected": plan.injected,
+            **{k: report.get(k) for k in ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice")},
+            "maps": written}
+
+
+def _write_report(out, plan, summary, report, audit, written, loss_picture) -> str:
+    def fmt(value):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        "# UAD demo report", "",
+        "Synthetic cohort (MNI152 template, deformed; tumour-like lesions). Not real patient data.", "",
+        "## Training", "",
+        f"{summary['scans']} training scans ({plan.injected} of them unhealthy, injected), {summary['epochs']} epochs, "
+        f"outlier removal every {plan.schedule['outlier_every']} epochs with gamma {plan.schedule['gamma']}, re-initialised after "
+        f"epochs {plan.schedule['reinit_at']}: {summary['removed']} scans removed, {summary['removed_unhealthy']} of them unhealthy.", "",
+        f"![loss]({os.path.relpath(loss_picture, out)})", "",
+        "| scan | epoch | loss / mean | label |", "|---|---:|---:|---|",
+        *[f"| {os.path.basename(r['path'])} | {r['epoch']} | {r['loss_over_mean']} | {r['label']} |" for r in audit],
+        "", "## Evaluation on unseen scans", "",
+        "| metric | value |", "|---|---:|",
+        *[f"| {key} | {fmt(report.get(key))} |" for key in ("n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice")],
+        "", "## Maps", "",
+        *[f"- {os.path.basename(w['scan'])} ({w['label']}), score {w['score']:.4f}: `{os.path.relpath(w['map'], out)}`\n\n  ![{w['label']}]({os.path.relpath(w['picture'], out)})" for w in written],
+        "",
+    ]
+    path = os.path.join(out, "report.md")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump({"train": summary, "evaluation": report, "maps": written}, handle, indent=1)
+    return path
 
 
 def _claim_folder(out: str) -> None:

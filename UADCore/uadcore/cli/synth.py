@@ -23,6 +23,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--healthy", type=int, default=60, metavar="N", help="healthy subjects (default 60)")
     parser.add_argument("--unhealthy", type=int, default=20, metavar="M", help="subjects with lesions (default 20)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same cohort (default 0)")
+    parser.add_argument("--lesions", default="tumour,wm-lesions,cavity", metavar="K1,K2", help="lesion kinds of the unhealthy subjects, in turn (default tumour,wm-lesions,cavity)")
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: one per CPU core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     parser.set_defaults(handler=run)
@@ -33,7 +34,8 @@ def run(args) -> int:
 
     started = time.perf_counter()
     manifest = synthesize_cohort(
-        args.out, healthy=args.healthy, unhealthy=args.unhealthy, seed=args.seed, workers=args.workers, progress=not args.json
+        args.out, healthy=args.healthy, unhealthy=args.unhealthy, seed=args.seed, workers=args.workers, progress=not args.json,
+        lesion_kinds=[kind.strip() for kind in args.lesions.split(",") if kind.strip()],
     )
     result = {
         "out": os.path.abspath(args.out),

@@ -22,7 +22,7 @@ ACTIVATION = ("leakyrelu", {"negative_slope": 0.2})
 
 
 class AE3D(nn.Module):
-    def __init__(self, in_shape=(64, 77, 66), channels=(32, 64, 128, 256), latent=512, in_channels=1):
+    def __init__(self, in_shape=(64, 77, 66), channels=(32, 64, 128, 256), latent=512, in_channels=1, norm=None):
         super().__init__()
         self.in_shape = tuple(int(n) for n in in_shape)
         factor = 2 ** len(channels)
@@ -31,13 +31,13 @@ class AE3D(nn.Module):
 
         widths = (in_channels,) + tuple(channels)
         self.encoder = nn.Sequential(
-            *[_down(widths[i], widths[i + 1]) for i in range(len(channels))], nn.Flatten()
+            *[_down(widths[i], widths[i + 1], norm) for i in range(len(channels))], nn.Flatten()
         )
         flat = math.prod(self.bottleneck_shape)
         self.to_latent = nn.Linear(flat, latent)
         self.from_latent = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
-        decoder = [_up(widths[i + 1], widths[i]) for i in range(len(channels) - 1, 0, -1)]
-        decoder.append(_up(widths[1], in_channels, last=True))
+        decoder = [_up(widths[i + 1], widths[i], norm) for i in range(len(channels) - 1, 0, -1)]
+        decoder.append(_up(widths[1], in_channels, None, last=True))
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,17 +61,17 @@ class AE3D(nn.Module):
         return (self(x) - x).abs().flatten(1).float().mean(dim=1)
 
 
-def _down(in_channels: int, out_channels: int) -> nn.Module:
+def _down(in_channels: int, out_channels: int, norm) -> nn.Module:
     """Halve each side: 4^3 kernel, stride 2, padding 1."""
-    return Convolution(3, in_channels, out_channels, strides=2, kernel_size=4, padding=1, act=ACTIVATION, norm=None)
+    return Convolution(3, in_channels, out_channels, strides=2, kernel_size=4, padding=1, act=ACTIVATION, norm=norm)
 
 
-def _up(in_channels: int, out_channels: int, last: bool = False) -> nn.Module:
+def _up(in_channels: int, out_channels: int, norm, last: bool = False) -> nn.Module:
     """Double each side; the last layer is a plain transposed convolution (no
     activation, so reconstructions are not clipped)."""
     return Convolution(
         3, in_channels, out_channels, strides=2, kernel_size=4, padding=1, output_padding=0,
-        is_transposed=True, act=None if last else ACTIVATION, norm=None, conv_only=last,
+        is_transposed=True, act=None if last else ACTIVATION, norm=norm, conv_only=last,
     )
 
 

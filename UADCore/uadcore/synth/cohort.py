@@ -19,20 +19,26 @@ from uadcore.errors import UADError
 from uadcore.io.datasets import ScanEntry, write_manifest
 from uadcore.io.scans import write_nifti
 from uadcore.parallel import process_map
+from uadcore.synth.lesions import KINDS as LESION_KINDS
 from uadcore.synth.subject import choose_lesion_kind, make_subject
 from uadcore.synth.template import load_template
 
 
-def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: int = 0, workers: int | None = None, progress: bool = True) -> str:
-    """Write a cohort to the new or empty folder ``out``; returns the manifest path."""
+def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: int = 0, workers: int | None = None,
+                      progress: bool = True, lesion_kinds=LESION_KINDS) -> str:
+    """Write a cohort to the new or empty folder ``out``; returns the manifest path.
+    Unhealthy subjects cycle through ``lesion_kinds``."""
     if healthy < 0 or unhealthy < 0 or healthy + unhealthy == 0:
         raise UADError(f"a cohort needs at least one subject (got --healthy {healthy} --unhealthy {unhealthy})")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise UADError(f"{out}: exists and is not an empty folder; choose a new output folder")
+    unknown = sorted(set(lesion_kinds) - set(LESION_KINDS))
+    if unknown or not lesion_kinds:
+        raise UADError(f"unknown lesion kind(s) {', '.join(unknown) or '(none given)'}; kinds are {', '.join(LESION_KINDS)}")
     os.makedirs(out, exist_ok=True)
 
     jobs = [(out, seed, index, None) for index in range(1, healthy + 1)]
-    jobs += [(out, seed, index, choose_lesion_kind(seed, index)) for index in range(healthy + 1, healthy + unhealthy + 1)]
+    jobs += [(out, seed, index, choose_lesion_kind(seed, index, tuple(lesion_kinds))) for index in range(healthy + 1, healthy + unhealthy + 1)]
     results = process_map(_write_subject, jobs, workers, desc="synth", unit="subject", progress=progress, initializer=load_template)
 
     entries = [ScanEntry(r["path"], r["label"], r["mask"]) for r in results]

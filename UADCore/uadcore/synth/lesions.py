@@ -4,9 +4,10 @@ Each kind changes the subject's tissue intensities (before bias field and noise 
 added, so lesions get both like the rest of the scan) inside a shape defined in
 world millimetres, and returns the changed voxels as its mask. Kinds:
 
-- ``tumour``: an irregular mass (radius 7-18 mm), dark on T1, half of them with an
-  enhancing rim and a necrotic centre, surrounded by oedema that spreads along the
-  white matter (mildly dark). The mask is core and oedema together.
+- ``tumour``: an irregular mass (radius 10-24 mm, whole tumour volumes like
+  those of gliomas in BraTS), dark on (non-contrast) T1, half of them with a darker
+  necrotic centre, surrounded by oedema that spreads along the white matter
+  (mildly dark). The mask is core and oedema together.
 - ``wm-lesions``: 3-10 small white-matter lesions (radius 3-6 mm), dark on T1 as
   chronic MS lesions ("black holes").
 - ``cavity``: a resection-like cavity (radius 10-22 mm) near the cortex, filled
@@ -38,8 +39,8 @@ def paint_lesion(kind: str, rng, image, tissue, grid: Grid) -> np.ndarray:
 def _tumour(rng, image, tissue, grid, mask):
     wm_level = float(np.median(image[tissue["wm"] > 0.9]))
     centre = _pick_centre(rng, tissue["wm"] > 0.7, tissue["brain"])
-    radius = rng.uniform(7.0, 18.0)
-    oedema_reach = rng.uniform(1.5, 2.0)
+    radius = rng.uniform(10.0, 24.0)
+    oedema_reach = rng.uniform(1.4, 1.9)
     box, distance = _irregular_distance(rng, grid, centre, radius * oedema_reach + 2 * grid.spacing.max(), radius)
     brain = tissue["brain"][box]
     core = (distance < 1.0) & brain
@@ -48,9 +49,8 @@ def _tumour(rng, image, tissue, grid, mask):
     local = image[box]
     local[oedema] *= rng.uniform(0.72, 0.88)
     core_values = wm_level * rng.uniform(0.35, 0.6) * texture
-    if rng.random() < 0.5:  # enhancing rim around a necrotic centre
-        core_values = np.where(distance > 0.75, wm_level * rng.uniform(1.25, 1.45) * texture, core_values)
-        core_values = np.where(distance < 0.45, wm_level * rng.uniform(0.25, 0.4), core_values)
+    if rng.random() < 0.5:  # a necrotic centre, darker still
+        core_values = np.where(distance < 0.45, wm_level * rng.uniform(0.2, 0.3), core_values)
     local[core] = core_values[core]
     mask[box] |= core | oedema
 

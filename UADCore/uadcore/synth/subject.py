@@ -108,11 +108,11 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
     return Subject(image, mask, grid, info)
 
 
-def choose_lesion_kind(seed: int, index: int) -> str:
-    """The lesion kind of unhealthy subject ``index``: cycles through the kinds from
-    a seed-dependent start, so every kind is present in any cohort of 3 or more."""
-    start = int(np.random.default_rng([seed, 10**9]).integers(len(KINDS)))
-    return KINDS[(start + index) % len(KINDS)]
+def choose_lesion_kind(seed: int, index: int, kinds=KINDS) -> str:
+    """The lesion kind of unhealthy subject ``index``: cycles through ``kinds`` from
+    a seed-dependent start, so every kind is present in any cohort that has room."""
+    start = int(np.random.default_rng([seed, 10**9]).integers(len(kinds)))
+    return kinds[(start + index) % len(kinds)]
 
 
 def _random_motion(rng, template: Template):

@@ -83,7 +83,7 @@ def _train(config, run_dir, stored, events, ranks):
     else:
         train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
         val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
-    show_progress = ranks.is_main and not events.json
+    show_progress = ranks.is_main and events.progress
     train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress)
     val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress) if val_entries else None
     n_scans = len(train_set)

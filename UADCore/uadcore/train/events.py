@@ -10,8 +10,9 @@ import time
 
 
 class Events:
-    def __init__(self, json_lines: bool = False, stream=None):
+    def __init__(self, json_lines: bool = False, stream=None, progress: bool = True):
         self.json = json_lines
+        self.progress = progress and not json_lines  # progress bars on stderr instead
         self.stream = stream or sys.stdout
         self.enabled_here = True  # False on DDP ranks other than 0
 

@@ -1,0 +1,83 @@
+"""`uad score`, `uad evaluate` and `uad outliers` on a tiny trained run."""
+
+import json
+import os
+
+import pytest
+
+from uadcore.cli import main
+from uadcore.io import ScanEntry, read_manifest, read_scan, write_manifest
+from uadcore.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run folder, test manifest): trained on 5 healthy scans (one held out for
+    validation), tested on 1 healthy and 3 unhealthy unseen scans."""
+    from uadcore.synth import synthesize_cohort
+
+    base = tmp_path_factory.mktemp("scoring")
+    entries = read_manifest(synthesize_cohort(str(base / "cohort"), healthy=6, unhealthy=3, seed=2, workers=2, progress=False))
+    healthy = [e for e in entries if e.label == "healthy"]
+    train_manifest = write_manifest(healthy[:5], str(base / "train.csv"))
+    test_manifest = write_manifest(healthy[5:] + [e for e in entries if e.label == "unhealthy"], str(base / "test.csv"))
+    config = TrainConfig.from_dict({"data": train_manifest, "model_params": {"channels": [2, 4, 8, 16], "latent": 16},
+                                    "epochs": 2, "batch_size": 2, "val_fraction": 0.2, "workers": 1})
+    train(config, str(base / "run"))
+    return str(base / "run"), test_manifest
+
+
+def test_score_writes_the_map_in_the_scans_geometry(trained, tmp_path, capsys):
+    run, test_manifest = trained
+    scan_path = read_manifest(test_manifest)[1].path
+    out = tmp_path / "map.nii.gz"
+    assert main(["score", run, scan_path, "--map", "rec", "--out", str(out), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["score"] > 0 and 0.0 <= payload["percentile_vs_healthy"] <= 100.0
+    written, scan = read_scan(str(out)), read_scan(scan_path)
+    assert written.grid.matches(scan.grid)
+    assert written.array.max() > 0 and (written.array[scan.array == 0] == 0).mean() > 0.95
+
+
+def test_score_refuses_an_unknown_map_kind(trained, capsys):
+    run, test_manifest = trained
+    assert main(["score", run, read_manifest(test_manifest)[0].path, "--map", "nonsense"]) == 2
+    assert "map kind 'nonsense'" in capsys.readouterr().err
+
+
+def test_evaluate_reports_sample_and_voxel_metrics(trained, capsys):
+    run, test_manifest = trained
+    assert main(["evaluate", run, "--data", test_manifest, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 4 and report["healthy"] == 1 and report["unhealthy"] == 3
+    for key in ("sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "best_dice"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert "dice" in report and len(report["scans"]) == 4
+
+
+def test_evaluate_refuses_the_scans_it_trained_on(trained, capsys):
+    run, _ = trained
+    train_manifest = os.path.join(os.path.dirname(run), "train.csv")
+    assert main(["evaluate", run, "--data", train_manifest]) == 2
+    assert "used to train this run" in capsys.readouterr().err
+
+
+def test_outliers_lists_and_exports_the_kept_scans(trained, tmp_path, capsys):
+    run, _ = trained
+    kept_manifest = tmp_path / "kept.csv"
+    assert main(["outliers", run, "--json", "--export-kept", str(kept_manifest)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["training_scans"] == 4 and payload["kept"] == 4 - len(payload["removed"])
+    assert [e.path for e in read_manifest(str(kept_manifest))] == [e["path"] for e in _kept(run)]
+
+
+def _kept(run):
+    from uadcore.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    return [e for e, k in zip(state["train_entries"], state["kept"].tolist()) if k]
+
+
+def test_an_unfinished_run_cannot_score(tmp_path, capsys):
+    assert main(["score", str(tmp_path), "scan.nii.gz"]) == 2
+    assert "no checkpoint here" in capsys.readouterr().err
