@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from uadcore import __version__
-from uadcore.cli import check, demo, evaluate, outliers, score, synth, train
+from uadcore.cli import check, demo, evaluate, experiment, outliers, score, synth, train
 from uadcore.errors import UADError
 
 # Commands of the contract (DESIGN.md) that later releases fill in.
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(commands)
     evaluate.add_parser(commands)
     outliers.add_parser(commands)
+    experiment.add_parser(commands)
     demo.add_parser(commands)
     for name, (summary, _) in NOT_YET.items():
         sub = commands.add_parser(name, help=summary, description=summary)

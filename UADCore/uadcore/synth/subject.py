@@ -49,7 +49,10 @@ class Subject:
 
 def make_subject(template: Template, seed: int, index: int, lesion_kind: str | None) -> Subject:
     """Subject ``index`` of the cohort of ``seed``; ``lesion_kind`` None = healthy."""
+    # three independent streams: anatomy, lesion, scanner; so the same subject
+    # with and without its lesion differs only inside the lesion mask
     rng = np.random.default_rng([seed, index])
+    lesion_rng, scanner_rng = np.random.default_rng([seed, index, 1]), np.random.default_rng([seed, index, 2])
     world_to_template, motion = _random_motion(rng, template)
     grid, layout = _random_grid(rng, template, world_to_template)
 
@@ -81,16 +84,16 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
 
     mask = None
     if lesion_kind is not None:
-        mask = paint_lesion(lesion_kind, rng, image, {"brain": brain, "gm": gm, "wm": wm}, grid)
+        mask = paint_lesion(lesion_kind, lesion_rng, image, {"brain": brain, "gm": gm, "wm": wm}, grid)
 
     # scanner: smooth multiplicative bias field, Rician noise inside the brain, a gain
-    bias_strength = rng.uniform(*BIAS_STRENGTH)
-    image *= np.exp(bias_strength * smooth_random_field(rng, grid.shape, (3, 3, 3)))
-    noise_sigma = rng.uniform(*NOISE_SIGMA)
-    real = image + noise_sigma * rng.standard_normal(grid.shape, dtype=np.float32)
-    imaginary = noise_sigma * rng.standard_normal(grid.shape, dtype=np.float32)
+    bias_strength = scanner_rng.uniform(*BIAS_STRENGTH)
+    image *= np.exp(bias_strength * smooth_random_field(scanner_rng, grid.shape, (3, 3, 3)))
+    noise_sigma = scanner_rng.uniform(*NOISE_SIGMA)
+    real = image + noise_sigma * scanner_rng.standard_normal(grid.shape, dtype=np.float32)
+    imaginary = noise_sigma * scanner_rng.standard_normal(grid.shape, dtype=np.float32)
     image = np.sqrt(real * real + imaginary * imaginary) * brain
-    gain = rng.uniform(*SCANNER_GAIN)
+    gain = scanner_rng.uniform(*SCANNER_GAIN)
     image = np.clip(np.round(image * gain), 0, np.iinfo(np.int16).max).astype(np.int16)
 
     info = {

@@ -3,6 +3,8 @@ stacked into one tensor (resident on the GPU when it fits)."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +50,34 @@ def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
     return prepared, mask
 
 
+# Scans already prepared in this process, so that runs sharing scans (an experiment's
+# many runs, evaluation after training) read and resample each scan once.
+_PREPARED: dict = {}
+_PREPARED_LIMIT = 4096
+
+
 def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True) -> list:
-    """`prepare_scan` of every entry, in parallel; stops at the first bad file."""
-    return process_map(prepare_scan, [(entry, preset) for entry in entries], workers, desc="prepare", unit="scan", progress=progress)
+    """`prepare_scan` of every entry, in parallel and remembered; stops at the
+    first bad file."""
+    keys = [_cache_key(entry, preset) for entry in entries]
+    missing = {key: entry for key, entry in zip(keys, entries) if key not in _PREPARED}
+    if missing:
+        results = process_map(prepare_scan, [(entry, preset) for entry in missing.values()], workers, desc="prepare", unit="scan", progress=progress)
+        if len(_PREPARED) + len(results) > _PREPARED_LIMIT:
+            _PREPARED.clear()
+        _PREPARED.update(zip(missing, results))
+    return [_PREPARED[key] for key in keys]
+
+
+def _cache_key(entry: ScanEntry, preset: Preset) -> tuple:
+    """A scan (and mask) as it is on disk now, with the recipe that prepares it."""
+    def stamp(path):
+        if not path or not os.path.exists(path):
+            return path  # reading it will report the problem
+        status = os.stat(path)
+        return (os.path.abspath(path), status.st_size, status.st_mtime_ns)
+
+    return stamp(entry.path), stamp(entry.mask), json.dumps(preset.to_dict(), sort_keys=True)
 
 
 def stack_inputs(prepared: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

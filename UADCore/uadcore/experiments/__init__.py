@@ -1,0 +1,1 @@
+"""Experiments that reproduce the papers' protocols on the synthetic cohort."""

@@ -1,0 +1,126 @@
+"""The impurity experiment of Behrendt et al. (their Fig. 2) on the synthetic cohort.
+
+Training sets of the same healthy scans with 0, 3, 6 and 12 % unhealthy scans
+injected; for each, a baseline without outlier removal and runs with outlier
+removal for every gamma; each run's sample AUROC on one independent test set, and
+the fractions of healthy and of unhealthy training scans it removed.
+
+Output folder: cohort/, runs/<level>-<variant>/, results.csv, results.json,
+results.md and impurity.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from uadcore.errors import UADError
+
+
+@dataclass(frozen=True)
+class ImpurityPlan:
+    levels_percent: tuple = (0, 3, 6, 12)
+    gammas: tuple = (1.3, 1.35, 1.4, 1.45, 1.5)
+    healthy_train: int = 48
+    healthy_test: int = 20
+    unhealthy_test: int = 20
+    train: dict = field(default_factory=lambda: {"epochs": 30, "outlier_every": 5, "reinit_at": [10], "batch_size": 4, "val_fraction": 0.0})
+    model_params: dict = field(default_factory=lambda: {"channels": [8, 16, 32, 64], "latent": 128})
+
+    def injected(self, level_percent: float) -> int:
+        """Unhealthy scans that make ``level_percent`` % of the training set."""
+        share = level_percent / 100.0
+        return int(round(share * self.healthy_train / (1.0 - share)))
+
+
+def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
+    from uadcore.evaluate import evaluate
+    from uadcore.io import read_manifest, write_manifest
+    from uadcore.score.scorer import Scorer
+    from uadcore.synth import synthesize_cohort
+    from uadcore.train import Events, TrainConfig, train
+
+    out = os.path.abspath(out)
+    if os.path.exists(out) and os.listdir(out):
+        raise UADError(f"{out}: exists and is not empty; choose a new folder for the experiment")
+    most = max(plan.injected(level) for level in plan.levels_percent)
+    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_test,
+                                 unhealthy=most + plan.unhealthy_test, seed=seed, progress=progress, lesion_kinds=("tumour",))
+    entries = read_manifest(manifest)
+    healthy = [e for e in entries if e.label == "healthy"]
+    unhealthy = [e for e in entries if e.label == "unhealthy"]
+    test_entries = healthy[plan.healthy_train :] + unhealthy[most:]
+    test_manifest = write_manifest(test_entries, os.path.join(out, "test.csv"))
+
+    rows = []
+    for level in plan.levels_percent:
+        n_injected = plan.injected(level)
+        train_manifest = write_manifest(healthy[: plan.healthy_train] + unhealthy[:n_injected], os.path.join(out, f"train-{level}pct.csv"))
+        variants = [("baseline", False, plan.gammas[0])] + [(f"gamma{g}", True, g) for g in plan.gammas]
+        for name, removal, gamma in variants:
+            run_dir = os.path.join(out, "runs", f"{level}pct-{name}")
+            config = TrainConfig.from_dict({"data": train_manifest, "model_params": dict(plan.model_params), "seed": seed,
+                                            "device": device, "outlier_removal": removal, "gamma": gamma, **plan.train})
+            summary = train(config, run_dir, events=Events(progress=progress))
+            report = evaluate(Scorer(run_dir, device=device), read_manifest(test_manifest), progress=progress)
+            removed_unhealthy = summary["removed_unhealthy"]
+            rows.append({
+                "impurity_percent": level, "injected": n_injected, "variant": name, "gamma": gamma if removal else None,
+                "sample_auroc": report["sample_auroc"],
+                "removed_healthy_fraction": (summary["removed"] - removed_unhealthy) / plan.healthy_train,
+                "removed_unhealthy_fraction": removed_unhealthy / n_injected if n_injected else None,
+            })
+    return _write_results(out, plan, seed, rows)
+
+
+def _write_results(out: str, plan: ImpurityPlan, seed: int, rows: list[dict]) -> dict:
+    with open(os.path.join(out, "results.csv"), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = {"plan": asdict(plan), "seed": seed, "rows": rows}
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    lines = ["| impurity | injected | variant | sample AUROC | removed healthy | removed unhealthy |", "|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        unhealthy = "-" if r["removed_unhealthy_fraction"] is None else f"{r['removed_unhealthy_fraction']:.2f}"
+        lines.append(f"| {r['impurity_percent']} % | {r['injected']} | {r['variant']} | {r['sample_auroc']:.3f} | {r['removed_healthy_fraction']:.2f} | {unhealthy} |")
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    result["table"] = os.path.join(out, "results.md")
+    result["plot"] = _plot(rows, plan, os.path.join(out, "impurity.png"))
+    return result
+
+
+def _plot(rows, plan, path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = list(plan.levels_percent)
+    figure, axes = plt.subplots(2, len(levels), figsize=(3.2 * len(levels), 5.5), squeeze=False)
+    for column, level in enumerate(levels):
+        mine = [r for r in rows if r["impurity_percent"] == level]
+        baseline = next(r for r in mine if r["variant"] == "baseline")
+        removal = [r for r in mine if r["variant"] != "baseline"]
+        gammas = [r["gamma"] for r in removal]
+        top, bottom = axes[0][column], axes[1][column]
+        top.plot(gammas, [r["sample_auroc"] for r in removal], "o-", label="outlier removal")
+        top.axhline(baseline["sample_auroc"], color="gray", linestyle="--", label="baseline")
+        top.set_title(f"train {level} % unhealthy", fontsize=9)
+        top.set_ylabel("sample AUROC" if column == 0 else "")
+        bottom.plot(gammas, [r["removed_healthy_fraction"] for r in removal], "o-", label="healthy")
+        if level:
+            bottom.plot(gammas, [r["removed_unhealthy_fraction"] for r in removal], "s-", label="unhealthy")
+        bottom.set_xlabel("gamma")
+        bottom.set_ylabel("fraction removed" if column == 0 else "")
+        bottom.set_ylim(-0.05, 1.05)
+    axes[0][0].legend(fontsize=7)
+    axes[1][-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
