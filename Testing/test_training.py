@@ -180,3 +180,22 @@ def test_ddp_with_two_gloo_processes_removes_the_same_scans(tmp_path, cohort):
     one = [(r["path"], r["epoch"]) for r in read_rows(tmp_path / "one" / "outliers.csv")]
     two = [(r["path"], r["epoch"]) for r in read_rows(tmp_path / "two" / "outliers.csv")]
     assert one == two and len(one) > 0
+
+
+def test_the_event_stream_is_json_lines_of_every_kind(tmp_path, cohort):
+    import io
+
+    from uadcore.train import Events
+
+    config, _ = tiny_config(tmp_path, cohort)
+    stream = io.StringIO()
+    train(config, str(tmp_path / "run"), events=Events(json_lines=True, stream=stream))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert {"epoch", "removed", "reinit", "checkpoint"} <= set(kinds)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 7)) and all(e["epochs"] == 6 for e in epochs)
+    removed = [e for e in events if e["event"] == "removed"]
+    assert all(s["loss"] > e["threshold"] for e in removed for s in e["samples"])
+    assert sum(len(e["samples"]) for e in removed) == events[-1]["removed"]
