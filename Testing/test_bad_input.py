@@ -1,7 +1,6 @@
 """Every kind of bad input: exit code 2, one line on stderr naming the file, and
 nothing written into the input folder."""
 
-import gzip
 import os
 import subprocess
 import sys

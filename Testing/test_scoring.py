@@ -6,7 +6,7 @@ import os
 import pytest
 
 from uadcore.cli import main
-from uadcore.io import ScanEntry, read_manifest, read_scan, write_manifest
+from uadcore.io import read_manifest, read_scan, write_manifest
 from uadcore.train import TrainConfig, train
 
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from uadcore.errors import ManifestError
+from uadcore.io.atomic import atomic_path
 from uadcore.io.scans import SCAN_SUFFIXES, has_scan_suffix
 
 LABELS = ("healthy", "unhealthy")
@@ -111,16 +112,13 @@ def write_manifest(entries: list[ScanEntry], manifest: str) -> str:
     """Write entries as a manifest CSV, with paths relative to its folder when they
     lie below it. Written atomically."""
     base = os.path.dirname(os.path.abspath(manifest))
-    os.makedirs(base, exist_ok=True)
-    temporary = os.path.join(base, f".tmp-{os.getpid()}-{os.path.basename(manifest)}")
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(manifest) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_COLUMNS)
         for entry in entries:
             writer.writerow(
                 [_relative(base, entry.path), entry.label or "", _relative(base, entry.mask) if entry.mask else ""]
             )
-    os.replace(temporary, manifest)
     return manifest
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uadcore.errors import ScanError
+from uadcore.io.atomic import atomic_path
 from uadcore.io.grid import Grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -107,16 +108,8 @@ def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
     image.set_qform(grid.affine, code=1)
     image.set_sform(grid.affine, code=1)
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # keep the real suffix on the temporary file: nibabel picks compression by it
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
-    try:
+    with atomic_path(path) as temporary:
         nib.save(image, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -17,6 +17,7 @@ import pickle
 import torch
 
 from uadcore.errors import UADError
+from uadcore.io.atomic import atomic_path
 
 FORMAT = "uad-checkpoint"
 VERSION = 1
@@ -29,16 +30,10 @@ def save_checkpoint(state: dict, path: str) -> str:
     payload = {"format": FORMAT, "version": VERSION}
     for key, value in state.items():
         payload[key] = json.dumps(value) if key in JSON_FIELDS else value
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -31,6 +31,7 @@ import torch
 from uadcore.device import amp_dtype, describe, pick_device
 from uadcore.errors import UADError
 from uadcore.io import ScanEntry, load_dataset, write_manifest
+from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
@@ -309,9 +310,7 @@ def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry])
 
 
 def _write_history(history: list[dict], path: str) -> None:
-    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "kept", "removed", "seconds"])
         writer.writeheader()
         writer.writerows(history)
-    os.replace(temporary, path)

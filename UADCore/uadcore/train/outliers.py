@@ -8,9 +8,10 @@ loss, against which threshold, and its label where the data set gave one.
 from __future__ import annotations
 
 import csv
-import os
 
 import torch
+
+from uadcore.io.atomic import atomic_path
 
 AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label")
 
@@ -36,9 +37,7 @@ def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tup
 
 def write_audit(rows: list[dict], path: str) -> None:
     """RUN/outliers.csv, written atomically."""
-    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
         writer.writeheader()
         writer.writerows({key: row.get(key, "") for key in AUDIT_COLUMNS} for row in rows)
-    os.replace(temporary, path)
