@@ -101,6 +101,7 @@ def _plot(rows, plan, path) -> str:
     import matplotlib.pyplot as plt
 
     levels = list(plan.levels_percent)
+    lowest = min(r["sample_auroc"] for r in rows)
     figure, axes = plt.subplots(2, len(levels), figsize=(3.2 * len(levels), 5.5), squeeze=False)
     for column, level in enumerate(levels):
         mine = [r for r in rows if r["impurity_percent"] == level]
@@ -112,6 +113,7 @@ def _plot(rows, plan, path) -> str:
         top.axhline(baseline["sample_auroc"], color="gray", linestyle="--", label="baseline")
         top.set_title(f"train {level} % unhealthy", fontsize=9)
         top.set_ylabel("sample AUROC" if column == 0 else "")
+        top.set_ylim(min(0.45, lowest - 0.02), 1.0)  # a fixed scale: small differences look small
         bottom.plot(gammas, [r["removed_healthy_fraction"] for r in removal], "o-", label="healthy")
         if level:
             bottom.plot(gammas, [r["removed_unhealthy_fraction"] for r in removal], "s-", label="unhealthy")

@@ -71,9 +71,9 @@ def _train(config, run_dir, stored, events, ranks):
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     autocast_dtype = amp_dtype(device, config.amp)
-    preset = make_preset(MODELS[config.model]["preset"], **config.preset_params) if config.model in MODELS else None
-    if preset is None:
+    if config.model not in MODELS:
         raise UADError(f"unknown model '{config.model}'; models are {', '.join(MODELS)}")
+    preset = make_preset(MODELS[config.model]["preset"], **config.preset_params)
 
     # ---- the scans -------------------------------------------------------------
     if stored is None:
