@@ -41,10 +41,20 @@ def stop(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def sum_across(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """Element-wise sum over ranks (in place; the tensor is returned)."""
+def agree(ok: bool, ranks: Ranks, device, what: str) -> None:
+    """A collective check: every rank raises when any rank reports a failure, so no
+    rank waits forever in a later collective for one that gave up."""
+    if ranks.enabled and any_rank(not ok, ranks, device) and ok:
+        raise RuntimeError(f"another rank failed: {what}")
+
+
+def sum_across(tensor: torch.Tensor, ranks: Ranks, device) -> torch.Tensor:
+    """Element-wise sum over ranks, in place (through ``device``: NCCL reduces only
+    GPU tensors); the tensor is returned."""
     if ranks.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        on_device = tensor.to(device)
+        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+        tensor.copy_(on_device.cpu())
     return tensor
 
 

@@ -79,8 +79,13 @@ def _train(config, run_dir, stored, events, ranks):
     if stored is None:
         entries = load_dataset(config.data)
         train_entries, val_entries = _split(entries, config)
-        if ranks.is_main:
-            _create_run_dir(run_dir, config, entries)
+        created = False
+        try:
+            if ranks.is_main:
+                _create_run_dir(run_dir, config, entries)
+            created = True
+        finally:
+            distributed.agree(created, ranks, device, "creating the run folder")
     else:
         train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
         val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
@@ -178,8 +183,8 @@ def _train(config, run_dir, stored, events, ranks):
                 item_loss.index_add_(0, index[weight], losses.detach().double().cpu()[weight])
                 item_seen.index_add_(0, index[weight], torch.ones(int(weight.sum()), dtype=torch.float64))
 
-            distributed.sum_across(item_loss, ranks)
-            distributed.sum_across(item_seen, ranks)
+            distributed.sum_across(item_loss, ranks, device)
+            distributed.sum_across(item_seen, ranks, device)
             seen = item_seen > 0
             losses_now = scan_losses(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
             epoch_mean = float(losses_now[kept].mean())
