@@ -17,7 +17,8 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
-    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind (default rec)")
+    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi (default rec)")
+    parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes preparing scans")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -29,7 +30,7 @@ def run(args) -> int:
     from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
 
-    scorer = Scorer(args.run_dir, device=args.device)
+    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
     entries = load_dataset(args.data)
     _refuse_training_scans(scorer, entries, args.data)
     report = evaluate(scorer, entries, kind=args.map, workers=args.workers, progress=not args.json)

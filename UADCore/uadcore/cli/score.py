@@ -16,8 +16,9 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("scan", metavar="SCAN", help="a scan file or DICOM folder")
-    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind (default rec)")
+    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi (default rec)")
     parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI)")
+    parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help='print {"score": ..., "percentile_vs_healthy": ...}')
     parser.set_defaults(handler=run)
@@ -30,10 +31,10 @@ def run(args) -> int:
 
     if args.out and not args.out.lower().endswith((".nii", ".nii.gz")):
         raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
-    scorer = Scorer(args.run_dir, device=args.device)
+    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
     result = scorer.score(args.scan, kind=args.map)
     payload = {"scan": os.path.abspath(args.scan), "map": args.map, "score": result.score,
-               "percentile_vs_healthy": scorer.percentile(result.score)}
+               "percentile_vs_healthy": scorer.percentile(result.score, args.map)}
     if args.out:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
     if args.json:

@@ -50,7 +50,9 @@ def config_from_args(args):
     from uadcore.models import MODELS
     from uadcore.train import TrainConfig
 
-    values = TrainConfig.from_file(args.config) if args.config else {}
+    chosen = args.model or (TrainConfig.from_file(args.config).get("model") if args.config else None) or "ae3d"
+    values = dict(MODELS[chosen]["train"]) if chosen in MODELS else {}  # the paper's defaults for this model
+    values.update(TrainConfig.from_file(args.config) if args.config else {})
     flags = {
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
         "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every,

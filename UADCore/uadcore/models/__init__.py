@@ -2,19 +2,38 @@
 
 Every model offers ``loss_per_sample(x) -> (B,)`` (what the training engine
 minimises and what outlier removal compares) and ``reconstruct(x)`` (what scoring
-compares with the input). `MODELS` names them with their preprocessing preset and
-the model options of a small configuration for CPUs.
+compares with the input). `MODELS` names them with their preprocessing preset, the
+map kinds they offer, their training defaults (where the paper's differ from the
+engine's) and the model options of a small configuration for CPUs.
 """
 
 from __future__ import annotations
 
 from uadcore.errors import UADError
 from uadcore.models.ae3d import AE3D
+from uadcore.models.vae import VAE
 
+VAE_MAPS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi")
 MODELS = {
     "ae3d": {
         "cls": AE3D,
         "preset": "brain3d-behrendt",
+        "maps": ("rec",),
+        "train": {},
+        "small": {"channels": [8, 16, 32, 64], "latent": 128},
+    },
+    "vae2d": {  # Zimmerer et al.: 64x64 slices, feature maps 16-32-64-256, z = 256, Adam 1e-4
+        "cls": VAE,
+        "preset": "brain2d-slices",
+        "maps": VAE_MAPS,
+        "train": {"lr": 1e-4},
+        "small": {"channels": [8, 16, 32, 64], "latent": 64},
+    },
+    "vae3d": {  # the same VAE on the brain3d-behrendt grid
+        "cls": VAE,
+        "preset": "brain3d-behrendt",
+        "maps": VAE_MAPS,
+        "train": {"lr": 1e-4},
         "small": {"channels": [8, 16, 32, 64], "latent": 128},
     },
 }

@@ -4,8 +4,9 @@ A stack of strided 3D convolutions compresses the volume to a dense latent vecto
 of ``latent`` values (n_z = 512 in the paper); a mirrored stack of transposed
 convolutions reconstructs it. The input is zero-padded inside the network to a
 multiple of 2**depth and the output cropped back, so any grid works (the paper's is
-64x77x66). No batch normalisation: a scan's reconstruction never depends on which
-scans share its batch, and training gives the same result split across DDP ranks.
+64x77x66). No batch normalisation by default: a scan's reconstruction never depends
+on which scans share its batch, and training gives the same result split across
+DDP ranks.
 
 Shapes: x (B, 1, I, J, K) -> reconstruction (B, 1, I, J, K); z (B, latent).
 """
@@ -15,39 +16,34 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks.blocks import Convolution
 from torch import nn
 
-ACTIVATION = ("leakyrelu", {"negative_slope": 0.2})
+from uadcore.models.blocks import crop_to, down, pad_to, padded_shape, up
 
 
 class AE3D(nn.Module):
     def __init__(self, in_shape=(64, 77, 66), channels=(32, 64, 128, 256), latent=512, in_channels=1, norm=None):
         super().__init__()
         self.in_shape = tuple(int(n) for n in in_shape)
-        factor = 2 ** len(channels)
-        self.padded_shape = tuple(math.ceil(n / factor) * factor for n in self.in_shape)
-        self.bottleneck_shape = (channels[-1],) + tuple(n // factor for n in self.padded_shape)
+        self.padded_shape = padded_shape(self.in_shape, len(channels))
+        self.bottleneck_shape = (channels[-1],) + tuple(n // 2 ** len(channels) for n in self.padded_shape)
 
         widths = (in_channels,) + tuple(channels)
-        self.encoder = nn.Sequential(
-            *[_down(widths[i], widths[i + 1], norm) for i in range(len(channels))], nn.Flatten()
-        )
+        self.encoder = nn.Sequential(*[down(3, widths[i], widths[i + 1], norm) for i in range(len(channels))], nn.Flatten())
         flat = math.prod(self.bottleneck_shape)
         self.to_latent = nn.Linear(flat, latent)
         self.from_latent = nn.Sequential(nn.Linear(latent, flat), nn.LeakyReLU(0.2))
-        decoder = [_up(widths[i + 1], widths[i], norm) for i in range(len(channels) - 1, 0, -1)]
-        decoder.append(_up(widths[1], in_channels, None, last=True))
+        decoder = [up(3, widths[i + 1], widths[i], norm) for i in range(len(channels) - 1, 0, -1)]
+        decoder.append(up(3, widths[1], in_channels, last=True))
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, I, J, K) -> z (B, latent)."""
-        return self.to_latent(self.encoder(_pad_to(x, self.padded_shape)))
+        return self.to_latent(self.encoder(pad_to(x, self.padded_shape)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, latent) -> (B, C, I, J, K)."""
-        volume = self.from_latent(z).view(-1, *self.bottleneck_shape)
-        return self.decoder(volume)[(...,) + tuple(slice(0, n) for n in self.in_shape)]
+        return crop_to(self.decoder(self.from_latent(z).view(-1, *self.bottleneck_shape)), self.in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -59,25 +55,3 @@ class AE3D(nn.Module):
     def loss_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         """L1 reconstruction loss of each sample over all its voxels, shape (B,)."""
         return (self(x) - x).abs().flatten(1).float().mean(dim=1)
-
-
-def _down(in_channels: int, out_channels: int, norm) -> nn.Module:
-    """Halve each side: 4^3 kernel, stride 2, padding 1."""
-    return Convolution(3, in_channels, out_channels, strides=2, kernel_size=4, padding=1, act=ACTIVATION, norm=norm)
-
-
-def _up(in_channels: int, out_channels: int, norm, last: bool = False) -> nn.Module:
-    """Double each side; the last layer is a plain transposed convolution (no
-    activation, so reconstructions are not clipped)."""
-    return Convolution(
-        3, in_channels, out_channels, strides=2, kernel_size=4, padding=1, output_padding=0,
-        is_transposed=True, act=None if last else ACTIVATION, norm=norm, conv_only=last,
-    )
-
-
-def _pad_to(x: torch.Tensor, shape) -> torch.Tensor:
-    """Zero-pad the spatial axes of x (B, C, ...) at their far ends up to ``shape``."""
-    pads = []
-    for have, want in reversed(list(zip(x.shape[2:], shape))):
-        pads += [0, want - have]
-    return nn.functional.pad(x, pads) if any(pads) else x

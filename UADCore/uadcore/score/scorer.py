@@ -12,20 +12,19 @@ import torch
 from uadcore.device import amp_dtype, pick_device
 from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
-from uadcore.models import make_model
+from uadcore.models import MODELS, make_model
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.score.reconstruction import mean_inside, rec_maps
+from uadcore.score.maps import batched_maps
+from uadcore.score.reconstruction import mean_inside
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from uadcore.train.data import stack_inputs
-
-MAP_KINDS = ("rec",)
 
 
 @dataclass
 class ScanScore:
     """One scan's result.
 
-    score: the sample score (mean reconstruction error inside the brain).
+    score: the sample score, the mean of the map inside the brain.
     model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the brain.
     prepared: the scan on the model grid (the map's grid and region).
     """
@@ -43,7 +42,7 @@ class ScanScore:
 class Scorer:
     """Scores scans with the finished run in ``run_dir``."""
 
-    def __init__(self, run_dir: str, device: str = "auto", batch_size: int = 8):
+    def __init__(self, run_dir: str, device: str = "auto", batch_size: int = 8, reference: bool = False):
         self.run_dir = os.path.abspath(run_dir)
         state = load_checkpoint(os.path.join(self.run_dir, CHECKPOINT_NAME))
         if not state.get("done"):
@@ -53,7 +52,9 @@ class Scorer:
         self.device = pick_device(device)
         self.amp_dtype = amp_dtype(self.device, self.config.get("amp", True))
         self.batch_size = batch_size
-        self.validation_scores = np.asarray(state["validation"].get("scores", []), float)
+        self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)
+        self.kinds = MODELS[self.config["model"]]["maps"]
+        self.validation_scores = {kind: np.asarray(scores, float) for kind, scores in state["validation"].get("scores", {}).items()}
         self._weights = state["model"]
         self._model = None
 
@@ -74,7 +75,7 @@ class Scorer:
         """Scores and maps of scans already on the model grid, in batches."""
         self.check_kind(kind)
         items, regions, owners = stack_inputs(prepared)
-        maps = rec_maps(self._network(items.shape[2:]), items, self.device, self.batch_size, self.amp_dtype)
+        maps = batched_maps(self._network(items.shape[2:]), items, self.device, kind, self.batch_size, self.amp_dtype, self.reference)
         scores = mean_inside(maps, regions, owners, len(prepared))
         results = []
         for index, (one, path) in enumerate(zip(prepared, paths)):
@@ -83,11 +84,12 @@ class Scorer:
         return results
 
     def check_kind(self, kind: str) -> None:
-        if kind not in MAP_KINDS:
-            raise UADError(f"map kind '{kind}' is not available for model {self.config['model']}; kinds: {', '.join(MAP_KINDS)}")
+        if kind not in self.kinds:
+            raise UADError(f"map kind '{kind}' is not available for model {self.config['model']}; kinds: {', '.join(self.kinds)}")
 
-    def percentile(self, score: float) -> float | None:
-        """Percentage of the healthy validation scans scoring below ``score``."""
-        if len(self.validation_scores) == 0:
+    def percentile(self, score: float, kind: str = "rec") -> float | None:
+        """Percentage of the healthy validation scans whose ``kind`` score is below ``score``."""
+        reference = self.validation_scores.get(kind)
+        if reference is None or len(reference) == 0:
             return None
-        return float(100.0 * np.mean(self.validation_scores < score))
+        return float(100.0 * np.mean(reference < score))

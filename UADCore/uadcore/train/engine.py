@@ -35,7 +35,8 @@ from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
-from uadcore.score.reconstruction import mean_inside, rec_maps
+from uadcore.score.maps import batched_maps
+from uadcore.score.reconstruction import mean_inside
 from uadcore.train import distributed
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from uadcore.train.config import TrainConfig
@@ -219,11 +220,12 @@ def _train(config, run_dir, stored, events, ranks):
         stop_requested.restore()
     bar.close()
 
-    # the healthy validation scans' scores: the reference a new scan's score is ranked against
-    validation = {"scores": []}
+    # the healthy validation scans' scores, per map kind: what a new scan's score is ranked against
+    validation = {"scores": {}}
     if val_set is not None:
-        maps = rec_maps(model, val_set.items, device, amp_dtype=autocast_dtype)
-        validation["scores"] = mean_inside(maps, val_set.regions, val_set.item_scan, len(val_set)).tolist()
+        for kind in MODELS[config.model]["maps"]:
+            maps = batched_maps(model, val_set.items, device, kind, amp_dtype=autocast_dtype)
+            validation["scores"][kind] = mean_inside(maps, val_set.regions, val_set.item_scan, len(val_set)).tolist()
     final = {**last, "validation": validation}
     write(final, done=True)
     summary = {"run": run_dir, "epochs": config.epochs, "scans": n_scans, "kept": int(kept.sum()),

@@ -1,0 +1,94 @@
+"""The VAE and its maps: gradients against finite differences, per-image maps that
+do not depend on the batch, training through the one engine, scoring."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from uadcore.models.vae import VAE, kl_divergence
+from uadcore.score.maps import GRADIENT_KINDS, anomaly_maps, batched_maps, smooth
+
+
+def tiny_vae(dims=2):
+    torch.manual_seed(0)
+    shape = (16, 12) if dims == 2 else (8, 12, 10)
+    return VAE(shape, channels=(2, 4), latent=3, std=0.5).double().eval(), shape
+
+
+def per_image_term(model, x, kind):
+    rec_term, kl, _ = model.terms(x, sample=False)
+    rec = rec_term.flatten(1).sum(1)
+    return {"kl-grad": kl, "rec-grad": rec, "elbo-grad": rec + kl}[kind]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("kind", ["kl-grad", "rec-grad", "elbo-grad"])
+def test_gradient_maps_match_finite_differences(dims, kind):
+    model, shape = tiny_vae(dims)
+    x = torch.rand(2, 1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    maps = anomaly_maps(model, x, kind)
+    rng = np.random.default_rng(0)
+    step = 1e-6
+    for _ in range(5):
+        index = (int(rng.integers(2)), 0) + tuple(int(rng.integers(n)) for n in shape)
+        plus, minus = x.clone(), x.clone()
+        plus[index] += step
+        minus[index] -= step
+        with torch.no_grad():
+            numeric = (per_image_term(model, plus, kind)[index[0]] - per_image_term(model, minus, kind)[index[0]]) / (2 * step)
+        assert float(maps[index]) == pytest.approx(abs(float(numeric)), rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["rec", *GRADIENT_KINDS])
+def test_a_maps_value_does_not_depend_on_its_batch(kind):
+    model, shape = tiny_vae(2)
+    model = model.float()
+    items = torch.rand(5, 1, *shape, generator=torch.Generator().manual_seed(2))
+    alone = batched_maps(model, items[2:3], torch.device("cpu"), kind)
+    for batch_size in (1, 2, 5):
+        together = batched_maps(model, items, torch.device("cpu"), kind, batch_size=batch_size)
+        torch.testing.assert_close(together[2:3], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_the_reference_mode_does_depend_on_the_batch():
+    model, shape = tiny_vae(2)
+    model = model.float()
+    items = torch.rand(4, 1, *shape, generator=torch.Generator().manual_seed(3))
+    alone = batched_maps(model, items[:1], torch.device("cpu"), "kl-grad", reference=True)
+    together = batched_maps(model, items, torch.device("cpu"), "kl-grad", batch_size=4, reference=True)
+    assert not torch.allclose(together[:1], alone)  # the batch mean scales each gradient by 1/B
+
+
+def test_kl_of_the_prior_is_zero():
+    assert kl_divergence(torch.zeros(2, 5), torch.zeros(2, 5)).tolist() == [0.0, 0.0]
+
+
+def test_smoothing_keeps_a_constant_inside_and_sums_to_one():
+    flat = torch.ones(1, 1, 20, 20)
+    smoothed = smooth(flat)
+    assert torch.allclose(smoothed[..., 5:15, 5:15], torch.ones(1, 1, 10, 10), atol=1e-6)
+    spike = torch.zeros(1, 1, 21, 21)
+    spike[..., 10, 10] = 1.0
+    assert float(smooth(spike).sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_vae2d_trains_with_outlier_removal_and_scores_every_kind(tmp_path, cohort, capsys):
+    from uadcore.cli import main
+    from uadcore.io import read_manifest, read_scan
+
+    entries = read_manifest(cohort)
+    config = tmp_path / "vae.json"
+    config.write_text(json.dumps({"model_params": {"channels": [4, 8, 16, 32], "latent": 16}, "epochs": 2, "batch_size": 16,
+                                  "outlier_every": 1, "reinit_at": [], "gamma": 1.01, "val_fraction": 0.0, "workers": 1}))
+    assert main(["train", "--data", cohort, "--model", "vae2d", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    state_lr = json.loads((tmp_path / "run" / "config.json").read_text())["lr"]
+    assert state_lr == 1e-4  # the paper's learning rate for the VAE
+    for kind in ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi"):
+        out = tmp_path / f"{kind}.nii.gz"
+        assert main(["score", str(tmp_path / "run"), entries[0].path, "--map", kind, "--out", str(out), "--json"]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        assert payload["score"] > 0
+        assert read_scan(str(out)).grid.matches(read_scan(entries[0].path).grid)

@@ -1,0 +1,82 @@
+"""VAE: the variational autoencoder of Zimmerer et al., for 2D slices or 3D volumes.
+
+Fully convolutional: strided convolutions (feature maps 16-32-64-256 by default)
+bring the padded input down to a small grid, one convolution spanning that grid
+gives the posterior mean and log-variance of ``latent`` values; the decoder
+mirrors it with transposed convolutions. The likelihood p(x|z) is Gaussian with
+standard deviation ``std`` (c, 1 by default), the prior N(0, I).
+
+Shapes (spatial_dims = 2): x (B, 1, H, W) -> mu, logvar (B, latent) -> (B, 1, H, W);
+(spatial_dims = 3): x (B, 1, I, J, K) likewise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uadcore.models.blocks import ACTIVATION, crop_to, down, pad_to, padded_shape, up
+from monai.networks.blocks import Convolution
+
+
+class VAE(nn.Module):
+    def __init__(self, in_shape=(64, 64), channels=(16, 32, 64, 256), latent=256, std=1.0, in_channels=1):
+        super().__init__()
+        self.spatial_dims = len(in_shape)
+        self.in_shape = tuple(int(n) for n in in_shape)
+        self.padded_shape = padded_shape(self.in_shape, len(channels))
+        bottleneck = tuple(n // 2 ** len(channels) for n in self.padded_shape)
+        self.latent, self.std = int(latent), float(std)
+        d = self.spatial_dims
+
+        widths = (in_channels,) + tuple(channels)
+        self.encoder = nn.Sequential(
+            *[down(d, widths[i], widths[i + 1]) for i in range(len(channels))],
+            Convolution(d, channels[-1], 2 * latent, kernel_size=bottleneck, padding=0, conv_only=True),
+        )
+        decoder = [
+            Convolution(d, latent, channels[-1], kernel_size=bottleneck, padding=0, output_padding=0, is_transposed=True, act=ACTIVATION, norm=None),
+            *[up(d, widths[i + 1], widths[i]) for i in range(len(channels) - 1, 0, -1)],
+            up(d, widths[1], in_channels, last=True),
+        ]
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> posterior mean and log-variance, each (B, latent)."""
+        moments = self.encoder(pad_to(x, self.padded_shape)).flatten(1)
+        return moments[:, : self.latent], moments[:, self.latent :]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent) -> reconstruction shaped like the input."""
+        grid = z.view(z.shape[0], self.latent, *([1] * self.spatial_dims))
+        return crop_to(self.decoder(grid), self.in_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training: decode a sample of the posterior; eval: decode its mean."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return self.decode(z)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction from z = mu, as for scoring."""
+        return self.decode(self.encode(x)[0])
+
+    def terms(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-voxel reconstruction term 0.5 ((x - x_hat) / c)^2 (shaped like x),
+        per-sample KL divergence (B,), and the reconstruction x_hat."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        reconstruction = self.decode(z)
+        rec_term = 0.5 * ((x - reconstruction) / self.std) ** 2
+        return rec_term, kl_divergence(mu, logvar), reconstruction
+
+    def loss_per_sample(self, x: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO of each sample (constants dropped): reconstruction term
+        summed over voxels + KL, shape (B,). z is sampled in training mode."""
+        rec_term, kl, _ = self.terms(x, sample=self.training)
+        return rec_term.flatten(1).float().sum(dim=1) + kl.float()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent units, shape (B,)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)

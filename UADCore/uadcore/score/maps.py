@@ -1,0 +1,90 @@
+"""Voxel-wise anomaly maps of every model (Zimmerer et al. for the VAE):
+
+- ``rec``: |x - x_hat|, x_hat reconstructed from z = mu;
+- ``kl-grad``, ``rec-grad``, ``elbo-grad``: |d term / dx| for the KL term, the
+  reconstruction term 0.5 ((x - x_hat(mu(x))) / c)^2 summed over voxels, or both
+  (model in eval mode, z = mu);
+- ``combi``: the KL gradient, smoothed and min-max normalised, times the
+  reconstruction term.
+
+Per image by default: gradients of the *sum* over the batch (each image's gradient
+is then its own), min-max over each image. ``reference=True`` reproduces the
+published code: gradients of the batch *mean*, every gradient map smoothed (7x7,
+sigma 3, zero padding), min-max over the whole batch; a map then depends on which
+images share its batch.
+
+All maps: (B, C, ...) float32, shaped like the input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GRADIENT_KINDS = ("kl-grad", "rec-grad", "elbo-grad", "combi")
+SMOOTH_SIZE, SMOOTH_SIGMA = 7, 3.0
+
+
+def anomaly_maps(model, x: torch.Tensor, kind: str, reference: bool = False) -> torch.Tensor:
+    """The ``kind`` map of every image of the batch x (B, C, ...)."""
+    model.eval()
+    if kind == "rec":
+        with torch.no_grad():
+            return (model.reconstruct(x).float() - x.float()).abs()
+    if kind not in GRADIENT_KINDS:
+        raise ValueError(f"unknown map kind {kind}")
+    with torch.enable_grad():
+        x = (x.detach() if x.is_floating_point() else x.float()).clone().requires_grad_(True)
+        rec_term, kl, _ = model.terms(x, sample=False)
+        per_image = {"kl-grad": kl, "combi": kl, "rec-grad": rec_term.flatten(1).sum(1), "elbo-grad": rec_term.flatten(1).sum(1) + kl}[kind]
+        total = per_image.mean() if reference else per_image.sum()
+        gradient = torch.autograd.grad(total, x)[0].abs()
+    if reference or kind == "combi":
+        gradient = smooth(gradient)
+    if kind != "combi":
+        return gradient.detach()
+    return (_minmax(gradient, over_batch=reference) * rec_term).detach()
+
+
+def smooth(maps: torch.Tensor, size: int = SMOOTH_SIZE, sigma: float = SMOOTH_SIGMA) -> torch.Tensor:
+    """Normalised Gaussian smoothing over the spatial axes of (B, C, ...), zero padding."""
+    offsets = torch.arange(size, dtype=torch.float32, device=maps.device) - (size - 1) / 2
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    spatial = maps.dim() - 2
+    convolve = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
+    channels = maps.shape[1]
+    out = maps.float()
+    for axis in range(spatial):
+        shape = [1] * spatial
+        shape[axis] = size
+        weight = kernel.view(1, 1, *shape).repeat(channels, 1, *([1] * spatial))
+        padding = [0] * spatial
+        padding[axis] = size // 2
+        out = convolve(out, weight, padding=padding, groups=channels)
+    return out
+
+
+def _minmax(maps: torch.Tensor, over_batch: bool) -> torch.Tensor:
+    """Scale to [0, 1] per image (or over the whole batch)."""
+    if over_batch:
+        low, high = maps.min(), maps.max()
+    else:
+        flat = maps.flatten(1)
+        shape = (-1,) + (1,) * (maps.dim() - 1)
+        low, high = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
+    return (maps - low) / (high - low).clamp_min(1e-12)
+
+
+def batched_maps(model, items: torch.Tensor, device, kind: str = "rec", batch_size: int = 8, amp_dtype=None, reference: bool = False) -> torch.Tensor:
+    """``anomaly_maps`` of many items, ``batch_size`` at a time.
+
+    items: (M, C, ...) on any device. Returns (M, C, ...) float32 on the CPU. Except
+    with ``reference``, an item's map does not depend on the batching.
+    """
+    maps = []
+    for start in range(0, len(items), batch_size):
+        x = items[start : start + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            maps.append(anomaly_maps(model, x, kind, reference).float().cpu())
+    return torch.cat(maps) if maps else torch.zeros_like(items)
