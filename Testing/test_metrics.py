@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from uadcore.evaluate import best_dice_threshold, dice, sample_metrics, voxel_metrics
+from uadcore.evaluate import best_dice_threshold, dice, sample_metrics, threshold_at_fpr, voxel_metrics
 
 
 def test_sample_metrics_match_sklearn():
@@ -45,3 +45,9 @@ def test_best_dice_is_found_where_a_bisection_fails():
     truth = np.array([False] * 50 + [True] * 10 + [False] * 40 + [True] * 10)
     threshold, best = best_dice_threshold(values, truth)
     assert best == pytest.approx(max(dice(values > t, truth) for t in np.unique(values)))
+
+
+@pytest.mark.parametrize("fpr", [0.01, 0.05, 0.1])
+def test_threshold_at_fpr_on_healthy_values(fpr):
+    healthy = np.random.default_rng(4).gamma(2.0, size=100_000)
+    assert (healthy > threshold_at_fpr(healthy, fpr)).mean() == pytest.approx(fpr, abs=1e-3)

@@ -34,6 +34,8 @@ def test_score_writes_the_map_in_the_scans_geometry(trained, tmp_path, capsys):
     assert main(["score", run, scan_path, "--map", "rec", "--out", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["score"] > 0 and 0.0 <= payload["percentile_vs_healthy"] <= 100.0
+    thresholds = payload["thresholds_at_fpr"]
+    assert set(thresholds) == {"0.01", "0.05", "0.1"} and thresholds["0.01"] >= thresholds["0.05"] >= thresholds["0.1"] > 0
     written, scan = read_scan(str(out)), read_scan(scan_path)
     assert written.grid.matches(scan.grid)
     assert written.array.max() > 0 and (written.array[scan.array == 0] == 0).mean() > 0.95
@@ -81,3 +83,22 @@ def _kept(run):
 def test_an_unfinished_run_cannot_score(tmp_path, capsys):
     assert main(["score", str(tmp_path), "scan.nii.gz"]) == 2
     assert "no checkpoint here" in capsys.readouterr().err
+
+
+def test_healthy_thresholds_leave_the_requested_share_of_healthy_voxels_above(trained):
+    import torch
+
+    from uadcore.score.scorer import Scorer
+    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.train.data import prepare_set
+    from uadcore.io import ScanEntry
+    from uadcore.score.maps import batched_maps
+
+    run, _ = trained
+    state = load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    scorer = Scorer(run)
+    validation = prepare_set([ScanEntry(**e) for e in state["validation"]["entries"]], scorer.preset, workers=1, progress=False)
+    maps = batched_maps(scorer._network(validation.items.shape[2:]), validation.items, torch.device("cpu"), "rec")
+    inside = maps[validation.regions].numpy()
+    for fpr, threshold in state["validation"]["thresholds"]["rec"].items():
+        assert (inside > threshold).mean() == pytest.approx(float(fpr), abs=0.002)

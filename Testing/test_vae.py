@@ -92,3 +92,27 @@ def test_vae2d_trains_with_outlier_removal_and_scores_every_kind(tmp_path, cohor
         payload = json.loads(capsys.readouterr().out)
         assert payload["score"] > 0
         assert read_scan(str(out)).grid.matches(read_scan(entries[0].path).grid)
+
+
+@pytest.mark.slow
+def test_evaluate_compares_every_map_kind(tmp_path, capsys):
+    from uadcore.cli import main
+    from uadcore.io import read_manifest, write_manifest
+    from uadcore.synth import synthesize_cohort
+
+    entries = read_manifest(synthesize_cohort(str(tmp_path / "c"), healthy=3, unhealthy=2, seed=9, workers=2, progress=False))
+    train_manifest = write_manifest(entries[:2], str(tmp_path / "train.csv"))
+    test_manifest = write_manifest(entries[2:], str(tmp_path / "test.csv"))
+    config = tmp_path / "vae.json"
+    config.write_text(json.dumps({"model_params": {"channels": [4, 8, 16, 32], "latent": 16}, "epochs": 1, "batch_size": 16,
+                                  "val_fraction": 0.0, "workers": 1}))
+    assert main(["train", "--data", train_manifest, "--model", "vae2d", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--data", test_manifest, "--map", "all", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["maps"]) == {"rec", "kl-grad", "rec-grad", "elbo-grad", "combi"}
+    for report in payload["maps"].values():
+        assert 0.0 <= report["voxel_auroc"] <= 1.0 and report["n"] == 3
+    assert payload["roc_plot"].endswith("roc.png")
+    import os
+
+    assert os.path.isfile(payload["roc_plot"])

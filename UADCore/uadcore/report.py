@@ -57,3 +57,25 @@ def loss_png(history: list[dict], audit: list[dict], path: str) -> str:
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def roc_png(curves: dict, path: str, title: str = "") -> str:
+    """Sample-level ROC curves: ``curves`` maps a name to (labels, scores)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.5, 4.2))
+    for name, (labels, scores) in curves.items():
+        if len(set(labels)) < 2:
+            continue
+        false_positive, true_positive, _ = roc_curve(labels, scores)
+        axis.plot(false_positive, true_positive, label=f"{name} (AUROC {roc_auc_score(labels, scores):.3f})")
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=0.8)
+    axis.set_xlabel("false-positive rate")
+    axis.set_ylabel("true-positive rate")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

@@ -17,7 +17,8 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
-    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi (default rec)")
+    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi; 'all' compares every kind (default rec)")
+    parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes preparing scans")
@@ -26,6 +27,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    import os
+
     from uadcore.evaluate import evaluate
     from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
@@ -33,13 +36,24 @@ def run(args) -> int:
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
     entries = load_dataset(args.data)
     _refuse_training_scans(scorer, entries, args.data)
-    report = evaluate(scorer, entries, kind=args.map, workers=args.workers, progress=not args.json)
+    kinds = scorer.kinds if args.map == "all" else [args.map]
+    for kind in kinds:
+        scorer.check_kind(kind)
+    reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json) for kind in kinds}
+    plot = args.plot or (os.path.join(scorer.run_dir, "roc.png") if args.map == "all" else None)
+    if plot:
+        from uadcore.report import roc_png
+
+        curves = {kind: ([s["label"] == "unhealthy" for s in r["scans"] if s["label"]], [s["score"] for s in r["scans"] if s["label"]])
+                  for kind, r in reports.items()}
+        plot = roc_png(curves, os.path.abspath(plot), title=os.path.basename(scorer.run_dir))
     if args.json:
-        print_json(report)
+        payload = reports[args.map] if args.map != "all" else {"maps": reports}
+        print_json({**payload, "roc_plot": plot} if plot else payload)
         return 0
-    keys = ["n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice"]
-    print_table([{key: _fmt(report.get(key)) for key in keys}], keys)
-    say(f"map {report['map']}; scores per scan with --json")
+    keys = ["map", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice"]
+    print_table([{key: _fmt(report.get(key)) for key in keys} for report in reports.values()], keys)
+    say("scores per scan with --json" + (f"; ROC curves in {plot}" if plot else ""))
     return 0
 
 

@@ -34,7 +34,8 @@ def run(args) -> int:
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
     result = scorer.score(args.scan, kind=args.map)
     payload = {"scan": os.path.abspath(args.scan), "map": args.map, "score": result.score,
-               "percentile_vs_healthy": scorer.percentile(result.score, args.map)}
+               "percentile_vs_healthy": scorer.percentile(result.score, args.map),
+               "thresholds_at_fpr": scorer.thresholds.get(args.map, {})}
     if args.out:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
     if args.json:

@@ -53,3 +53,10 @@ def best_dice_threshold(values, truth) -> tuple[float, float]:
     best = int(np.argmax(scores))
     below = sorted_values[best + 1] if best + 1 < len(values) else sorted_values[best] - 1.0
     return float((sorted_values[best] + below) / 2.0), float(scores[best])
+
+
+def threshold_at_fpr(healthy_values, fpr: float) -> float:
+    """The map value above which a fraction ``fpr`` of healthy voxels lies: a
+    threshold chosen from healthy scans alone (no labelled lesions needed)."""
+    values = np.asarray(healthy_values, float).ravel()
+    return float(np.quantile(values, 1.0 - fpr, method="higher")) if len(values) else float("nan")

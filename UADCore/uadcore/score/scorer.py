@@ -55,6 +55,7 @@ class Scorer:
         self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)
         self.kinds = MODELS[self.config["model"]]["maps"]
         self.validation_scores = {kind: np.asarray(scores, float) for kind, scores in state["validation"].get("scores", {}).items()}
+        self.thresholds = state["validation"].get("thresholds", {})  # kind -> {fpr: map value}
         self._weights = state["model"]
         self._model = None
 

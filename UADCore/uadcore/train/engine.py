@@ -30,6 +30,7 @@ import torch
 
 from uadcore.device import amp_dtype, describe, pick_device
 from uadcore.errors import UADError
+from uadcore.evaluate.metrics import threshold_at_fpr
 from uadcore.io import ScanEntry, load_dataset, write_manifest
 from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
@@ -45,6 +46,7 @@ from uadcore.train.events import Events
 from uadcore.train.outliers import find_outliers, scan_losses, write_audit
 
 STOP_FILE = "STOP"
+FPR_LEVELS = (0.01, 0.05, 0.1)  # false-positive rates of the stored healthy-data thresholds
 SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
 
 
@@ -221,11 +223,14 @@ def _train(config, run_dir, stored, events, ranks):
     bar.close()
 
     # the healthy validation scans' scores, per map kind: what a new scan's score is ranked against
-    validation = {"scores": {}}
+    # and, per kind, the map values above which 1, 5 and 10 % of healthy brain voxels lie
+    validation = {"scores": {}, "thresholds": {}}
     if val_set is not None:
         for kind in MODELS[config.model]["maps"]:
             maps = batched_maps(model, val_set.items, device, kind, amp_dtype=autocast_dtype)
             validation["scores"][kind] = mean_inside(maps, val_set.regions, val_set.item_scan, len(val_set)).tolist()
+            inside = maps[val_set.regions].numpy()
+            validation["thresholds"][kind] = {str(fpr): threshold_at_fpr(inside, fpr) for fpr in FPR_LEVELS}
     final = {**last, "validation": validation}
     write(final, done=True)
     summary = {"run": run_dir, "epochs": config.epochs, "scans": n_scans, "kept": int(kept.sum()),
