@@ -199,3 +199,26 @@ def test_the_event_stream_is_json_lines_of_every_kind(tmp_path, cohort):
     removed = [e for e in events if e["event"] == "removed"]
     assert all(s["loss"] > e["threshold"] for e in removed for s in e["samples"])
     assert sum(len(e["samples"]) for e in removed) == events[-1]["removed"]
+
+
+def test_plateau_and_early_stopping_follow_the_validation_loss():
+    from uadcore.train.engine import _follow_plateau
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=1e-3)
+    plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
+    rates = [_follow_plateau(optimizer, plateau, loss, patience=2) for loss in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0)]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4])
+    assert plateau["stale_run"] == 0 and plateau["best_run"] == 3.0
+
+
+def test_early_stopping_ends_a_vae_run(tmp_path, cohort):
+    config, _ = tiny_config(tmp_path, cohort, model="vae3d", epochs=30, val_fraction=0.34, outlier_removal=False,
+                            reinit_at=[], plateau_patience=1, early_stop_patience=1, lr=1e-12)
+    summary = train(config, str(tmp_path / "run"))
+    # with a vanishing learning rate the validation loss never improves after the first epoch
+    assert summary["epochs"] == 2
+    history = read_rows(tmp_path / "run" / "history.csv")
+    assert list(history[0]) == ["epoch", "loss", "kept", "removed", "seconds", "val_loss", "lr"]
+    with pytest.raises(UADError, match="complete"):
+        train(None, str(tmp_path / "run"), resume=True)

@@ -34,6 +34,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
+    parser.add_argument("--plateau-patience", type=int, metavar="N", help="LR x 0.1 after N epochs without a better validation loss (0: off; VAE default 1)")
+    parser.add_argument("--early-stop-patience", type=int, metavar="N", help="stop after N epochs without a better validation loss (0: off; VAE default 3)")
     parser.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 5)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
@@ -57,7 +59,8 @@ def config_from_args(args):
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
         "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every,
         "batch_size": args.batch_size, "lr": args.lr, "val_fraction": args.val_fraction,
-        "checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device,
+        "checkpoint_every": args.checkpoint_every, "seed": args.seed,
+        "plateau_patience": args.plateau_patience, "early_stop_patience": args.early_stop_patience, "device": args.device,
         "compile": args.compile, "workers": args.workers,
     }
     values.update({key: value for key, value in flags.items() if value is not None})

@@ -26,14 +26,14 @@ MODELS = {
         "cls": VAE,
         "preset": "brain2d-slices",
         "maps": VAE_MAPS,
-        "train": {"lr": 1e-4},
+        "train": {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3},
         "small": {"channels": [8, 16, 32, 64], "latent": 64},
     },
     "vae3d": {  # the same VAE on the brain3d-behrendt grid
         "cls": VAE,
         "preset": "brain3d-behrendt",
         "maps": VAE_MAPS,
-        "train": {"lr": 1e-4},
+        "train": {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3},
         "small": {"channels": [8, 16, 32, 64], "latent": 128},
     },
 }

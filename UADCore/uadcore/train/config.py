@@ -23,6 +23,8 @@ class TrainConfig:
     gamma: float = 1.4  # remove a sample when its loss > gamma x the epoch's mean loss
     outlier_every: int = 5  # epochs between removals
     reinit_at: list = field(default_factory=lambda: [50, 100])  # re-initialise weights after these epochs
+    plateau_patience: int = 0  # LR x 0.1 after this many epochs without a better validation loss (0: off)
+    early_stop_patience: int = 0  # stop after this many epochs without a better validation loss (0: off)
     checkpoint_every: int = 5
     val_fraction: float = 0.1  # healthy (or unlabelled) scans held out for the score distribution
     seed: int = 0
@@ -41,6 +43,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if not self.gamma > 0:
             problems.append(f"gamma must be > 0 (got {self.gamma})")
+        if self.plateau_patience < 0 or self.early_stop_patience < 0:
+            problems.append("plateau_patience and early_stop_patience must be >= 0")
         if self.outlier_every < 1 or self.checkpoint_every < 1:
             problems.append("outlier_every and checkpoint_every must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -58,7 +58,7 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     stored = load_checkpoint(checkpoint_path) if resume else None
     if stored is not None:
         config = TrainConfig.from_dict(stored["config"], source=checkpoint_path)
-        if stored.get("done") and stored["epoch"] >= config.epochs:
+        if stored.get("done"):
             raise UADError(f"{run_dir}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
     ranks = distributed.start(config.device)
     events.enabled_here = ranks.is_main
@@ -104,6 +104,9 @@ def _train(config, run_dir, stored, events, ranks):
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    watch_validation = val_set is not None and (config.plateau_patience > 0 or config.early_stop_patience > 0)
+    # validation-loss bookkeeping for the LR plateau schedule and early stopping
+    plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     kept = torch.ones(n_scans, dtype=torch.bool)
     audit, history, first_epoch = [], [], 1
@@ -112,6 +115,7 @@ def _train(config, run_dir, stored, events, ranks):
         optimizer.load_state_dict(stored["optimizer"])
         kept = stored["kept"].bool()
         audit, history, first_epoch = stored["audit"], stored["history"], stored["epoch"] + 1
+        plateau = stored.get("plateau", plateau)
         torch.set_rng_state(stored["rng"])
     trained = _PerSampleLoss(model)
     if ranks.enabled:
@@ -127,7 +131,8 @@ def _train(config, run_dir, stored, events, ranks):
 
     def snapshot(epoch):
         return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state()}
+                "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state(),
+                "plateau": dict(plateau)}
 
     def write(state, done=False):
         if not ranks.is_main:
@@ -155,6 +160,7 @@ def _train(config, run_dir, stored, events, ranks):
             if epoch - 1 in config.reinit_at:
                 _reinitialise(model, config.seed + SEED_STRIDE * (config.reinit_at.index(epoch - 1) + 1))
                 optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                plateau.update(best=float("inf"), stale=0, best_run=float("inf"), stale_run=0)
                 events.emit("reinit", epoch=epoch)
 
             # the kept scans' items in an order that depends only on (seed, epoch)
@@ -204,12 +210,19 @@ def _train(config, run_dir, stored, events, ranks):
                 kept = kept & ~remove
                 if removed_now:
                     events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
-            history.append({"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": len(audit),
-                            "seconds": round(time.perf_counter() - started, 3)})
+            record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": len(audit),
+                      "seconds": round(time.perf_counter() - started, 3)}
+            if watch_validation:
+                record["val_loss"] = round(_validation_loss(model, val_set, device, autocast_dtype), 6)
+                record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
+            history.append(record)
             events.emit("epoch", **history[-1], epochs=config.epochs)
             bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=len(audit))
             bar.update()
             last = snapshot(epoch)
+            if config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
+                events.emit("early_stop", epoch=epoch, best_val_loss=round(plateau["best_run"], 6))
+                break
             if epoch % config.checkpoint_every == 0 and epoch < config.epochs:
                 write(last)
     except _Stopped:
@@ -233,11 +246,40 @@ def _train(config, run_dir, stored, events, ranks):
             validation["thresholds"][kind] = {str(fpr): threshold_at_fpr(inside, fpr) for fpr in FPR_LEVELS}
     final = {**last, "validation": validation}
     write(final, done=True)
-    summary = {"run": run_dir, "epochs": config.epochs, "scans": n_scans, "kept": int(kept.sum()),
+    summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
                "removed": len(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit),
                "final_loss": history[-1]["loss"] if history else None}
     events.emit("done", **summary)
     return summary
+
+
+@torch.no_grad()
+def _validation_loss(model, val_set, device, autocast_dtype, batch_size: int = 8) -> float:
+    """Mean per-sample loss of the validation items, model in eval mode."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(val_set.items), batch_size):
+        x = val_set.items[start : start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            total += float(model.loss_per_sample(x).float().sum())
+    model.train()
+    return total / len(val_set.items)
+
+
+def _follow_plateau(optimizer, plateau: dict, val_loss: float, patience: int) -> float:
+    """Count epochs without a better validation loss (better: by 0.01 % at least,
+    as PyTorch's ReduceLROnPlateau): ``stale`` since the last LR step (x 0.1 after
+    ``patience``), ``stale_run`` for early stopping. Returns the LR."""
+    for best, stale in (("best", "stale"), ("best_run", "stale_run")):
+        if val_loss < plateau[best] * (1.0 - 1e-4):
+            plateau[best], plateau[stale] = val_loss, 0
+        else:
+            plateau[stale] += 1
+    if patience and plateau["stale"] >= patience:
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.1
+        plateau["stale"] = 0
+    return optimizer.param_groups[0]["lr"]
 
 
 class _PerSampleLoss(torch.nn.Module):
@@ -323,6 +365,6 @@ def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry])
 
 def _write_history(history: list[dict], path: str) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "kept", "removed", "seconds"])
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch", "loss", "kept", "removed", "seconds"])
         writer.writeheader()
         writer.writerows(history)
