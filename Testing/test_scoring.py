@@ -102,3 +102,26 @@ def test_healthy_thresholds_leave_the_requested_share_of_healthy_voxels_above(tr
     inside = maps[validation.regions].numpy()
     for fpr, threshold in state["validation"]["thresholds"]["rec"].items():
         assert (inside > threshold).mean() == pytest.approx(float(fpr), abs=0.002)
+
+
+def test_postprocessing_is_recorded_and_changes_the_voxel_metrics(trained, capsys):
+    run, test_manifest = trained
+    assert main(["evaluate", run, "--data", test_manifest, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", run, "--data", test_manifest, "--postprocess", "--json"]) == 0
+    filtered = json.loads(capsys.readouterr().out)
+    assert plain["postprocess"] is None and filtered["postprocess"]["median_filter"] == 5
+    assert filtered["voxel_auroc"] != plain["voxel_auroc"]
+    assert filtered["sample_auroc"] == plain["sample_auroc"]  # sample scores are not post-processed
+
+
+def test_small_components_are_removed():
+    import numpy as np
+
+    from uadcore.evaluate.run import _without_small_components
+
+    prediction = np.zeros((10, 10, 10), bool)
+    prediction[0:2, 0:2, 0:2] = True  # 8 voxels: kept
+    prediction[5, 5, 5:8] = True  # 3 voxels: removed
+    kept = _without_small_components(prediction, 7)
+    assert kept.sum() == 8 and kept[0, 0, 0] and not kept[5, 5, 6]

@@ -20,6 +20,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi; 'all' compares every kind (default rec)")
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
+    parser.add_argument("--postprocess", action="store_true", help="median filter 5^3, brain mask eroded by 1 voxel, components <= 7 voxels removed for Dice")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes preparing scans")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -39,7 +40,8 @@ def run(args) -> int:
     kinds = scorer.kinds if args.map == "all" else [args.map]
     for kind in kinds:
         scorer.check_kind(kind)
-    reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json) for kind in kinds}
+    reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json, postprocess=args.postprocess)
+               for kind in kinds}
     plot = args.plot or (os.path.join(scorer.run_dir, "roc.png") if args.map == "all" else None)
     if plot:
         from uadcore.report import roc_png
