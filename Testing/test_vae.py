@@ -92,6 +92,8 @@ def test_vae2d_trains_with_outlier_removal_and_scores_every_kind(tmp_path, cohor
         payload = json.loads(capsys.readouterr().out)
         assert payload["score"] > 0
         assert read_scan(str(out)).grid.matches(read_scan(entries[0].path).grid)
+        scores = payload["sample_scores"]
+        assert set(scores) == {"rec", "kl", "elbo"} and scores["elbo"] > scores["kl"] >= 0
 
 
 @pytest.mark.slow
@@ -110,6 +112,8 @@ def test_evaluate_compares_every_map_kind(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "run"), "--data", test_manifest, "--map", "all", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["maps"]) == {"rec", "kl-grad", "rec-grad", "elbo-grad", "combi"}
+    assert set(payload["maps"]["rec"]["sample_scores"]) == {"rec", "kl", "elbo"}
+    assert payload["maps"]["rec"]["sample_scores"]["rec"]["auroc"] == payload["maps"]["rec"]["sample_auroc"]
     for report in payload["maps"].values():
         assert 0.0 <= report["voxel_auroc"] <= 1.0 and report["n"] == 3
     assert payload["roc_plot"].endswith("roc.png")

@@ -35,7 +35,7 @@ def run(args) -> int:
     result = scorer.score(args.scan, kind=args.map)
     payload = {"scan": os.path.abspath(args.scan), "map": args.map, "score": result.score,
                "percentile_vs_healthy": scorer.percentile(result.score, args.map),
-               "thresholds_at_fpr": scorer.thresholds.get(args.map, {})}
+               "thresholds_at_fpr": scorer.thresholds.get(args.map, {}), "sample_scores": result.sample_scores}
     if args.out:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
     if args.json:

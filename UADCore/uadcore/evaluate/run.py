@@ -34,6 +34,13 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     report = {"n": len(entries), "map": kind, "healthy": sum(e.label == "healthy" for e in entries),
               "unhealthy": sum(e.label == "unhealthy" for e in entries), "postprocess": POSTPROCESS if postprocess else None}
     report.update(sample_metrics([s for s, _ in labelled], [y for _, y in labelled]))
+    # the model's other sample scores (rec, and kl, elbo for a VAE), each on its own
+    labels = [e.label == "unhealthy" for e in entries if e.label]
+    report["sample_scores"] = {
+        name: {key.replace("sample_", ""): value for key, value in
+               sample_metrics([r.sample_scores[name] for r, e in zip(results, entries) if e.label], labels).items()}
+        for name in results[0].sample_scores
+    }
 
     # voxels inside the brain of the scans whose voxel truth is known
     voxels = []
@@ -49,7 +56,8 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     if voxels and any(t[r].any() for _, t, r in voxels):
         report.update(voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]), np.concatenate([t[r] for _, t, r in voxels])))
         report.update(_dice(voxels, dice_fraction, seed, postprocess))
-    report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score} for r, e in zip(results, entries)]
+    report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
+                       for r, e in zip(results, entries)]
     return report
 
 

@@ -88,3 +88,18 @@ def batched_maps(model, items: torch.Tensor, device, kind: str = "rec", batch_si
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             maps.append(anomaly_maps(model, x, kind, reference).float().cpu())
     return torch.cat(maps) if maps else torch.zeros_like(items)
+
+
+@torch.no_grad()
+def vae_sample_terms(model, items: torch.Tensor, device, batch_size: int = 8, amp_dtype=None) -> dict:
+    """The VAE's sample-wise scores of every item (z = mu): ``kl`` and ``elbo``
+    (reconstruction term summed over voxels + KL, constants dropped), each (M,)."""
+    model.eval()
+    kl, elbo = [], []
+    for start in range(0, len(items), batch_size):
+        x = items[start : start + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            rec_term, kl_now, _ = model.terms(x, sample=False)
+        kl.append(kl_now.float().cpu())
+        elbo.append((rec_term.flatten(1).float().sum(1) + kl_now.float()).cpu())
+    return {"kl": torch.cat(kl), "elbo": torch.cat(elbo)}

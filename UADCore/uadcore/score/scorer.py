@@ -4,7 +4,7 @@ the maps on each scan's own grid."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,10 +14,11 @@ from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.score.maps import batched_maps
+from uadcore.score.maps import batched_maps, vae_sample_terms
 from uadcore.score.reconstruction import mean_inside
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from uadcore.train.data import stack_inputs
+from uadcore.train.outliers import scan_losses
 
 
 @dataclass
@@ -27,12 +28,16 @@ class ScanScore:
     score: the sample score, the mean of the map inside the brain.
     model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the brain.
     prepared: the scan on the model grid (the map's grid and region).
+    sample_scores: every sample score the model offers: "rec" (the mean
+        reconstruction error inside the brain) and, for a VAE, "kl" and "elbo"
+        (means over the scan's items, e.g. its slices).
     """
 
     path: str
     score: float
     model_map: np.ndarray
     prepared: Prepared
+    sample_scores: dict = field(default_factory=dict)
 
     def scan_map(self) -> np.ndarray:
         """The map on the scan's own grid."""
@@ -77,11 +82,18 @@ class Scorer:
         self.check_kind(kind)
         items, regions, owners = stack_inputs(prepared)
         maps = batched_maps(self._network(items.shape[2:]), items, self.device, kind, self.batch_size, self.amp_dtype, self.reference)
+        network = self._network(items.shape[2:])
         scores = mean_inside(maps, regions, owners, len(prepared))
+        rec_scores = scores if kind == "rec" else mean_inside(batched_maps(network, items, self.device, "rec", self.batch_size, self.amp_dtype), regions, owners, len(prepared))
+        per_scan = {"rec": rec_scores}
+        if hasattr(network, "terms"):
+            for name, values in vae_sample_terms(network, items, self.device, self.batch_size, self.amp_dtype).items():
+                per_scan[name] = scan_losses(values, owners, len(prepared))
         results = []
         for index, (one, path) in enumerate(zip(prepared, paths)):
             model_map = one.assemble(maps[owners == index].numpy()) * one.region
-            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one))
+            sample_scores = {name: float(values[index]) for name, values in per_scan.items()}
+            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one, sample_scores))
         return results
 
     def check_kind(self, kind: str) -> None:
