@@ -61,13 +61,9 @@ def run(args) -> int:
 
 def _refuse_training_scans(scorer, entries, data) -> None:
     """Accuracy is measured on scans the model did not train on."""
-    import os
-
     from uadcore.errors import UADError
-    from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
-    trained_on = {e["path"] for e in load_checkpoint(os.path.join(scorer.run_dir, CHECKPOINT_NAME))["train_entries"]}
-    overlap = [e.path for e in entries if e.path in trained_on]
+    overlap = [e.path for e in entries if e.path in scorer.trained_on]
     if overlap:
         raise UADError(f"{data}: {len(overlap)} scan(s) were used to train this run (first: {overlap[0]}); evaluate on unseen scans")
 

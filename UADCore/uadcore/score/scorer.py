@@ -61,6 +61,7 @@ class Scorer:
         self.kinds = MODELS[self.config["model"]]["maps"]
         self.validation_scores = {kind: np.asarray(scores, float) for kind, scores in state["validation"].get("scores", {}).items()}
         self.thresholds = state["validation"].get("thresholds", {})  # kind -> {fpr: map value}
+        self.trained_on = {entry["path"] for entry in state["train_entries"]}
         self._weights = state["model"]
         self._model = None
 
