@@ -120,7 +120,7 @@ def choose_lesion_kind(seed: int, index: int, kinds=KINDS) -> str:
 
 def _random_motion(rng, template: Template):
     """A small rotation, scaling and shift about the brain centre. Returns the world-to-template 4x4 map and its values."""
-    low, high = template.brain_bounds()
+    low, high = template.brain_bounds
     centre = (low + high) / 2.0
     angles = np.deg2rad(rng.uniform(-ROTATION_DEG, ROTATION_DEG, size=3))
     scale = rng.uniform(*SCALE, size=3)
@@ -148,7 +148,7 @@ def _random_grid(rng, template: Template, world_to_template: np.ndarray):
         direction = _rotation(np.deg2rad(rng.uniform(-20.0, 20.0, size=3))) @ np.diag([-1.0, -1.0, 1.0])
     else:
         direction = np.array([_UNIT[letter] for letter in orientation], float).T
-    low, high = template.brain_bounds()
+    low, high = template.brain_bounds
     box = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
     template_to_world = np.linalg.inv(world_to_template)
     corners = box @ template_to_world[:3, :3].T + template_to_world[:3, 3]

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from uadcore.errors import UADError
 from uadcore.io.grid import Grid
+from uadcore.preprocess.preset import region_bounds
 
 FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -25,19 +26,15 @@ BRAIN_THRESHOLD = 0.2  # T1 level above which a voxel is brain (as nilearn's bra
 
 @dataclass(frozen=True)
 class Template:
-    """Template volumes on one 1 mm grid, float32 in [0, 1]; brain is bool."""
+    """Template volumes on one 1 mm grid, float32 in [0, 1]; brain is bool;
+    brain_bounds is the world box (RAS mm, lowest and highest corner) around it."""
 
     t1: np.ndarray
     gm: np.ndarray
     wm: np.ndarray
     brain: np.ndarray
     grid: Grid
-
-    def brain_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """World box (RAS mm) around the brain."""
-        from uadcore.preprocess.preset import region_bounds
-
-        return region_bounds(self.grid, self.brain)
+    brain_bounds: tuple[np.ndarray, np.ndarray]
 
 
 def template_folder() -> str:
@@ -65,10 +62,12 @@ def load_template() -> Template:
     if count > 1:
         sizes = ndimage.sum_labels(brain, labels, index=np.arange(1, count + 1))
         brain = labels == 1 + int(np.argmax(sizes))
+    grid = Grid(volumes["t1"].shape, affine)
     return Template(
         t1=volumes["t1"] * brain,
         gm=volumes["gm"],
         wm=volumes["wm"],
         brain=brain,
-        grid=Grid(volumes["t1"].shape, affine),
+        grid=grid,
+        brain_bounds=region_bounds(grid, brain),  # once, not twice per subject
     )
