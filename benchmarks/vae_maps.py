@@ -14,7 +14,7 @@ import os
 import time
 
 from benchmarks.machine import machine_info
-from uadcore.evaluate import evaluate
+from uadcore.evaluate.run import evaluate
 from uadcore.io import read_manifest, write_manifest
 from uadcore.models import MODELS
 from uadcore.score.scorer import Scorer

@@ -60,7 +60,7 @@ def run(args) -> int:
 
 def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = True, plan: DemoPlan = DemoPlan()) -> dict:
     """The demo into the folder ``out``; returns its summary."""
-    from uadcore.evaluate import evaluate
+    from uadcore.evaluate.run import evaluate
     from uadcore.io import read_manifest, write_manifest, write_nifti
     from uadcore.models import MODELS
     from uadcore.report import loss_png, overlay_png

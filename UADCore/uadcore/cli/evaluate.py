@@ -30,7 +30,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     import os
 
-    from uadcore.evaluate import evaluate
+    from uadcore.evaluate.run import evaluate
     from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
 

@@ -36,7 +36,7 @@ class ImpurityPlan:
 
 
 def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
-    from uadcore.evaluate import evaluate
+    from uadcore.evaluate.run import evaluate
     from uadcore.io import read_manifest, write_manifest
     from uadcore.score.scorer import Scorer
     from uadcore.synth import synthesize_cohort

@@ -1,0 +1,28 @@
+"""Every module imports on its own, first, in a fresh interpreter (no import cycles)."""
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import importlib, pkgutil, sys
+import uadcore, SlicerUADLib
+names = [m.name for package in (uadcore, SlicerUADLib) for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+failed = []
+for name in names:
+    for loaded in [n for n in sys.modules if n.split(".")[0] in ("uadcore", "SlicerUADLib")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failed.append(f"{name}: {type(error).__name__}: {error}")
+print("\n".join(failed))
+print(len(names), "modules")
+"""
+
+
+def test_every_module_imports_first():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1].endswith("modules") and int(lines[-1].split()[0]) > 20
+    assert lines[:-1] == [], "\n".join(lines[:-1])
