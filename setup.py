@@ -26,6 +26,7 @@ setup(
         "nibabel>=5.0",
         "SimpleITK>=2.2",
         "monai>=1.3",
+        "einops>=0.6",  # MONAI's transformer blocks (the MAE) need it
         "scikit-learn>=1.3",
         "nilearn>=0.10",
         "tqdm>=4.60",

@@ -126,9 +126,20 @@ def test_per_tile_scores_paint_a_heat_map():
     grid = Grid.from_parts((128, 128, 1), (0, 0, 0), (1.0, 1.0, 1.0))
     prepared = make_preset("patches2d", patch=64, stride=64).prepare(Scan(np.ones(grid.shape, np.float32), grid, "x"))
     scores = np.arange(len(prepared.units), dtype=np.float32)
-    heat = prepared.assemble(scores)
+    heat = prepared.assemble(prepared.paint(scores))
     for score, (i0, j0, k) in zip(scores, prepared.units):
         assert (heat[i0 : i0 + 64, j0 : j0 + 64, k] == score).all()
+
+
+def test_per_slice_scores_paint_each_kept_slice():
+    array, grid, _ = marker_volume("LPS", shape=(40, 44, 36))
+    prepared = make_preset("brain2d-slices", size=32, min_brain_fraction=0.0).prepare(Scan(array + 1.0, grid, "x"))
+    scores = np.arange(len(prepared.units), dtype=np.float32) + 1.0
+    painted = prepared.assemble(prepared.paint(scores))
+    for score, k in zip(scores, prepared.units):
+        assert (painted[:, :, k] == score).all()
+    missing = np.setdiff1d(np.arange(prepared.grid.shape[2]), prepared.units)
+    assert (painted[:, :, missing] == 0).all()
 
 
 def test_resampling_onto_the_same_grid_is_exact():

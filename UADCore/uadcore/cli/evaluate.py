@@ -4,6 +4,7 @@ trained run on labelled scans it did not train on."""
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
+from uadcore.cli.score import MAP_HELP
 
 
 def add_parser(commands) -> None:
@@ -17,10 +18,12 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
-    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi; 'all' compares every kind (default rec)")
+    parser.add_argument("--map", metavar="KIND", help=MAP_HELP + "; 'all' compares every kind")
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--postprocess", action="store_true", help="median filter 5^3, brain mask eroded by 1 voxel, components <= 7 voxels removed for Dice")
+    parser.add_argument("--unit-overlap", type=float, default=0.0, metavar="F",
+                        help="slice and patch models: an input is positive when lesion covers more than F of it (default 0: any lesion voxel)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes preparing scans")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -37,10 +40,12 @@ def run(args) -> int:
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
     entries = load_dataset(args.data)
     _refuse_training_scans(scorer, entries, args.data)
+    args.map = args.map or scorer.kinds[0]
     kinds = scorer.kinds if args.map == "all" else [args.map]
     for kind in kinds:
         scorer.check_kind(kind)
-    reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json, postprocess=args.postprocess)
+    reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json, postprocess=args.postprocess,
+                            unit_overlap=args.unit_overlap)
                for kind in kinds}
     plot = args.plot or (os.path.join(scorer.run_dir, "roc.png") if args.map == "all" else None)
     if plot:
@@ -53,7 +58,10 @@ def run(args) -> int:
         payload = reports[args.map] if args.map != "all" else {"maps": reports}
         print_json({**payload, "roc_plot": plot} if plot else payload)
         return 0
-    keys = ["map", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice"]
+    keys = ["map", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap"]
+    if scorer.preset.unit:
+        keys += [f"{scorer.preset.unit}_auroc", f"{scorer.preset.unit}_ap"]
+    keys += ["voxel_auroc", "voxel_ap", "dice", "best_dice"]
     print_table([{key: _fmt(report.get(key)) for key in keys} for report in reports.values()], keys)
     say("scores per scan with --json" + (f"; ROC curves in {plot}" if plot else ""))
     return 0

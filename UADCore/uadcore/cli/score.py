@@ -8,6 +8,12 @@ import os
 from uadcore.cli.output import print_json, say
 
 
+MAP_HELP = (
+    "map kind (default: the model's first): ae3d rec; vae2d, vae3d rec, kl-grad, rec-grad, elbo-grad, combi; "
+    "mae2d classifier, rec, ssim; patchae2d patch-rmse, rec"
+)
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "score",
@@ -16,7 +22,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("scan", metavar="SCAN", help="a scan file or DICOM folder")
-    parser.add_argument("--map", default="rec", metavar="KIND", help="map kind: rec; for VAEs also kl-grad, rec-grad, elbo-grad, combi (default rec)")
+    parser.add_argument("--map", metavar="KIND", help=MAP_HELP)
     parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -32,6 +38,7 @@ def run(args) -> int:
     if args.out and not args.out.lower().endswith((".nii", ".nii.gz")):
         raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
+    args.map = args.map or scorer.kinds[0]
     result = scorer.score(args.scan, kind=args.map)
     payload = {"scan": os.path.abspath(args.scan), "map": args.map, "score": result.score,
                "percentile_vs_healthy": scorer.percentile(result.score, args.map),

@@ -31,6 +31,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--no-outlier-removal", dest="outlier_removal", action="store_false", default=None, help="train on every scan")
     parser.add_argument("--outlier-every", type=int, metavar="N", help="epochs between outlier removals (default 5)")
     parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
+    parser.add_argument("--classifier-epochs", type=int, metavar="E", help="epochs of the second stage of two-stage models (mae2d's anomaly classifier; default 100)")
     parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
@@ -58,7 +59,7 @@ def config_from_args(args):
     flags = {
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
         "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every,
-        "batch_size": args.batch_size, "lr": args.lr, "val_fraction": args.val_fraction,
+        "batch_size": args.batch_size, "lr": args.lr, "classifier_epochs": args.classifier_epochs, "val_fraction": args.val_fraction,
         "checkpoint_every": args.checkpoint_every, "seed": args.seed,
         "plateau_patience": args.plateau_patience, "early_stop_patience": args.early_stop_patience, "device": args.device,
         "compile": args.compile, "workers": args.workers,
@@ -72,6 +73,7 @@ def config_from_args(args):
     if args.size == "small":
         model = values.get("model", "ae3d")
         values["model_params"] = {**MODELS[model]["small"], **values.get("model_params", {})}
+        values["preset_params"] = {**MODELS[model].get("small_preset", {}), **values.get("preset_params", {})}
     config = TrainConfig.from_dict(values, source=args.config or "uad train")
     if not config.data:
         raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")

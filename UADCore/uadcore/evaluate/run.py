@@ -4,6 +4,12 @@ Voxel-level metrics are computed on the model grid (masks brought there by neare
 neighbour), inside the brain, over every scan whose voxel truth is known: scans
 with a lesion mask, and scans labelled healthy (no lesion voxels).
 
+For slice and patch models, the same scans also give slice- or patch-level AUROC
+and AP: a slice or patch is positive when lesion voxels cover more than
+``unit_overlap`` of it (default 0: any lesion voxel), its score is the model's
+score of that input (classifier probability, patch RMSE) or else the mean of its
+map inside the brain.
+
 Optional post-processing, as in Behrendt et al.'s later code (off by default and
 recorded in the report when on): a 5x5x5 median filter on the map, the brain mask
 eroded by one voxel, and, for Dice, predicted components of 7 voxels or fewer
@@ -25,7 +31,7 @@ POSTPROCESS = {"median_filter": 5, "brain_erosion": 1, "max_removed_component": 
 
 
 def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_fraction: float = 0.2, seed: int = 0,
-             workers: int | None = None, progress: bool = True, postprocess: bool = False) -> dict:
+             workers: int | None = None, progress: bool = True, postprocess: bool = False, unit_overlap: float = 0.0) -> dict:
     """Metrics of ``scorer``'s run on ``entries`` (see the module docstring)."""
     prepared = prepare_scans(entries, scorer.preset, workers, progress)
     results = scorer.score_prepared([p for p, _ in prepared], [e.path for e in entries], kind)
@@ -43,7 +49,7 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     }
 
     # voxels inside the brain of the scans whose voxel truth is known
-    voxels = []
+    voxels, units = [], []
     for result, (one, mask), entry in zip(results, prepared, entries):
         if mask is None and entry.label != "healthy":
             continue
@@ -53,12 +59,34 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             anomaly = ndimage.median_filter(anomaly, size=POSTPROCESS["median_filter"])
             region = ndimage.binary_erosion(region, iterations=POSTPROCESS["brain_erosion"])
         voxels.append((anomaly, truth, region))
+        units.append(_unit_truth_and_scores(one, result, truth, unit_overlap))
     if voxels and any(t[r].any() for _, t, r in voxels):
         report.update(voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]), np.concatenate([t[r] for _, t, r in voxels])))
         report.update(_dice(voxels, dice_fraction, seed, postprocess))
+    unit = scorer.preset.unit
+    if unit and units:
+        truth, scores = np.concatenate([t for t, _ in units]), np.concatenate([s for _, s in units])
+        metrics = sample_metrics(list(scores), list(truth))
+        report.update({f"{unit}_auroc": metrics["sample_auroc"], f"{unit}_ap": metrics["sample_ap"], f"{unit}s": int(len(truth)),
+                       f"positive_{unit}s": int(truth.sum()), "unit_overlap": unit_overlap})
     report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
                        for r, e in zip(results, entries)]
     return report
+
+
+def _unit_truth_and_scores(prepared, result, lesion: np.ndarray, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per model input (slice or patch) of one scan: positive (lesion covers more
+    than ``overlap`` of it) and its score. Returns two (N,) arrays."""
+    if prepared.preset.unit is None:
+        return np.zeros(0, bool), np.zeros(0)
+    covered = prepared.inputs(lesion).reshape(len(prepared.units), -1).mean(axis=1)
+    if result.item_scores is not None:
+        scores = np.asarray(result.item_scores, float)
+    else:
+        values = prepared.inputs(result.model_map).reshape(len(prepared.units), -1)
+        inside = prepared.inputs(prepared.region).reshape(len(prepared.units), -1) > 0.5
+        scores = (values * inside).sum(axis=1) / np.maximum(inside.sum(axis=1), 1)
+    return covered > overlap, scores
 
 
 def _dice(volumes, fraction: float, seed: int, postprocess: bool) -> dict:

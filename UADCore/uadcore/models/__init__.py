@@ -2,15 +2,20 @@
 
 Every model offers ``loss_per_sample(x) -> (B,)`` (what the training engine
 minimises and what outlier removal compares) and ``reconstruct(x)`` (what scoring
-compares with the input). `MODELS` names them with their preprocessing preset, the
-map kinds they offer, their training defaults (where the paper's differ from the
-engine's) and the model options of a small configuration for CPUs.
+compares with the input). A model trained in two stages names them in ``stages``
+and switches with ``begin_stage``. `MODELS` names them with their preprocessing
+preset (and its options, where the paper's differ from the preset's defaults), the
+map kinds they offer (the first is the default), their training defaults (where
+the paper's differ from the engine's), and the model and preset options of a small
+configuration for CPUs.
 """
 
 from __future__ import annotations
 
 from uadcore.errors import UADError
 from uadcore.models.ae3d import AE3D
+from uadcore.models.mae import MAE
+from uadcore.models.patchae import PatchAE
 from uadcore.models.vae import VAE
 
 VAE_MAPS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi")
@@ -35,6 +40,23 @@ MODELS = {
         "maps": VAE_MAPS,
         "train": {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3},
         "small": {"channels": [8, 16, 32, 64], "latent": 128},
+    },
+    "mae2d": {  # Georgescu et al.: ViT-B/16 MAE on 224x224 slices, then a ViT-B anomaly classifier
+        "cls": MAE,
+        "preset": "brain2d-slices",
+        "preset_params": {"size": 224},
+        "maps": ("classifier", "rec", "ssim"),
+        "train": {"epochs": 1600, "reinit_at": []},
+        "small": {"patch": 8, "dim": 96, "depth": 4, "heads": 4, "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4},
+        "small_preset": {"size": 64},
+    },
+    "patchae2d": {  # Wei et al.: 128x128 patches, feature maps 2-4-8-16-32, Adam 1e-3, batch 200
+        "cls": PatchAE,
+        "preset": "patches2d",
+        "maps": ("patch-rmse", "rec"),
+        "train": {"reinit_at": [], "batch_size": 200},
+        "small": {},
+        "small_preset": {"patch": 32, "stride": 16, "spacing_mm": 2.0},
     },
 }
 

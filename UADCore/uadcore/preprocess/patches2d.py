@@ -30,6 +30,7 @@ from uadcore.preprocess.preset import Prepared, Preset, region_bounds
 class Patches2D(Preset):
     name = "patches2d"
     version = 1
+    unit = "patch"  # what one model input is
     needs_3d = False
     zero_outside_region = False
     defaults = {
@@ -72,15 +73,11 @@ class Patches2D(Preset):
         return np.stack(tiles)[:, None].astype(np.float32) if tiles else np.zeros((0, 1, patch, patch), np.float32)
 
     def assemble(self, prepared: Prepared, outputs: np.ndarray) -> np.ndarray:
-        """Per-tile maps (N, 1, patch, patch) or per-tile scores (N,) -> volume.
-
-        Overlapping tiles are averaged; pixels no kept tile covers are 0.
+        """Per-tile maps (N, 1, patch, patch) -> volume (per-tile scores: through
+        `Prepared.paint`). Overlapping tiles are averaged; pixels no kept tile covers are 0.
         """
         patch = int(self.params["patch"])
-        n_tiles = len(prepared.units)
-        if outputs.size == n_tiles:  # one score per tile: paint it over the tile
-            outputs = np.broadcast_to(outputs.reshape(n_tiles, 1, 1), (n_tiles, patch, patch))
-        outputs = outputs.reshape(n_tiles, patch, patch)
+        outputs = outputs.reshape(len(prepared.units), patch, patch)
         total = np.zeros(prepared.grid.shape, np.float64)
         count = np.zeros(prepared.grid.shape, np.float64)
         for (i0, j0, k), tile in zip(prepared.units, outputs):

@@ -49,6 +49,13 @@ class Prepared:
         """Model outputs (one per input) -> float32 volume of shape grid.shape."""
         return self.preset.assemble(self, np.asarray(outputs, dtype=np.float32))
 
+    def paint(self, values: np.ndarray) -> np.ndarray:
+        """One score per model input (N,) -> arrays shaped like the inputs, each
+        filled with its input's score (for `assemble`)."""
+        values = np.asarray(values, dtype=np.float32).reshape(-1)
+        shape = self.inputs(self.region).shape
+        return np.broadcast_to(values.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
     def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
         """A volume on the model grid -> float32 volume on the scan's own grid."""
         return resample(volume, self.grid, self.scan_grid, order=order)
@@ -61,6 +68,7 @@ class Preset:
     name: ClassVar[str]
     version: ClassVar[int]
     defaults: ClassVar[dict]
+    unit: ClassVar[str | None] = None  # what one model input is, when not the whole volume: "slice", "patch"
     needs_3d: ClassVar[bool] = True
     zero_outside_region: ClassVar[bool] = True
 

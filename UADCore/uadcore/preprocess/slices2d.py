@@ -23,6 +23,7 @@ from uadcore.preprocess.preset import Prepared, Preset, region_centre
 class Brain2DSlices(Preset):
     name = "brain2d-slices"
     version = 1
+    unit = "slice"  # what one model input is
     defaults = {
         "size": 64,
         "field_of_view_mm": 192.0,

@@ -14,6 +14,13 @@ sigma 3, zero padding), min-max over the whole batch; a map then depends on whic
 images share its batch.
 
 All maps: (B, C, ...) float32, shaped like the input.
+
+Some kinds give one score per model input (a slice or a patch) instead of a map;
+a scan's map then paints each input's score over it (`ITEM_KINDS`):
+
+- ``classifier``: the MAE's anomaly classifier, P(pseudo-abnormal) of a slice;
+- ``ssim``: 1 - SSIM(x, x_hat) of a slice (the MAE ablation of Georgescu et al.);
+- ``patch-rmse``: the root mean squared reconstruction error of a patch (Wei et al.).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 GRADIENT_KINDS = ("kl-grad", "rec-grad", "elbo-grad", "combi")
+ITEM_KINDS = ("classifier", "ssim", "patch-rmse")
 SMOOTH_SIZE, SMOOTH_SIGMA = 7, 3.0
 
 
@@ -88,6 +96,32 @@ def batched_maps(model, items: torch.Tensor, device, kind: str = "rec", batch_si
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             maps.append(anomaly_maps(model, x, kind, reference).float().cpu())
     return torch.cat(maps) if maps else torch.zeros_like(items)
+
+
+@torch.no_grad()
+def item_scores(model, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """One score per image of the batch x (B, C, H, W) for an item kind, (B,) float32."""
+    model.eval()
+    if kind == "classifier":
+        return model.abnormal_probability(x).float()
+    if kind == "patch-rmse":
+        return model.patch_rmse(x).float()
+    if kind == "ssim":
+        from monai.metrics import SSIMMetric
+
+        similarity = SSIMMetric(spatial_dims=x.dim() - 2, data_range=1.0)(model.reconstruct(x).float().clamp(0, 1), x.float())
+        return (1.0 - similarity.reshape(-1)).float()
+    raise ValueError(f"unknown item kind {kind}")
+
+
+def batched_item_scores(model, items: torch.Tensor, device, kind: str, batch_size: int = 8, amp_dtype=None) -> torch.Tensor:
+    """``item_scores`` of many items (M, C, ...), ``batch_size`` at a time: (M,) float32 on the CPU."""
+    scores = []
+    for start in range(0, len(items), batch_size):
+        x = items[start : start + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            scores.append(item_scores(model, x, kind).cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
 
 
 @torch.no_grad()

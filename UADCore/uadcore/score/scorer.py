@@ -14,8 +14,8 @@ from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.score.maps import batched_maps, vae_sample_terms
-from uadcore.score.reconstruction import mean_inside
+from uadcore.score.maps import ITEM_KINDS, vae_sample_terms
+from uadcore.score.sample import score_items
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from uadcore.train.data import stack_inputs
 from uadcore.train.outliers import scan_losses
@@ -25,8 +25,11 @@ from uadcore.train.outliers import scan_losses
 class ScanScore:
     """One scan's result.
 
-    score: the sample score, the mean of the map inside the brain.
-    model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the brain.
+    score: the sample score: the mean of the map inside the brain, or for a kind
+        that scores each slice or patch, the highest of those scores.
+    model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the
+        brain; for per-slice or per-patch kinds each input's score painted over it.
+    item_scores: for those kinds, the score of each model input (slice or patch).
     prepared: the scan on the model grid (the map's grid and region).
     sample_scores: every sample score the model offers: "rec" (the mean
         reconstruction error inside the brain) and, for a VAE, "kl" and "elbo"
@@ -38,6 +41,7 @@ class ScanScore:
     model_map: np.ndarray
     prepared: Prepared
     sample_scores: dict = field(default_factory=dict)
+    item_scores: np.ndarray | None = None
 
     def scan_map(self) -> np.ndarray:
         """The map on the scan's own grid."""
@@ -82,20 +86,31 @@ class Scorer:
         """Scores and maps of scans already on the model grid, in batches."""
         self.check_kind(kind)
         items, regions, owners = stack_inputs(prepared)
-        maps = batched_maps(self._network(items.shape[2:]), items, self.device, kind, self.batch_size, self.amp_dtype, self.reference)
         network = self._network(items.shape[2:])
-        scores = mean_inside(maps, regions, owners, len(prepared))
-        rec_scores = scores if kind == "rec" else mean_inside(batched_maps(network, items, self.device, "rec", self.batch_size, self.amp_dtype), regions, owners, len(prepared))
-        per_scan = {"rec": rec_scores}
+
+        def run(name):
+            return score_items(network, items, regions, owners, len(prepared), name, self.device, self.batch_size, self.amp_dtype, self.reference)
+
+        outputs, scores = run(kind)
+        # every sample score the model offers, whatever the map
+        per_scan = {name: scores if name == kind else run(name)[1] for name in self.sample_kinds}
         if hasattr(network, "terms"):
             for name, values in vae_sample_terms(network, items, self.device, self.batch_size, self.amp_dtype).items():
                 per_scan[name] = scan_losses(values, owners, len(prepared))
         results = []
         for index, (one, path) in enumerate(zip(prepared, paths)):
-            model_map = one.assemble(maps[owners == index].numpy()) * one.region
+            own = outputs[owners == index].numpy()
+            model_map = one.assemble(own if kind not in ITEM_KINDS else one.paint(own)) * one.region
             sample_scores = {name: float(values[index]) for name, values in per_scan.items()}
-            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one, sample_scores))
+            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one, sample_scores,
+                                     own if kind in ITEM_KINDS else None))
         return results
+
+    @property
+    def sample_kinds(self) -> tuple:
+        """The kinds whose sample score every result carries: rec, and the
+        per-slice or per-patch kinds of the model."""
+        return tuple(k for k in self.kinds if k == "rec" or k in ITEM_KINDS)
 
     def check_kind(self, kind: str) -> None:
         if kind not in self.kinds:

@@ -25,6 +25,10 @@ class TrainConfig:
     reinit_at: list = field(default_factory=lambda: [50, 100])  # re-initialise weights after these epochs
     plateau_patience: int = 0  # LR x 0.1 after this many epochs without a better validation loss (0: off)
     early_stop_patience: int = 0  # stop after this many epochs without a better validation loss (0: off)
+    # the second stage of two-stage models (the MAE's anomaly classifier): AdamW
+    classifier_epochs: int = 100
+    classifier_lr: float = 1e-3
+    classifier_weight_decay: float = 0.05
     checkpoint_every: int = 5
     val_fraction: float = 0.1  # healthy (or unlabelled) scans held out for the score distribution
     seed: int = 0
@@ -41,6 +45,8 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if not self.lr > 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.classifier_epochs < 0 or not self.classifier_lr > 0 or self.classifier_weight_decay < 0:
+            problems.append("classifier_epochs must be >= 0, classifier_lr > 0 and classifier_weight_decay >= 0")
         if not self.gamma > 0:
             problems.append(f"gamma must be > 0 (got {self.gamma})")
         if self.plateau_patience < 0 or self.early_stop_patience < 0:

@@ -36,8 +36,7 @@ from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
-from uadcore.score.maps import batched_maps
-from uadcore.score.reconstruction import mean_inside
+from uadcore.score.sample import score_items
 from uadcore.train import distributed
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from uadcore.train.config import TrainConfig
@@ -76,7 +75,7 @@ def _train(config, run_dir, stored, events, ranks):
     autocast_dtype = amp_dtype(device, config.amp)
     if config.model not in MODELS:
         raise UADError(f"unknown model '{config.model}'; models are {', '.join(MODELS)}")
-    preset = make_preset(MODELS[config.model]["preset"], **config.preset_params)
+    preset = make_preset(MODELS[config.model]["preset"], **{**MODELS[config.model].get("preset_params", {}), **config.preset_params})
 
     # ---- the scans -------------------------------------------------------------
     if stored is None:
@@ -103,7 +102,30 @@ def _train(config, run_dir, stored, events, ranks):
     channels_last = device.type == "cuda" and train_set.items.dim() == 5
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # models trained in two stages (the MAE, then its anomaly classifier) name them;
+    # outlier removal, re-initialisation and the validation-loss schedules belong to
+    # the first stage; the second runs `classifier_epochs` epochs after it
+    stages = getattr(model, "stages", ("model",))
+    state = {"first_stage_end": config.epochs}
+
+    def stage_at(epoch):
+        return stages[1] if len(stages) > 1 and epoch > state["first_stage_end"] else stages[0]
+
+    def last_epoch():
+        return state["first_stage_end"] + (config.classifier_epochs if len(stages) > 1 else 0)
+
+    def make_optimizer(stage, fresh):
+        parameters = model.begin_stage(stage, fresh) if len(stages) > 1 else model.parameters()
+        if stage == "classifier":
+            return torch.optim.AdamW(parameters, lr=config.classifier_lr, weight_decay=config.classifier_weight_decay)
+        return torch.optim.Adam(parameters, lr=config.lr)
+
+    def wrap(model):
+        trained = _PerSampleLoss(model)
+        if ranks.enabled:
+            trained = torch.nn.parallel.DistributedDataParallel(trained)
+        return torch.compile(trained) if config.compile else trained
+
     watch_validation = val_set is not None and (config.plateau_patience > 0 or config.early_stop_patience > 0)
     # validation-loss bookkeeping for the LR plateau schedule and early stopping
     plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
@@ -112,16 +134,16 @@ def _train(config, run_dir, stored, events, ranks):
     audit, history, first_epoch = [], [], 1
     if stored is not None:
         model.load_state_dict(stored["model"])
-        optimizer.load_state_dict(stored["optimizer"])
         kept = stored["kept"].bool()
         audit, history, first_epoch = stored["audit"], stored["history"], stored["epoch"] + 1
         plateau = stored.get("plateau", plateau)
+        state["first_stage_end"] = stored.get("first_stage_end", config.epochs)
         torch.set_rng_state(stored["rng"])
-    trained = _PerSampleLoss(model)
-    if ranks.enabled:
-        trained = torch.nn.parallel.DistributedDataParallel(trained)
-    if config.compile:
-        trained = torch.compile(trained)
+    stage = stage_at(first_epoch - 1) if first_epoch > 1 else stages[0]
+    optimizer = make_optimizer(stage, fresh=stored is None)
+    if stored is not None:
+        optimizer.load_state_dict(stored["optimizer"])
+    trained = wrap(model)
 
     # the whole training set on the GPU when it fits in half of the free memory
     items = train_set.items
@@ -132,7 +154,7 @@ def _train(config, run_dir, stored, events, ranks):
     def snapshot(epoch):
         return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
                 "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state(),
-                "plateau": dict(plateau)}
+                "plateau": dict(plateau), "first_stage_end": state["first_stage_end"]}
 
     def write(state, done=False):
         if not ranks.is_main:
@@ -150,16 +172,22 @@ def _train(config, run_dir, stored, events, ranks):
 
     stop_requested = _StopRequest(run_dir)
     events.emit("start", run=run_dir, model=config.model, scans=n_scans, validation=len(val_entries),
-                epochs=config.epochs, first_epoch=first_epoch, device=describe(device), ranks=ranks.world)
+                epochs=last_epoch(), first_epoch=first_epoch, device=describe(device), ranks=ranks.world)
     last = snapshot(first_epoch - 1)
-    bar = progress_bar(total=config.epochs, desc="train", unit="epoch", enabled=show_progress)
+    bar = progress_bar(total=last_epoch(), desc="train", unit="epoch", enabled=show_progress)
     bar.update(first_epoch - 1)
+    epoch = first_epoch
     try:
-        for epoch in range(first_epoch, config.epochs + 1):
+        while epoch <= last_epoch():
             started = time.perf_counter()
-            if epoch - 1 in config.reinit_at:
+            first_stage = stage_at(epoch) == stages[0]
+            if stage_at(epoch) != stage:
+                stage = stage_at(epoch)
+                optimizer, trained = make_optimizer(stage, fresh=True), wrap(model)
+                events.emit("stage", epoch=epoch, stage=stage, epochs=last_epoch())
+            if first_stage and epoch - 1 in config.reinit_at:
                 _reinitialise(model, config.seed + SEED_STRIDE * (config.reinit_at.index(epoch - 1) + 1))
-                optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                optimizer = make_optimizer(stage, fresh=True)
                 plateau.update(best=float("inf"), stale=0, best_run=float("inf"), stale_run=0)
                 events.emit("reinit", epoch=epoch)
 
@@ -198,7 +226,7 @@ def _train(config, run_dir, stored, events, ranks):
             losses_now = scan_losses(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
             epoch_mean = float(losses_now[kept].mean())
             removed_now = []
-            if config.outlier_removal and epoch % config.outlier_every == 0:
+            if first_stage and config.outlier_removal and epoch % config.outlier_every == 0:
                 remove, threshold, mean = find_outliers(losses_now, kept, config.gamma)
                 for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
                     entry = train_entries[index]
@@ -212,19 +240,23 @@ def _train(config, run_dir, stored, events, ranks):
                     events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
             record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": len(audit),
                       "seconds": round(time.perf_counter() - started, 3)}
-            if watch_validation:
+            if len(stages) > 1:
+                record["stage"] = stage
+            if watch_validation and first_stage:
                 record["val_loss"] = round(_validation_loss(model, val_set, device, autocast_dtype), 6)
                 record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
             history.append(record)
-            events.emit("epoch", **history[-1], epochs=config.epochs)
+            events.emit("epoch", **history[-1], epochs=last_epoch())
             bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=len(audit))
             bar.update()
-            last = snapshot(epoch)
-            if config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
+            if first_stage and watch_validation and config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
                 events.emit("early_stop", epoch=epoch, best_val_loss=round(plateau["best_run"], 6))
-                break
-            if epoch % config.checkpoint_every == 0 and epoch < config.epochs:
+                state["first_stage_end"] = epoch  # the next stage, if any, starts now
+                bar.total = last_epoch()
+            last = snapshot(epoch)
+            if epoch % config.checkpoint_every == 0 and epoch < last_epoch():
                 write(last)
+            epoch += 1
     except _Stopped:
         write(last)
         stop_requested.clear()
@@ -240,10 +272,11 @@ def _train(config, run_dir, stored, events, ranks):
     validation = {"scores": {}, "thresholds": {}}
     if val_set is not None:
         for kind in MODELS[config.model]["maps"]:
-            maps = batched_maps(model, val_set.items, device, kind, amp_dtype=autocast_dtype)
-            validation["scores"][kind] = mean_inside(maps, val_set.regions, val_set.item_scan, len(val_set)).tolist()
-            inside = maps[val_set.regions].numpy()
-            validation["thresholds"][kind] = {str(fpr): threshold_at_fpr(inside, fpr) for fpr in FPR_LEVELS}
+            outputs, scores = score_items(model, val_set.items, val_set.regions, val_set.item_scan, len(val_set), kind, device, amp_dtype=autocast_dtype)
+            validation["scores"][kind] = scores.tolist()
+            # per-input kinds: the values of the slices or patches; maps: of the brain voxels
+            values = outputs.numpy() if outputs.dim() == 1 else outputs[val_set.regions].numpy()
+            validation["thresholds"][kind] = {str(fpr): threshold_at_fpr(values, fpr) for fpr in FPR_LEVELS}
     final = {**last, "validation": validation}
     write(final, done=True)
     summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
