@@ -176,7 +176,8 @@ def test_mae2d_trains_in_two_stages_scores_and_evaluates(tmp_path, cohort, capsy
     assert main(["evaluate", str(run), "--data", test_manifest, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["map"] == "classifier" and report["n"] == 3
-    assert 0.0 <= report["slice_auroc"] <= 1.0 and report["slices"] > report["positive_slices"] > 0
+    assert 0.0 <= report["slice_auroc"] <= 1.0 and report["units"]["kind"] == "slice"
+    assert report["units"]["n"] > report["units"]["positive"] > 0
 
 
 def test_a_two_stage_run_stopped_in_the_second_stage_resumes_to_the_same_weights(tmp_path, cohort):

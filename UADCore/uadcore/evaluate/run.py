@@ -67,8 +67,8 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     if unit and units:
         truth, scores = np.concatenate([t for t, _ in units]), np.concatenate([s for _, s in units])
         metrics = sample_metrics(list(scores), list(truth))
-        report.update({f"{unit}_auroc": metrics["sample_auroc"], f"{unit}_ap": metrics["sample_ap"], f"{unit}s": int(len(truth)),
-                       f"positive_{unit}s": int(truth.sum()), "unit_overlap": unit_overlap})
+        report.update({f"{unit}_auroc": metrics["sample_auroc"], f"{unit}_ap": metrics["sample_ap"],
+                       "units": {"kind": unit, "n": int(len(truth)), "positive": int(truth.sum()), "overlap": unit_overlap}})
     report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
                        for r, e in zip(results, entries)]
     return report
