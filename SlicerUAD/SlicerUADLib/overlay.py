@@ -1,0 +1,146 @@
+"""Scene logic for anomaly maps: every function takes the MRML scene (or nodes of
+it) explicitly, never ``slicer.mrmlScene``, so it runs in Slicer and on a
+`StandaloneScene` alike.
+
+- `add_map_volume`: a map as a scalar volume in its scan's exact geometry;
+- `show_map`: the map over its scan in every slice view, coloured with inferno
+  (built from values: slicer-core ships no such colour file), window/level, a
+  threshold below which the map is transparent, the foreground opacity;
+- `map_to_segmentation`: a thresholded map as a segmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLOR_NODE_NAME = "UAD Inferno"
+# matplotlib's inferno at 17 evenly spaced points (perceptually uniform, readable
+# in grey); the table interpolates 256 entries between them
+INFERNO = (
+    (0.001, 0.000, 0.014), (0.042, 0.028, 0.141), (0.129, 0.047, 0.291), (0.238, 0.037, 0.396),
+    (0.342, 0.062, 0.429), (0.441, 0.099, 0.432), (0.541, 0.135, 0.415), (0.640, 0.171, 0.381),
+    (0.736, 0.216, 0.330), (0.822, 0.275, 0.266), (0.894, 0.353, 0.194), (0.947, 0.449, 0.115),
+    (0.978, 0.558, 0.035), (0.988, 0.675, 0.065), (0.975, 0.798, 0.206), (0.948, 0.917, 0.411),
+    (0.988, 0.998, 0.645),
+)
+
+
+def inferno_color_node(scene, entries: int = 256):
+    """The scene's inferno colour table node, made on first use."""
+    import slicer
+
+    existing = scene.GetFirstNodeByName(COLOR_NODE_NAME)
+    if existing is not None:
+        return existing
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetName(COLOR_NODE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(entries)
+    anchors = np.asarray(INFERNO)
+    positions = np.linspace(0.0, 1.0, len(anchors))
+    for index, where in enumerate(np.linspace(0.0, 1.0, entries)):
+        rgb = [float(np.interp(where, positions, anchors[:, channel])) for channel in range(3)]
+        node.SetColor(index, f"{index}", *rgb, 1.0)
+    node.SetAttribute("Category", "UAD")
+    scene.AddNode(node)
+    return node
+
+
+def add_map_volume(scene, scan_node, array: np.ndarray, name: str):
+    """Add ``array`` (indexed [i, j, k] on the scan's own voxel grid, as
+    `ScanScore.scan_map` gives it) as a scalar volume with the scan node's exact
+    IJK-to-RAS geometry. Returns the new volume node."""
+    import slicer
+    import vtk
+    from vtk.util.numpy_support import numpy_to_vtk
+
+    dims = scan_node.GetImageData().GetDimensions()
+    array = np.asarray(array, dtype=np.float32)
+    if tuple(array.shape) != tuple(dims):
+        raise ValueError(f"{name}: map shape {array.shape} differs from the scan's voxel grid {tuple(dims)}")
+    image = vtk.vtkImageData()
+    image.SetDimensions(*dims)
+    image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(array.transpose(2, 1, 0)).ravel(), deep=True))
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(name)
+    matrix = vtk.vtkMatrix4x4()
+    scan_node.GetIJKToRASMatrix(matrix)
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveImageData(image)
+    scene.AddNode(node)
+    return node
+
+
+def show_map(scene, map_node, scan_node, opacity: float = 0.5, threshold: float | None = None,
+             window_level: tuple[float, float] | None = None):
+    """Overlay ``map_node`` on ``scan_node`` in every slice view: inferno colours,
+    window/level (default: the map's 1st to 99.9th percentile), transparent below
+    ``threshold`` (default: the window's low end), foreground ``opacity``."""
+    import slicer
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    display = map_node.GetDisplayNode()
+    if display is None:
+        display = slicer.vtkMRMLScalarVolumeDisplayNode()
+        scene.AddNode(display)
+        map_node.SetAndObserveDisplayNodeID(display.GetID())
+    display.SetAndObserveColorNodeID(inferno_color_node(scene).GetID())
+    if window_level is None:
+        values = vtk_to_numpy(map_node.GetImageData().GetPointData().GetScalars())
+        low, high = (float(v) for v in np.percentile(values, [1.0, 99.9]))
+        high = max(high, low + 1e-6)
+        window_level = (high - low, (high + low) / 2.0)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(*window_level)
+    set_threshold(map_node, window_level[1] - window_level[0] / 2.0 if threshold is None else threshold)
+    for composite in _composite_nodes(scene):
+        composite.SetBackgroundVolumeID(scan_node.GetID())
+        composite.SetForegroundVolumeID(map_node.GetID())
+    set_opacity(scene, opacity)
+    return display
+
+
+def set_threshold(map_node, threshold: float) -> None:
+    """Map values below ``threshold`` are transparent (live: the slider's action)."""
+    display = map_node.GetDisplayNode()
+    display.SetLowerThreshold(float(threshold))
+    display.SetUpperThreshold(float("inf"))
+    display.ApplyThresholdOn()
+
+
+def set_opacity(scene, opacity: float) -> None:
+    """Foreground opacity in every slice view (live: the slider's action)."""
+    for composite in _composite_nodes(scene):
+        composite.SetForegroundOpacity(float(opacity))
+
+
+def map_to_segmentation(scene, map_node, threshold: float, name: str | None = None):
+    """A segmentation node with one segment: the map's voxels at or above
+    ``threshold``, in the map's geometry. Returns the segmentation node."""
+    import slicer
+    import vtk
+    from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+
+    values = vtk_to_numpy(map_node.GetImageData().GetPointData().GetScalars())
+    labels = vtk.vtkImageData()
+    labels.SetDimensions(map_node.GetImageData().GetDimensions())
+    labels.GetPointData().SetScalars(numpy_to_vtk((values >= threshold).astype(np.uint8), deep=True))
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    labelmap.SetName(f"{map_node.GetName()} >= {threshold:g}")
+    matrix = vtk.vtkMatrix4x4()
+    map_node.GetIJKToRASMatrix(matrix)
+    labelmap.SetIJKToRASMatrix(matrix)
+    labelmap.SetAndObserveImageData(labels)
+    scene.AddNode(labelmap)
+    segmentation = slicer.vtkMRMLSegmentationNode()
+    segmentation.SetName(name or f"{map_node.GetName()} segmentation")
+    scene.AddNode(segmentation)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
+        raise RuntimeError(f"{map_node.GetName()}: the thresholded map could not become a segmentation")
+    scene.RemoveNode(labelmap)
+    return segmentation
+
+
+def _composite_nodes(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]

@@ -1,0 +1,124 @@
+"""Anomaly maps in a real MRML scene (slicer-core): the map volume in the scan's
+exact geometry, the inferno overlay with threshold and opacity in a rendered slice
+view, and a thresholded map turned into a segmentation."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core is in the gui extra")
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
+
+from SlicerUADLib.overlay import COLOR_NODE_NAME, add_map_volume, inferno_color_node, map_to_segmentation, set_opacity, set_threshold, show_map  # noqa: E402
+from SlicerUADLib.scene import StandaloneScene, ijk_to_ras, volume_array  # noqa: E402
+from uadcore.io import Grid, write_nifti  # noqa: E402
+from volumes import bright_centroid, marker_volume  # noqa: E402
+
+
+@pytest.fixture()
+def scan_with_map(tmp_path):
+    """A scene with an oblique scan, a red slice view through its marker, and a
+    Gaussian 'anomaly' map centred on the marker, on the scan's voxel grid."""
+    array, grid, marker = marker_volume("oblique")
+    write_nifti(array * 0 + (array > 0) * 300.0, grid, str(tmp_path / "scan.nii.gz"))  # a plain brain, no marker
+    scene = StandaloneScene()
+    scan = scene.load_volume(str(tmp_path / "scan.nii.gz"))
+    voxels = volume_array(scan)
+    world = Grid(voxels.shape, ijk_to_ras(scan)).index_to_world(np.indices(voxels.shape).reshape(3, -1).T).reshape(*voxels.shape, 3)
+    heat = np.exp(-np.sum((world - marker) ** 2, axis=-1) / (2 * 6.0**2)).astype(np.float32)
+    view = slicer.vtkMRMLSliceLogic()
+    view.SetMRMLApplicationLogic(scene.application_logic)
+    view.SetMRMLScene(scene.scene)
+    slice_node = view.AddSliceNode("Red")
+    slice_node.SetDimensions(200, 200, 1)
+    slice_node.SetFieldOfView(200.0, 200.0, 1.0)
+    slice_node.JumpSliceByCentering(*marker)
+    return scene, scan, heat, marker, view
+
+
+def rendered_pixel(view, ras):
+    """RGB of the rendered slice view at a RAS point."""
+    xy_to_ras = vtk.vtkMatrix4x4()
+    xy_to_ras.DeepCopy(view.GetSliceNode().GetXYToRAS())
+    xy_to_ras.Invert()
+    x, y = (int(round(v)) for v in xy_to_ras.MultiplyPoint([*ras, 1.0])[:2])
+    producer = view.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    return pixels[y, x, :3].astype(int)
+
+
+def test_the_map_volume_has_the_scans_exact_geometry(scan_with_map):
+    scene, scan, heat, marker, _ = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    np.testing.assert_array_equal(ijk_to_ras(node), ijk_to_ras(scan))
+    back = volume_array(node)
+    np.testing.assert_array_equal(back, heat)
+    assert np.linalg.norm(bright_centroid(back, Grid(back.shape, ijk_to_ras(node)), 0.5) - marker) < 0.5
+    with pytest.raises(ValueError, match="differs from the scan"):
+        add_map_volume(scene.scene, scan, heat[:-1], "wrong")
+
+
+def test_the_overlay_is_inferno_over_the_scan_with_threshold_and_opacity(scan_with_map, tmp_path):
+    scene, scan, heat, marker, view = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    display = show_map(scene.scene, node, scan, opacity=1.0, threshold=0.2, window_level=(1.0, 0.5))
+    assert display.GetColorNode().GetName() == COLOR_NODE_NAME and inferno_color_node(scene.scene) is display.GetColorNode()
+    composite = view.GetSliceCompositeNode()
+    assert composite.GetBackgroundVolumeID() == scan.GetID() and composite.GetForegroundVolumeID() == node.GetID()
+
+    hot = rendered_pixel(view, marker)
+    assert hot[0] > 200 and hot[0] > hot[2] + 50  # the top of inferno: bright yellow-white, more red than blue
+    away = marker + np.array([0.0, 30.0, 0.0])  # in the brain, where the map is below the threshold
+    grey = rendered_pixel(view, away)
+    assert grey[0] == grey[1] == grey[2] > 0  # the scan itself shows through
+
+    set_opacity(scene.scene, 0.0)
+    assert rendered_pixel(view, marker)[0] == rendered_pixel(view, marker)[1]  # map hidden: grey
+    set_opacity(scene.scene, 1.0)
+    set_threshold(node, 2.0)  # above every value: nothing drawn
+    assert len(set(rendered_pixel(view, marker).tolist())) == 1
+
+    writer = vtk.vtkPNGWriter()  # what a user would see, for the record
+    writer.SetFileName(str(tmp_path / "overlay.png"))
+    writer.SetInputConnection(view.GetImageDataConnection())
+    writer.Write()
+    assert (tmp_path / "overlay.png").stat().st_size > 0
+
+
+def test_a_thresholded_map_becomes_a_segmentation(scan_with_map):
+    scene, scan, heat, _, _ = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    segmentation = map_to_segmentation(scene.scene, node, 0.5)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    labelmap = segmentation.GetSegmentation().GetNthSegment(0).GetRepresentation("Binary labelmap")
+    assert int((vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0).sum()) == int((heat >= 0.5).sum()) > 0
+    assert scene.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0  # the helper labelmap is gone
+
+
+def test_the_removed_scans_become_a_table_and_the_loss_a_chart():
+    from SlicerUADLib.run_nodes import loss_chart, outlier_table
+
+    scene = StandaloneScene().scene
+    rows = [{"path": "/data/a.nii.gz", "epoch": 5, "loss": 0.2, "threshold": 0.14, "loss_over_mean": 2.0, "label": "unhealthy"},
+            {"path": "/data/b.nii.gz", "epoch": 10, "loss": 0.16, "threshold": 0.14, "loss_over_mean": 1.6, "label": ""}]
+    table = outlier_table(scene, rows)
+    assert table.GetNumberOfRows() == 2 and table.GetColumnName(0) == "scan"
+    assert table.GetCellText(0, 0) == "/data/a.nii.gz" and table.GetCellText(1, 2) == "1.6"
+    assert table.GetCellText(1, table.GetColumnIndex("decision")) == "exclude"
+    rows[1]["decision"] = "keep"
+    assert outlier_table(scene, rows, table=table) is table and table.GetCellText(1, 6) == "keep"
+
+    history = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 6)]
+    chart = loss_chart(scene, history, gamma=1.4)
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    values = scene.GetFirstNodeByName("UAD training loss values").GetTable()
+    assert values.GetNumberOfRows() == 5
+    assert values.GetValueByName(4, "threshold").ToDouble() == pytest.approx(1.4 * 0.2)
+    history.append({"epoch": 6, "loss": 0.1})
+    assert loss_chart(scene, history, gamma=1.4, chart=chart) is chart
+    assert scene.GetFirstNodeByName("UAD training loss values").GetTable().GetNumberOfRows() == 6
