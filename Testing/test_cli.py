@@ -46,12 +46,6 @@ def test_check_slices_counts_the_slices(cohort, capsys):
     assert all(20 < scan["model_inputs"] <= 56 for scan in payload["scans"])
 
 
-@pytest.mark.parametrize("command", ["gui"])
-def test_commands_not_here_yet_say_so(command, capsys):
-    assert main([command]) == 1
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_bad_option_is_exit_2(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["synth"])

@@ -5,7 +5,6 @@ and two-stage training, scoring and evaluation through the `uad` command."""
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from uadcore.models.mae import MASK_SEED, MAE, NORMAL, PSEUDO_ABNORMAL, pseudo_abnormal

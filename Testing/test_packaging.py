@@ -20,3 +20,28 @@ def test_setup_declares_torch_loosely_and_the_command():
     setup = open(os.path.join(ROOT, "setup.py")).read()
     assert '"torch>=2.1"' in setup
     assert "uad = uadcore.cli:main" in setup
+
+
+def test_the_module_build_lists_every_python_file():
+    listed = open(os.path.join(ROOT, "SlicerUAD", "CMakeLists.txt")).read()
+    library = os.path.join(ROOT, "SlicerUAD", "SlicerUADLib")
+    files = sorted(f"SlicerUADLib/{name}" for name in os.listdir(library) if name.endswith(".py"))
+    assert files and all(f"  {name}\n" in listed for name in files + ["${MODULE_NAME}.py"])
+    assert os.path.isfile(os.path.join(ROOT, "SlicerUAD", "Resources", "Icons", "SlicerUAD.png"))
+    assert "UADCore/uadcore/*.py" in listed  # the engine is bundled with the module
+
+
+def test_extension_metadata_and_module_file():
+    import json
+
+    top = open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    for needed in ('EXTENSION_CATEGORY "Neuroimaging"', 'EXTENSION_DEPENDS "PyTorch"', "find_package(Slicer", "add_subdirectory(SlicerUAD)",
+                   "Slicer_EXTENSION_GENERATE_CONFIG", "Slicer_EXTENSION_CPACK", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert needed in top
+    entry = json.load(open(os.path.join(ROOT, "UnsupervisedAnomalyDetection.json")))
+    assert entry["category"] == "Neuroimaging" and entry["build_dependencies"] == ["PyTorch"]
+    source = open(os.path.join(ROOT, "SlicerUAD", "SlicerUAD.py")).read()
+    compile(source, "SlicerUAD.py", "exec")  # imports qt/slicer: only Slicer can run it
+    for name in ("class SlicerUAD(ScriptedLoadableModule)", "class SlicerUADWidget(ScriptedLoadableModuleWidget)",
+                 "class SlicerUADTest(ScriptedLoadableModuleTest)", "installTorch(", "pip_ensure", "pip_install"):
+        assert name in source

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 COLOR_NODE_NAME = "UAD Inferno"
+MAP_ATTRIBUTE = "UAD.map"  # set on every map volume node, so a map is never offered as a scan
 # matplotlib's inferno at 17 evenly spaced points (perceptually uniform, readable
 # in grey); the table interpolates 256 entries between them
 INFERNO = (
@@ -67,6 +68,7 @@ def add_map_volume(scene, scan_node, array: np.ndarray, name: str):
     scan_node.GetIJKToRASMatrix(matrix)
     node.SetIJKToRASMatrix(matrix)
     node.SetAndObserveImageData(image)
+    node.SetAttribute(MAP_ATTRIBUTE, "1")
     scene.AddNode(node)
     return node
 

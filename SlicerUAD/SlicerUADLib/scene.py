@@ -30,6 +30,13 @@ class StandaloneScene:
         self.application_logic.SetModuleLogic("Volumes", self.volumes_logic)
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
 
+    def close(self) -> None:
+        """Detach the logics from the scene and empty it (call before dropping it)."""
+        self.volumes_logic.SetMRMLScene(None)
+        self.color_logic.SetMRMLScene(None)
+        self.application_logic.SetMRMLScene(None)
+        self.scene.Clear(1)
+
     def load_volume(self, path: str, name: str | None = None):
         """Load a scan file with Slicer's own reader; returns the volume node."""
         import os
@@ -58,3 +65,14 @@ def volume_array(node) -> np.ndarray:
     i, j, k = image.GetDimensions()
     flat = vtk_to_numpy(image.GetPointData().GetScalars())
     return flat.reshape(k, j, i).transpose(2, 1, 0).copy()
+
+
+def scan_from_node(node):
+    """A loaded volume node as a uadcore `Scan`: its voxels and RAS geometry, named
+    after the node's file (or the node when it has none)."""
+    from uadcore.io import Grid, Scan
+
+    array = volume_array(node).astype(np.float32)
+    storage = node.GetStorageNode()
+    path = storage.GetFileName() if storage is not None and storage.GetFileName() else node.GetName()
+    return Scan(array, Grid(array.shape, ijk_to_ras(node)), path)

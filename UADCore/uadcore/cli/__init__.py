@@ -1,7 +1,7 @@
 """The `uad` command (also `python -m uadcore`).
 
 Exit codes: 0 success; 2 bad input (one line on stderr naming the file and the
-problem); 1 anything else (an internal error, or a command not available yet).
+problem); 1 anything else (an internal error).
 With --json a command prints exactly one JSON object on stdout; progress and
 messages go to stderr.
 """
@@ -12,13 +12,8 @@ import argparse
 import sys
 
 from uadcore import __version__
-from uadcore.cli import check, demo, evaluate, experiment, outliers, score, synth, train
+from uadcore.cli import check, demo, evaluate, experiment, gui, outliers, score, synth, train
 from uadcore.errors import UADError
-
-# Commands of the contract (DESIGN.md) that later releases fill in.
-NOT_YET = {
-    "gui": ("the UAD panels in a window outside 3D Slicer", "the Slicer panels (issue 7)"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,18 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     outliers.add_parser(commands)
     experiment.add_parser(commands)
     demo.add_parser(commands)
-    for name, (summary, _) in NOT_YET.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
-        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    gui.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in NOT_YET:
-        print(f"uad {args.command}: not implemented yet; it arrives with {NOT_YET[args.command][1]}", file=sys.stderr)
-        return 1
     try:
         return args.handler(args) or 0
     except UADError as error:

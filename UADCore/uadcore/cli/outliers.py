@@ -21,12 +21,13 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.io import write_manifest
     from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from uadcore.train.outliers import curated_entries
 
     state = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT_NAME))
     rows = state["audit"]
-    kept = [ScanEntry(**e) for e, k in zip(state["train_entries"], state["kept"].tolist()) if k]
+    kept = curated_entries(state)
     if args.export_kept:
         write_manifest(kept, args.export_kept)
     payload = {"run": os.path.abspath(args.run_dir), "epoch": state["epoch"], "gamma": state["config"]["gamma"],

@@ -35,6 +35,17 @@ def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tup
     return kept & (losses > threshold), threshold, mean
 
 
+def curated_entries(state: dict, keep_removed=()) -> list:
+    """The training scans of a run's checkpoint ``state`` that a new run should use:
+    those outlier removal kept, plus the removed ones a reviewer decided to keep
+    (paths in ``keep_removed``), in the original order."""
+    from uadcore.io import ScanEntry
+
+    keep_removed = set(keep_removed)
+    return [ScanEntry(**entry) for entry, kept in zip(state["train_entries"], state["kept"].tolist())
+            if kept or entry["path"] in keep_removed]
+
+
 def write_audit(rows: list[dict], path: str) -> None:
     """RUN/outliers.csv, written atomically."""
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:

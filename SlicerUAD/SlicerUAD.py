@@ -1,0 +1,200 @@
+"""SlicerUAD: the 3D Slicer module of UAD. Only the ScriptedLoadableModule classes
+and their wiring live here (this file cannot be imported outside Slicer);
+everything else is in SlicerUADLib and the bundled uadcore, tested without the
+application.
+
+Dependencies are installed at first use, never at import: PyTorch through the
+PyTorch extension (PyTorchUtils), the other packages through
+``slicer.packaging.pip_ensure`` where this Slicer has it, else after a
+confirmation through ``slicer.util.pip_install``.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+
+import ctk
+import qt
+import slicer
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+
+# Running from a source checkout (the module path added in Slicer's settings), the
+# bundled engine sits in ../UADCore; an installed extension has it beside this file.
+_SOURCE_ENGINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "UADCore")
+if importlib.util.find_spec("uadcore") is None and os.path.isdir(_SOURCE_ENGINE):
+    sys.path.insert(0, _SOURCE_ENGINE)
+
+MINIMUM_TORCH = "2.1"
+REQUIREMENTS = ["monai>=1.3", "einops>=0.6", "nibabel>=5.0", "scikit-learn>=1.3", "scipy>=1.10", "tqdm>=4.60",
+                "threadpoolctl>=3", "nilearn>=0.10"]
+PARAMETERS = ("model", "size", "epochs", "gamma", "outlier_removal", "run")
+
+
+class SlicerUAD(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Unsupervised Anomaly Detection"
+        self.parent.categories = ["Neuroimaging"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["The UAD developers"]
+        self.parent.helpText = (
+            "Train autoencoders on healthy scans with outlier removal during training, review the scans training "
+            "flagged, and overlay anomaly maps (reconstruction error, KL-gradient, ELBO-gradient, Combi, classifier) "
+            "on any loaded scan. Everything here is also the <code>uad</code> command."
+        )
+        self.parent.acknowledgementText = (
+            "Methods: Behrendt et al. (3D autoencoder, outlier removal), Zimmerer et al. (VAE scores), "
+            "Georgescu (masked autoencoder), Wei et al. (patch autoencoder)."
+        )
+
+
+def ensure_dependencies() -> bool:
+    """Install what UAD needs on first use. Returns False if the user declined."""
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError:
+        slicer.util.errorDisplay("UAD needs the PyTorch extension: install it from the Extensions Manager and restart.")
+        return False
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torch_logic.torchInstalled():
+        if torch_logic.installTorch(askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
+            return False
+    packaging = getattr(slicer, "packaging", None)
+    if packaging is not None and hasattr(packaging, "pip_ensure"):
+        packaging.pip_ensure(REQUIREMENTS)
+        return True
+    missing = [r for r in REQUIREMENTS if importlib.util.find_spec(_module_of(r)) is None]
+    if missing:
+        if not slicer.util.confirmOkCancelDisplay(f"UAD needs these Python packages: {', '.join(missing)}. Install them now?"):
+            return False
+        slicer.util.pip_install(" ".join(missing))
+    return True
+
+
+def _module_of(requirement: str) -> str:
+    name = requirement.split(">")[0].split("=")[0].split("<")[0].strip()
+    return {"scikit-learn": "sklearn"}.get(name, name)
+
+
+def describe_device() -> str:
+    """The GPU's name and memory, or "CPU"."""
+    import torch
+
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        return f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB"
+    return "CPU"
+
+
+class SlicerUADWidget(ScriptedLoadableModuleWidget):
+    """Builds the SlicerUADLib panels on Slicer's scene, in collapsible sections."""
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        self.logic = SlicerUADLogic()
+        self.panels = None
+        self.device = qt.QLabel("dependencies not checked yet")
+        self.prepare = qt.QPushButton("Prepare UAD (installs PyTorch and packages on first use)")
+        self.prepare.clicked.connect(self.build_panels)
+        self.layout.addWidget(self.device)
+        self.layout.addWidget(self.prepare)
+        self.layout.addStretch(1)
+
+    def build_panels(self):
+        if self.panels is not None or not ensure_dependencies():
+            return
+        from SlicerUADLib.logic import UADLogic
+        from SlicerUADLib.panels import EvaluatePanel, MapPanel, OutlierPanel, TrainPanel
+
+        python = shutil.which("PythonSlicer") or sys.executable
+        uad = UADLogic(slicer.mrmlScene, lambda path: slicer.util.loadVolume(path), python=python)
+        train = TrainPanel(uad)
+        outliers = OutlierPanel(uad, train)
+        maps = MapPanel(uad)
+        evaluate = EvaluatePanel(uad)
+        train.on_finished = outliers.load_run
+        self.panels = {"Train": train, "Outlier review": outliers, "Anomaly map": maps, "Evaluate": evaluate}
+        for title, panel in self.panels.items():
+            section = ctk.ctkCollapsibleButton()
+            section.text = title
+            qt.QVBoxLayout(section).addWidget(panel.widget)
+            self.layout.insertWidget(self.layout.count() - 1, section)
+        self.prepare.hide()
+        self.device.text = f"Device: {describe_device()}"
+        self._restore_parameters()
+        for widget in (train.model, train.size, train.epochs, train.gamma, train.outlier_removal, maps.run):
+            for name in ("currentIndexChanged", "valueChanged", "toggled", "textChanged"):
+                if hasattr(widget, name):
+                    getattr(widget, name).connect(lambda *_: self._save_parameters())
+
+    def _restore_parameters(self):
+        node, train, maps = self.logic.getParameterNode(), self.panels["Train"], self.panels["Anomaly map"]
+        if node.GetParameter("model"):
+            train.model.setCurrentText(node.GetParameter("model"))
+            train.size.setCurrentText(node.GetParameter("size"))
+            train.epochs.setValue(int(node.GetParameter("epochs")))
+            train.gamma.setValue(float(node.GetParameter("gamma")))
+            train.outlier_removal.setChecked(node.GetParameter("outlier_removal") == "true")
+            maps.run.setText(node.GetParameter("run"))
+
+    def _save_parameters(self):
+        node, train, maps = self.logic.getParameterNode(), self.panels["Train"], self.panels["Anomaly map"]
+        values = {"model": train.model.currentText, "size": train.size.currentText, "epochs": str(train.epochs.value),
+                  "gamma": str(train.gamma.value), "outlier_removal": "true" if train.outlier_removal.isChecked() else "false",
+                  "run": maps.run.text}
+        for name in PARAMETERS:
+            node.SetParameter(name, values[name])
+
+    def cleanup(self):
+        for panel in (self.panels or {}).values():
+            job = getattr(panel, "job", None)
+            if job is not None and job.running:
+                job.cancel()
+
+
+class SlicerUADLogic(ScriptedLoadableModuleLogic):
+    """Holds the parameter node; the work is done by SlicerUADLib.logic.UADLogic."""
+
+
+class SlicerUADTest(ScriptedLoadableModuleTest):
+    """A tiny end-to-end case inside Slicer: synthesise scans, train a small AE3D in
+    a background process, load a scan, overlay its map in the scan's geometry."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear(0)
+        self.test_train_and_map()
+
+    def test_train_and_map(self):
+        import json
+        import tempfile
+
+        import numpy as np
+
+        from SlicerUADLib.logic import TrainSettings, UADLogic
+        from SlicerUADLib.scene import ijk_to_ras
+        from uadcore.io import read_manifest
+        from uadcore.synth import synthesize_cohort
+
+        self.delayDisplay("Synthesising a tiny cohort")
+        folder = tempfile.mkdtemp(prefix="uad-test-")
+        manifest = synthesize_cohort(os.path.join(folder, "cohort"), healthy=4, unhealthy=1, seed=3, workers=1, progress=False)
+        settings_file = os.path.join(folder, "tiny.json")
+        with open(settings_file, "w") as handle:
+            json.dump({"model_params": {"channels": [4, 8, 16, 32], "latent": 16}, "batch_size": 4, "workers": 1}, handle)
+        uad = UADLogic(slicer.mrmlScene, lambda path: slicer.util.loadVolume(path), python=shutil.which("PythonSlicer") or sys.executable)
+        self.delayDisplay("Training in a background process")
+        job = uad.start_training(TrainSettings(data=manifest, out=os.path.join(folder, "run"), epochs=2, reinit_at="none",
+                                               outlier_every=1, device="cpu", extra=["--config", settings_file]))
+        job.wait(600)
+        self.assertEqual(job.returncode, 0, job.error_message())
+        scan = read_manifest(manifest)[-1].path
+        shown = uad.load_with_map(scan, os.path.join(folder, "run"))
+        self.assertTrue(np.allclose(ijk_to_ras(shown["map_node"]), ijk_to_ras(shown["volume_node"])))
+        self.assertGreater(shown["score"], 0.0)
+        self.delayDisplay("Test passed")

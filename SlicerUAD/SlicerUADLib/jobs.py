@@ -1,0 +1,155 @@
+"""Background jobs: `python -m uadcore ...` in its own process, followed without
+ever blocking the GUI.
+
+A `Job` starts the command with JSON-lines events on stdout (``--events`` or
+``--json``). Two reader threads move stdout lines and the stderr tail into
+memory; they never touch Qt. The GUI calls `Job.poll` from a timer: it returns the
+events that arrived since the last call, at once. `Job.cancel` sends SIGTERM (the
+engine then writes a resumable checkpoint and says "stopped") and kills the whole
+process tree if it is still alive after a grace period. A separate process also
+frees all GPU memory when the job ends.
+
+Threads rather than non-blocking pipe reads: ``os.set_blocking`` on pipes does not
+exist on Windows before Python 3.12, and Slicer runs there too.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+STDERR_TAIL = 40  # lines kept for the error message
+
+
+class Job:
+    """One background command. ``python`` is the interpreter that has uadcore:
+    ``sys.executable`` outside Slicer, PythonSlicer inside it."""
+
+    def __init__(self, args: list[str], python: str | None = None, cwd: str | None = None, env: dict | None = None):
+        self.command = [python or sys.executable, "-m", "uadcore", *args]
+        self.events: queue.Queue = queue.Queue()
+        self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
+        self.stdout_other: collections.deque = collections.deque(maxlen=STDERR_TAIL)  # non-JSON stdout lines
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
+            cwd=cwd, env=_job_environment(env), **_own_process_group(),
+        )
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.cancelled = False
+
+    # ---- what the GUI calls ------------------------------------------------------
+    def poll(self) -> list[dict]:
+        """The events that arrived since the last call (never waits)."""
+        arrived = []
+        while True:
+            try:
+                arrived.append(self.events.get_nowait())
+            except queue.Empty:
+                return arrived
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def finished(self) -> bool:
+        """The process has ended and everything it printed has been read."""
+        return self.process.poll() is not None and not any(reader.is_alive() for reader in self._readers)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def error_message(self) -> str | None:
+        """None after success; else what went wrong, with the last lines of the log."""
+        code = self.process.poll()
+        if code in (None, 0) or self.cancelled:
+            return None
+        tail = "\n".join(list(self.stderr_tail)[-12:]) or "(nothing on stderr)"
+        return f"{' '.join(self.command[1:4])} ... failed (exit code {code}):\n{tail}"
+
+    def cancel(self, grace_seconds: float = 10.0) -> None:
+        """SIGTERM, then the whole process tree killed after ``grace_seconds``
+        (in a thread: the GUI goes on at once)."""
+        if not self.running:
+            return
+        self.cancelled = True
+        self.process.terminate()
+
+        def kill_later():
+            try:
+                self.process.wait(grace_seconds)
+            except subprocess.TimeoutExpired:
+                _kill_tree(self.process)
+
+        threading.Thread(target=kill_later, daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the process ends and its output is read (tests, command line)."""
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    # ---- reader threads -------------------------------------------------------
+    def _read_stdout(self):
+        for line in self.process.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                self.stdout_other.append(line)
+                continue
+            self.events.put(record if isinstance(record, dict) else {"event": "output", "value": record})
+        self.process.stdout.close()
+
+    def _read_stderr(self):
+        for line in self.process.stderr:
+            # progress bars redraw with carriage returns: keep the last state of a line
+            self.stderr_tail.append(line.rstrip("\n").split("\r")[-1])
+        self.process.stderr.close()
+
+
+def _job_environment(extra: dict | None) -> dict:
+    """This environment, unbuffered, with the folder holding uadcore first on
+    PYTHONPATH: inside Slicer the engine is bundled with the module, not installed."""
+    import uadcore
+
+    engine = os.path.dirname(os.path.dirname(os.path.abspath(uadcore.__file__)))
+    paths = [engine] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, **(extra or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _own_process_group() -> dict:
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """Kill the process and everything it started (DataLoader or torchrun workers)."""
+    try:
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+

@@ -1,0 +1,125 @@
+"""What the panels do, as plain Python on an MRML scene passed in (the SlicerNNUnet
+pattern: the widget receives its logic; tests drive the logic without the GUI).
+
+Training and evaluation run as background `Job`s of the `uad` command; an
+anomaly map of a loaded volume is computed in this process (one scan: seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+
+from SlicerUADLib.jobs import Job
+from SlicerUADLib.overlay import add_map_volume, show_map
+from SlicerUADLib.scene import scan_from_node
+
+MODELS = ("ae3d", "vae2d", "vae3d", "mae2d", "patchae2d")
+MAP_KINDS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi", "classifier", "ssim", "patch-rmse")
+
+
+@dataclass
+class TrainSettings:
+    """The Train panel's choices; `arguments` turns them into `uad train` flags."""
+
+    data: str = ""
+    out: str = ""
+    model: str = "ae3d"
+    size: str = "small"  # small (CPU-sized) or paper
+    epochs: int = 40
+    outlier_removal: bool = True
+    gamma: float = 1.4
+    outlier_every: int = 5
+    reinit_at: str = "15"  # epochs after which weights are re-initialised, "none" for none
+    device: str = "auto"
+    extra: list = field(default_factory=list)  # more `uad train` flags, as given
+
+    def arguments(self) -> list[str]:
+        if not self.data or not self.out:
+            raise ValueError("choose the training scans (a folder or manifest) and a new output folder")
+        args = ["train", "--data", self.data, "--out", self.out, "--model", self.model, "--size", self.size,
+                "--epochs", str(self.epochs), "--gamma", f"{self.gamma:g}", "--outlier-every", str(self.outlier_every),
+                "--reinit-at", self.reinit_at or "none", "--device", self.device, "--events"]
+        if not self.outlier_removal:
+            args.append("--no-outlier-removal")
+        return args + list(self.extra)
+
+
+class UADLogic:
+    """The panels' logic on ``scene``. ``load_volume(path) -> node`` loads a scan
+    the way the host does (Slicer's reader, or `StandaloneScene.load_volume`);
+    ``python`` runs background jobs (PythonSlicer inside Slicer)."""
+
+    def __init__(self, scene, load_volume, python: str | None = None):
+        self.scene = scene
+        self.load_volume = load_volume
+        self.python = python
+        self._scorers = {}
+
+    # ---- training ---------------------------------------------------------------
+    def start_training(self, settings: TrainSettings) -> Job:
+        return Job(settings.arguments(), python=self.python)
+
+    def resume_training(self, run: str) -> Job:
+        return Job(["train", "--resume", run, "--events"], python=self.python)
+
+    # ---- a finished (or stopped) run ---------------------------------------------------
+    @staticmethod
+    def removed_scans(run: str) -> list[dict]:
+        """RUN/outliers.csv as dicts (empty when nothing was removed)."""
+        return _read_csv(os.path.join(run, "outliers.csv"))
+
+    @staticmethod
+    def history(run: str) -> list[dict]:
+        return _read_csv(os.path.join(run, "history.csv"))
+
+    @staticmethod
+    def export_curated(run: str, keep_removed, manifest: str) -> str:
+        """The kept scans plus the removed ones marked keep, as a manifest for a new run."""
+        from uadcore.io import write_manifest
+        from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+        from uadcore.train.outliers import curated_entries
+
+        state = load_checkpoint(os.path.join(run, CHECKPOINT_NAME))
+        return write_manifest(curated_entries(state, keep_removed), manifest)
+
+    def scorer(self, run: str):
+        from uadcore.score.scorer import Scorer
+
+        run = os.path.abspath(run)
+        if run not in self._scorers:
+            self._scorers[run] = Scorer(run)
+        return self._scorers[run]
+
+    # ---- anomaly maps --------------------------------------------------------------
+    def compute_map(self, volume_node, run: str, kind: str | None = None, opacity: float = 0.5, fpr: str = "0.05") -> dict:
+        """Score the loaded ``volume_node`` with ``run``; add its map (in the volume's
+        geometry) and overlay it, transparent below the healthy-data threshold at
+        false-positive rate ``fpr`` when the run stored one. Returns the map node,
+        score, percentile against healthy scans and the thresholds."""
+        scorer = self.scorer(run)
+        kind = kind or scorer.kinds[0]
+        result = scorer.score(scan_from_node(volume_node), kind=kind)
+        name = f"{volume_node.GetName()} {kind} map"
+        map_node = add_map_volume(self.scene, volume_node, result.scan_map(), name)
+        thresholds = scorer.thresholds.get(kind, {})
+        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
+        return {"map_node": map_node, "kind": kind, "score": result.score, "percentile": scorer.percentile(result.score, kind),
+                "thresholds": thresholds, "sample_scores": result.sample_scores}
+
+    def load_with_map(self, scan_path: str, run: str, kind: str | None = None) -> dict:
+        """Load a scan (e.g. a flagged training scan) and overlay its map."""
+        node = self.load_volume(scan_path)
+        return {"volume_node": node, **self.compute_map(node, run, kind)}
+
+    # ---- evaluation ------------------------------------------------------------------
+    def start_evaluation(self, run: str, manifest: str, kind: str = "all") -> Job:
+        return Job(["evaluate", run, "--data", manifest, "--map", kind, "--json"], python=self.python)
+
+
+def _read_csv(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,529 @@
+"""The four panels: Train, Outlier review, Anomaly map, Evaluate.
+
+Each is a plain class holding its ``widget`` (no Qt subclassing, so PythonQt and
+PyQt5 behave alike), built on a `UADLogic` it receives, written against
+`qtcompat`. Long work runs in background jobs followed by a timer; the GUI never
+waits on them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from SlicerUADLib.logic import MAP_KINDS, MODELS, TrainSettings
+from SlicerUADLib.overlay import MAP_ATTRIBUTE, map_to_segmentation, set_opacity, set_threshold
+from SlicerUADLib.qtcompat import qt, read
+from SlicerUADLib.run_nodes import loss_chart, outlier_table
+
+POLL_MS = 200
+FPR_CHOICES = (("none", None), ("1 % of healthy voxels", "0.01"), ("5 % of healthy voxels", "0.05"), ("10 % of healthy voxels", "0.1"))
+
+
+def _row(*widgets):
+    box = qt.QWidget()
+    layout = qt.QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box
+
+
+def _path_field(placeholder: str, folder: bool, parent_widget):
+    """A line edit with a browse button; returns (edit, row widget)."""
+    edit = qt.QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    browse = qt.QPushButton("…")
+    browse.setToolTip("browse")
+
+    def choose():
+        if folder:
+            chosen = qt.QFileDialog.getExistingDirectory(parent_widget, placeholder)
+        else:
+            chosen = qt.QFileDialog.getOpenFileName(parent_widget, placeholder)
+            chosen = chosen[0] if isinstance(chosen, tuple) else chosen
+        if chosen:
+            edit.setText(chosen)
+
+    browse.clicked.connect(choose)
+    return edit, _row(edit, browse)
+
+
+def _message(parent, title: str, text: str) -> None:
+    box = qt.QMessageBox(parent)
+    box.setIcon(qt.QMessageBox.Warning)
+    box.setWindowTitle(title)
+    box.setText(text.splitlines()[0] if text else title)
+    box.setDetailedText(text)
+    box.show()  # not exec: the GUI goes on
+
+
+class LossPlot:
+    """A small live chart of the training loss (and gamma x mean, dashed), drawn
+    into a pixmap shown by a label."""
+
+    def __init__(self, width: int = 260, height: int = 140):
+        self.widget = qt.QLabel()
+        self.size = (width, height)
+        self.widget.setMinimumSize(width, height)
+        self.draw([], None)
+
+    def draw(self, history: list[dict], gamma: float | None) -> None:
+        width, height = self.size
+        pixmap = qt.QPixmap(width, height)
+        pixmap.fill(qt.QColor("white"))
+        painter = qt.QPainter(pixmap)
+        painter.setPen(qt.QColor("#888888"))
+        painter.drawRect(30, 5, width - 35, height - 25)
+        losses = [float(r["loss"]) for r in history]
+        if losses:
+            series = [(losses, qt.QColor("#1f4e99"), False)]
+            if gamma:
+                series.append(([gamma * v for v in losses], qt.QColor("#c0392b"), True))
+            top = max(max(values) for values, _, _ in series)
+            bottom = min(min(values) for values, _, _ in series)
+            span = max(top - bottom, 1e-12)
+            for values, colour, dashed in series:
+                pen = qt.QPen(colour)
+                pen.setWidth(2)
+                if dashed:
+                    pen.setStyle(qt.Qt.DashLine)
+                painter.setPen(pen)
+                points = [(30 + (width - 35) * (i / max(len(values) - 1, 1)), 5 + (height - 25) * (1 - (v - bottom) / span))
+                          for i, v in enumerate(values)]
+                for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                    painter.drawLine(int(x0), int(y0), int(x1), int(y1))
+            painter.setPen(qt.QColor("black"))
+            painter.drawText(2, 14, f"{top:.3g}")
+            painter.drawText(2, height - 22, f"{bottom:.3g}")
+            painter.drawText(32, height - 6, f"epoch 1 … {int(float(history[-1]['epoch']))}   loss" + ("   -- γ × mean" if gamma else ""))
+        painter.end()
+        self.widget.setPixmap(pixmap)
+
+
+class TrainPanel:
+    """Choose healthy scans, model, schedule, γ; start, follow, cancel a training run."""
+
+    def __init__(self, logic, parent=None):
+        self.logic = logic
+        self.job = None
+        self.history, self.removed = [], []
+        self.chart_node = None
+        self.on_finished = None  # called with the run folder when a run completes
+        self.widget = qt.QWidget(parent)
+        form = qt.QFormLayout(self.widget)
+        self.data, data_row = _path_field("folder or manifest of healthy scans", True, self.widget)
+        self.out, out_row = _path_field("new output folder for the run", True, self.widget)
+        self.config, config_row = _path_field("optional JSON file of more settings", False, self.widget)
+        self.model = qt.QComboBox()
+        self.model.addItems(list(MODELS))
+        self.size = qt.QComboBox()
+        self.size.addItems(["small", "paper"])
+        self.size.setToolTip("small: a CPU-sized model; paper: the paper's model (for a GPU)")
+        self.epochs = qt.QSpinBox()
+        self.epochs.setRange(1, 100000)
+        self.epochs.setValue(40)
+        self.reinit_at = qt.QLineEdit("15")
+        self.reinit_at.setToolTip("re-initialise the weights after these epochs, e.g. 50,100 (the paper); 'none'")
+        self.outlier_removal = qt.QCheckBox("remove outliers during training")
+        self.outlier_removal.setChecked(True)
+        self.gamma = qt.QDoubleSpinBox()
+        self.gamma.setRange(1.0, 3.0)
+        self.gamma.setSingleStep(0.05)
+        self.gamma.setDecimals(2)
+        self.gamma.setValue(1.4)
+        self.gamma.setToolTip("a scan is removed when its loss exceeds γ × the epoch's mean loss")
+        self.outlier_every = qt.QSpinBox()
+        self.outlier_every.setRange(1, 1000)
+        self.outlier_every.setValue(5)
+        self.device = qt.QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.start = qt.QPushButton("Start training")
+        self.cancel = qt.QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.progress = qt.QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = qt.QLabel("idle")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+        for label, widget in (("Healthy scans", data_row), ("Output folder", out_row), ("Settings file", config_row), ("Model", self.model),
+                              ("Size", self.size), ("Epochs", self.epochs), ("Re-initialise after", self.reinit_at),
+                              ("", self.outlier_removal), ("γ (gamma)", self.gamma), ("Remove every (epochs)", self.outlier_every),
+                              ("Device", self.device), ("", _row(self.start, self.cancel)), ("Progress", self.progress),
+                              ("Status", self.status), ("Loss", self.plot.widget)):
+            form.addRow(label, widget)
+        self.outlier_removal.toggled.connect(lambda on: (self.gamma.setEnabled(on), self.outlier_every.setEnabled(on)))
+        self.start.clicked.connect(self.start_training)
+        self.cancel.clicked.connect(self.cancel_training)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            data=read(self.data, "text").strip(), out=read(self.out, "text").strip(), model=read(self.model, "currentText"),
+            size=read(self.size, "currentText"), epochs=int(read(self.epochs, "value")),
+            outlier_removal=self.outlier_removal.isChecked(),
+            gamma=float(read(self.gamma, "value")), outlier_every=int(read(self.outlier_every, "value")),
+            reinit_at=read(self.reinit_at, "text").strip() or "none", device=read(self.device, "currentText"),
+            extra=["--config", read(self.config, "text").strip()] if read(self.config, "text").strip() else [],
+        )
+
+    def start_training(self) -> None:
+        if self.job is not None and self.job.running:
+            return
+        try:
+            self.job = self.logic.start_training(self.settings())
+        except (ValueError, OSError) as error:
+            _message(self.widget, "Cannot start training", str(error))
+            return
+        self.history, self.removed = [], []
+        self.status.setText("starting…")
+        self.progress.setRange(0, 0)  # busy until the first event
+        self.start.setEnabled(False)
+        self.cancel.setEnabled(True)
+        self.timer.start()
+
+    def cancel_training(self) -> None:
+        if self.job is not None and self.job.running:
+            self.status.setText("stopping… (the run can be resumed)")
+            self.job.cancel()
+
+    def poll(self) -> None:
+        """Take the events that arrived; update progress, status and the chart."""
+        if self.job is None:
+            return
+        for event in self.job.poll():
+            self.handle(event)
+        if self.job.finished:
+            self.timer.stop()
+            self.start.setEnabled(True)
+            self.cancel.setEnabled(False)
+            error = self.job.error_message()
+            if error:
+                self.progress.setRange(0, 1)
+                self.status.setText("failed: " + error.splitlines()[-1])
+                _message(self.widget, "Training failed", error)
+
+    def handle(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.run_dir = event["run"]
+            self.progress.setRange(0, int(event["epochs"]))
+            self.progress.setValue(int(event["first_epoch"]) - 1)
+            self.status.setText(f"training {event['model']} on {event['scans']} scans ({event['device']})")
+        elif kind == "epoch":
+            self.history.append(event)
+            self.progress.setRange(0, int(event["epochs"]))
+            self.progress.setValue(int(event["epoch"]))
+            stage = f" [{event['stage']}]" if event.get("stage") else ""
+            self.status.setText(f"epoch {event['epoch']} / {event['epochs']}{stage}: loss {event['loss']:.5f}, "
+                                f"{event['kept']} kept, {event['removed']} removed")
+            gamma = float(read(self.gamma, "value")) if self.outlier_removal.isChecked() else None
+            self.plot.draw(self.history, gamma)
+            self.chart_node = loss_chart(self.logic.scene, self.history, gamma, chart=self.chart_node)
+        elif kind == "removed":
+            self.removed.extend(event["samples"])
+        elif kind == "stopped":
+            self.status.setText(f"stopped after epoch {event['epoch']}; resume with: {event['resume']}")
+        elif kind == "done":
+            self.progress.setValue(self.progress.maximum())
+            self.status.setText(f"done: {event['epochs']} epochs, {event['removed']} scans removed ({event['removed_unhealthy']} "
+                                f"labelled unhealthy); run in {event['run']}")
+            if self.on_finished:
+                self.on_finished(event["run"])
+        elif kind == "error":
+            self.status.setText(f"error: {event['message']}")
+
+
+class OutlierPanel:
+    """The scans training removed: sort by loss ratio, look at each with its map,
+    mark keep / exclude, export the curated manifest, train again from it."""
+
+    COLUMNS = ("scan", "epoch", "loss / mean", "label", "decision")
+
+    def __init__(self, logic, train_panel: TrainPanel | None = None, parent=None):
+        self.logic = logic
+        self.train_panel = train_panel
+        self.rows = []
+        self.table_node = None
+        self.last_shown = None
+        self.widget = qt.QWidget(parent)
+        layout = qt.QVBoxLayout(self.widget)
+        self.run, run_row = _path_field("run folder", True, self.widget)
+        self.load = qt.QPushButton("Load removed scans")
+        layout.addWidget(_row(run_row, self.load))
+        self.table = qt.QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(qt.QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        layout.addWidget(self.table)
+        self.keep = qt.QPushButton("Keep")
+        self.keep.setToolTip("a false alarm: the scan goes back into the training set")
+        self.exclude = qt.QPushButton("Exclude")
+        layout.addWidget(_row(self.keep, self.exclude))
+        self.manifest, manifest_row = _path_field("curated manifest to write (CSV)", False, self.widget)
+        self.export = qt.QPushButton("Export curated manifest")
+        self.retrain = qt.QPushButton("Train again from it")
+        layout.addWidget(manifest_row)
+        layout.addWidget(_row(self.export, self.retrain))
+        self.status = qt.QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.load.clicked.connect(self.load_run)
+        self.table.itemSelectionChanged.connect(self.show_selected)
+        self.keep.clicked.connect(lambda: self.mark("keep"))
+        self.exclude.clicked.connect(lambda: self.mark("exclude"))
+        self.export.clicked.connect(self.export_manifest)
+        self.retrain.clicked.connect(self.train_again)
+
+    def load_run(self, run: str | None = None) -> None:
+        if run:
+            self.run.setText(run)
+        run = read(self.run, "text").strip()
+        self.rows = [{**row, "decision": "exclude"} for row in self.logic.removed_scans(run)]
+        self.fill()
+        self.table_node = outlier_table(self.logic.scene, self.rows, table=self.table_node)
+        self.status.setText(f"{len(self.rows)} scans removed during training" if self.rows else "no scans were removed")
+        if not read(self.manifest, "text").strip():
+            self.manifest.setText(os.path.join(run, "curated.csv"))
+
+    def fill(self) -> None:
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.rows))
+        for index, row in enumerate(self.rows):
+            values = (os.path.basename(row["path"]), int(float(row["epoch"])), float(row["loss_over_mean"]), row.get("label", ""), row["decision"])
+            for column, value in enumerate(values):
+                item = qt.QTableWidgetItem()
+                item.setData(qt.Qt.DisplayRole, value)  # numbers sort as numbers
+                item.setData(qt.Qt.UserRole, index)
+                item.setToolTip(row["path"])
+                self.table.setItem(index, column, item)
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+
+    def selected_row(self) -> dict | None:
+        items = self.table.selectedItems()
+        return self.rows[int(items[0].data(qt.Qt.UserRole))] if items else None
+
+    def show_selected(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        try:
+            shown = self.logic.load_with_map(row["path"], read(self.run, "text").strip())
+        except Exception as error:  # a scan moved or unreadable: say so, keep going
+            _message(self.widget, "Cannot show this scan", f"{row['path']}: {error}")
+            return
+        self.last_shown = shown
+        percentile = shown["percentile"]
+        self.status.setText(f"{os.path.basename(row['path'])}: score {shown['score']:.4f}"
+                            + (f", above {percentile:.0f} % of healthy scans" if percentile is not None else ""))
+
+    def mark(self, decision: str) -> None:
+        row = self.selected_row()
+        if row is None:
+            return
+        row["decision"] = decision
+        for item in self.table.selectedItems():
+            if item.column() == self.COLUMNS.index("decision"):
+                item.setData(qt.Qt.DisplayRole, decision)
+        self.table_node = outlier_table(self.logic.scene, self.rows, table=self.table_node)
+
+    def export_manifest(self) -> str | None:
+        keep = [row["path"] for row in self.rows if row["decision"] == "keep"]
+        try:
+            path = self.logic.export_curated(read(self.run, "text").strip(), keep, read(self.manifest, "text").strip())
+        except Exception as error:
+            _message(self.widget, "Cannot export", str(error))
+            return None
+        self.status.setText(f"curated manifest written: {path} ({len(keep)} removed scans kept)")
+        return path
+
+    def train_again(self) -> None:
+        path = self.export_manifest()
+        if path and self.train_panel is not None:
+            self.train_panel.data.setText(path)
+            self.train_panel.out.setText(read(self.run, "text").strip().rstrip("/") + "-curated")
+            self.train_panel.start_training()
+
+
+class MapPanel:
+    """Score a loaded volume with a trained run; overlay the map; live opacity and
+    threshold; healthy-data thresholds; a segmentation from the thresholded map."""
+
+    def __init__(self, logic, parent=None):
+        self.logic = logic
+        self.result = None
+        self.widget = qt.QWidget(parent)
+        form = qt.QFormLayout(self.widget)
+        self.volume = qt.QComboBox()
+        self.refresh = qt.QPushButton("↻")
+        self.refresh.setToolTip("list the loaded volumes")
+        self.run, run_row = _path_field("trained run folder", True, self.widget)
+        self.kind = qt.QComboBox()
+        self.kind.addItem("(the model's default)")
+        self.kind.addItems(list(MAP_KINDS))
+        self.compute = qt.QPushButton("Compute anomaly map")
+        self.opacity = qt.QSlider(qt.Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.threshold = qt.QSlider(qt.Qt.Horizontal)
+        self.threshold.setRange(0, 1000)
+        self.fpr = qt.QComboBox()
+        for label, _ in FPR_CHOICES:
+            self.fpr.addItem(label)
+        self.fpr.setCurrentIndex(2)
+        self.score = qt.QLabel("")
+        self.score.setWordWrap(True)
+        self.segment = qt.QPushButton("Create segmentation")
+        for label, widget in (("Input volume", _row(self.volume, self.refresh)), ("Trained run", run_row), ("Map", self.kind),
+                              ("", self.compute), ("Opacity", self.opacity), ("Threshold", self.threshold),
+                              ("Threshold at FPR", self.fpr), ("Score", self.score), ("", self.segment)):
+            form.addRow(label, widget)
+        self.refresh.clicked.connect(self.list_volumes)
+        self.compute.clicked.connect(self.compute_map)
+        self.opacity.valueChanged.connect(lambda value: set_opacity(self.logic.scene, value / 100.0))
+        self.threshold.valueChanged.connect(self._threshold_moved)
+        self.fpr.currentIndexChanged.connect(self._fpr_chosen)
+        self.segment.clicked.connect(self.create_segmentation)
+        self.list_volumes()
+
+    def volumes(self) -> list:
+        nodes = self.logic.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+        found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+        return [n for n in found if n.GetAttribute(MAP_ATTRIBUTE) is None and n.GetClassName() == "vtkMRMLScalarVolumeNode"]
+
+    def list_volumes(self) -> None:
+        current = read(self.volume, "currentText")
+        self.volume.clear()
+        self.volume.addItems([node.GetName() for node in self.volumes()])
+        if current:
+            index = self.volume.findText(current)
+            if index >= 0:
+                self.volume.setCurrentIndex(index)
+
+    def compute_map(self) -> dict | None:
+        nodes = {node.GetName(): node for node in self.volumes()}
+        node = nodes.get(read(self.volume, "currentText"))
+        if node is None:
+            _message(self.widget, "No volume", "load a scan first, then choose it as the input volume")
+            return None
+        kind = None if int(read(self.kind, "currentIndex")) == 0 else read(self.kind, "currentText")
+        try:
+            self.result = self.logic.compute_map(node, read(self.run, "text").strip(), kind, opacity=int(read(self.opacity, "value")) / 100.0,
+                                                 fpr=FPR_CHOICES[int(read(self.fpr, "currentIndex"))][1] or "none")
+        except Exception as error:
+            _message(self.widget, "Cannot compute the map", str(error))
+            return None
+        percentile = self.result["percentile"]
+        self.score.setText(f"{self.result['kind']} score {self.result['score']:.5f}"
+                           + (f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""))
+        self._sync_threshold_slider()
+        return self.result
+
+    def _value_range(self):
+        display = self.result["map_node"].GetDisplayNode()
+        low = display.GetWindowLevelMin()
+        return low, max(display.GetWindowLevelMax(), low + 1e-9)
+
+    def _sync_threshold_slider(self):
+        low, high = self._value_range()
+        value = self.result["map_node"].GetDisplayNode().GetLowerThreshold()
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(int(round(1000 * min(max((value - low) / (high - low), 0.0), 1.0))))
+        self.threshold.blockSignals(False)
+
+    def _threshold_moved(self, position: int) -> None:
+        if self.result is None:
+            return
+        low, high = self._value_range()
+        set_threshold(self.result["map_node"], low + (high - low) * position / 1000.0)
+
+    def _fpr_chosen(self, index: int) -> None:
+        if self.result is None:
+            return
+        key = FPR_CHOICES[index][1]
+        value = self.result["thresholds"].get(key) if key else None
+        if value is None:
+            low, _ = self._value_range()
+            value = low
+        set_threshold(self.result["map_node"], value)
+        self._sync_threshold_slider()
+
+    def create_segmentation(self):
+        if self.result is None:
+            return None
+        node = self.result["map_node"]
+        return map_to_segmentation(self.logic.scene, node, node.GetDisplayNode().GetLowerThreshold())
+
+
+class EvaluatePanel:
+    """Metrics of a run on a labelled manifest (a background `uad evaluate`), as a
+    table and the ROC curves."""
+
+    KEYS = ("map", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice")
+
+    def __init__(self, logic, parent=None):
+        self.logic = logic
+        self.job = None
+        self.report = None
+        self.widget = qt.QWidget(parent)
+        layout = qt.QVBoxLayout(self.widget)
+        form = qt.QFormLayout()
+        self.run, run_row = _path_field("trained run folder", True, self.widget)
+        self.manifest, manifest_row = _path_field("labelled manifest of unseen scans", False, self.widget)
+        self.kind = qt.QComboBox()
+        self.kind.addItems(["all", *MAP_KINDS])
+        self.start = qt.QPushButton("Run evaluation")
+        form.addRow("Trained run", run_row)
+        form.addRow("Test scans", manifest_row)
+        form.addRow("Map kinds", self.kind)
+        form.addRow("", self.start)
+        layout.addLayout(form)
+        self.status = qt.QLabel("")
+        layout.addWidget(self.status)
+        self.table = qt.QTableWidget(0, len(self.KEYS))
+        self.table.setHorizontalHeaderLabels(list(self.KEYS))
+        layout.addWidget(self.table)
+        self.roc = qt.QLabel()
+        layout.addWidget(self.roc)
+        self.start.clicked.connect(self.run_evaluation)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+
+    def run_evaluation(self) -> None:
+        self.job = self.logic.start_evaluation(read(self.run, "text").strip(), read(self.manifest, "text").strip(), read(self.kind, "currentText"))
+        self.status.setText("evaluating… (scans are read and scored in the background)")
+        self.start.setEnabled(False)
+        self.timer.start()
+
+    def poll(self) -> None:
+        if self.job is None:
+            return
+        for payload in self.job.poll():
+            self.report = payload
+        if self.job.finished:
+            self.timer.stop()
+            self.start.setEnabled(True)
+            error = self.job.error_message()
+            if error or self.report is None:
+                self.status.setText("evaluation failed")
+                _message(self.widget, "Evaluation failed", error or "no result")
+                return
+            self.show(self.report)
+
+    def show(self, report: dict) -> None:
+        reports = list(report["maps"].values()) if "maps" in report else [report]
+        self.table.setRowCount(len(reports))
+        for row, values in enumerate(reports):
+            for column, key in enumerate(self.KEYS):
+                value = values.get(key)
+                self.table.setItem(row, column, qt.QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value if value is not None else "-")))
+        self.table.resizeColumnsToContents()
+        self.status.setText(f"{reports[0]['n']} scans ({reports[0]['healthy']} healthy, {reports[0]['unhealthy']} unhealthy)")
+        if report.get("roc_plot") and os.path.exists(report["roc_plot"]):
+            self.roc.setPixmap(qt.QPixmap(report["roc_plot"]).scaledToWidth(360))

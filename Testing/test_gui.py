@@ -1,0 +1,147 @@
+"""The panels in the `uad gui` window, driven with pytest-qt against a real MRML
+scene and real background training processes on a tiny synthetic cohort."""
+
+import csv
+import json
+import os
+
+import pytest
+
+pytest.importorskip("slicer", reason="slicer-core is in the gui extra")
+pytest.importorskip("PyQt5", reason="PyQt5 is in the gui extra")
+
+from SlicerUADLib.gui import MainWindow  # noqa: E402
+from SlicerUADLib.overlay import MAP_ATTRIBUTE  # noqa: E402
+
+TIMEOUT_MS = 240_000
+
+
+@pytest.fixture()
+def window(qtbot):
+    main = MainWindow()
+    qtbot.addWidget(main.window)
+    main.window.show()
+    yield main
+    for panel in (main.train, main.evaluate):
+        if panel.job is not None and panel.job.running:
+            panel.job.cancel(grace_seconds=1.0)
+            panel.job.wait(30)
+    main.close()
+
+
+def tiny_settings(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"model_params": {"channels": [4, 8, 16, 32], "latent": 16}, "batch_size": 4,
+                                "val_fraction": 0.2, "workers": 1, "checkpoint_every": 1}))
+    return str(path)
+
+
+def map_nodes(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems()) if nodes.GetItemAsObject(i).GetAttribute(MAP_ATTRIBUTE)]
+
+
+def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohort):
+    train = window.train
+    train.data.setText(cohort)
+    train.config.setText(tiny_settings(tmp_path))
+    train.reinit_at.setText("none")
+    train.device.setCurrentText("cpu")
+
+    # start a long run, see its progress events arrive, cancel it
+    train.out.setText(str(tmp_path / "long"))
+    train.epochs.setValue(500)
+    qtbot.mouseClick(train.start, 1)
+    assert not train.start.isEnabled() and train.cancel.isEnabled()
+    qtbot.waitUntil(lambda: len(train.history) >= 1, timeout=TIMEOUT_MS)
+    assert train.progress.maximum() == 500 and train.progress.value() >= 1
+    qtbot.mouseClick(train.cancel, 1)
+    qtbot.waitUntil(lambda: train.job.finished and train.start.isEnabled(), timeout=TIMEOUT_MS)
+    assert "stopped" in train.status.text() and train.job.error_message() is None
+    assert os.path.exists(tmp_path / "long" / "checkpoint.pt")  # resumable
+
+    # run again, to completion, with gamma 1.0 so that scans are removed
+    train.out.setText(str(tmp_path / "run"))
+    train.epochs.setValue(3)
+    train.gamma.setValue(1.0)
+    train.outlier_every.setValue(1)
+    qtbot.mouseClick(train.start, 1)
+    qtbot.waitUntil(lambda: train.job.finished and train.status.text().startswith("done"), timeout=TIMEOUT_MS)
+    assert [e["epoch"] for e in train.history] == [1, 2, 3]
+    assert train.chart_node is not None and train.chart_node.GetNumberOfPlotSeriesNodes() == 2
+
+    # the outlier review panel was filled when the run finished
+    review = window.outliers
+    assert review.run.text() == str(tmp_path / "run")
+    removed = review.rows
+    assert review.table.rowCount() == len(removed) > 0
+    assert review.table_node.GetNumberOfRows() == len(removed)
+    review.table.selectRow(0)  # loads that scan with its map overlaid
+    qtbot.waitUntil(lambda: review.last_shown is not None, timeout=TIMEOUT_MS)
+    shown = review.last_shown
+    assert shown["map_node"].GetAttribute(MAP_ATTRIBUTE) == "1" and shown["score"] > 0
+    first = review.selected_row()
+    qtbot.mouseClick(review.keep, 1)
+    assert first["decision"] == "keep"
+    review.manifest.setText(str(tmp_path / "curated.csv"))
+    qtbot.mouseClick(review.export, 1)
+    with open(tmp_path / "curated.csv", newline="") as handle:
+        curated = [row["path"] for row in csv.DictReader(handle)]
+    kept = [row["path"] for row in csv.DictReader(open(tmp_path / "run" / "kept.csv", newline=""))]
+    assert len(curated) == len(kept) + 1
+    assert os.path.basename(first["path"]) in {os.path.basename(p) for p in curated}
+
+    # an anomaly map of a loaded volume, with live opacity and thresholds
+    maps = window.maps
+    node = window.load_volume(first["path"])
+    maps.volume.setCurrentIndex(maps.volume.findText(node.GetName()))
+    maps.run.setText(str(tmp_path / "run"))
+    before = len(map_nodes(window.standalone.scene))
+    qtbot.mouseClick(maps.compute, 1)
+    assert maps.result is not None and len(map_nodes(window.standalone.scene)) == before + 1
+    assert "score" in maps.score.text()
+    maps.opacity.setValue(80)
+    composite = window.views[0].logic.GetSliceCompositeNode()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.8)
+    assert composite.GetForegroundVolumeID() == maps.result["map_node"].GetID()
+    maps.fpr.setCurrentIndex(1)  # 1 % of healthy voxels
+    display = maps.result["map_node"].GetDisplayNode()
+    assert display.GetLowerThreshold() == pytest.approx(maps.result["thresholds"]["0.01"])
+    maps.threshold.setValue(0)
+    assert display.GetLowerThreshold() == pytest.approx(display.GetWindowLevelMin())
+    segmentation = maps.create_segmentation()
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+
+    shots = window.screenshots(str(tmp_path / "shots"))
+    assert len(shots) == 4 and all(os.path.getsize(p) > 10_000 for p in shots)
+
+
+def test_evaluate_panel_runs_in_the_background(window, qtbot, tmp_path, cohort):
+    from uadcore.io import read_manifest, write_manifest
+    from uadcore.synth import synthesize_cohort
+    from uadcore.train import TrainConfig, train
+
+    config = TrainConfig.from_dict({"data": cohort, "model": "ae3d", "model_params": {"channels": [4, 8, 16, 32], "latent": 16},
+                                    "epochs": 1, "batch_size": 4, "val_fraction": 0.2, "workers": 1, "reinit_at": []})
+    train(config, str(tmp_path / "run"))
+    unseen = read_manifest(synthesize_cohort(str(tmp_path / "unseen"), healthy=1, unhealthy=1, seed=11, workers=1, progress=False))
+    manifest = write_manifest(unseen, str(tmp_path / "test.csv"))
+    panel = window.evaluate
+    panel.run.setText(str(tmp_path / "run"))
+    panel.manifest.setText(manifest)
+    qtbot.mouseClick(panel.start, 1)
+    assert not panel.start.isEnabled()  # the window goes on while it runs
+    qtbot.waitUntil(lambda: panel.start.isEnabled(), timeout=TIMEOUT_MS)
+    assert panel.report is not None and panel.table.rowCount() == 1
+    assert panel.table.item(0, 0).text() == "rec" and "2 scans" in panel.status.text()
+    assert panel.roc.pixmap() is not None and not panel.roc.pixmap().isNull()
+
+
+def test_a_failing_job_says_why(window, qtbot, tmp_path):
+    train = window.train
+    train.data.setText(str(tmp_path / "missing"))
+    train.out.setText(str(tmp_path / "run"))
+    qtbot.mouseClick(train.start, 1)
+    qtbot.waitUntil(lambda: train.job.finished and train.start.isEnabled(), timeout=TIMEOUT_MS)
+    assert train.job.returncode == 2
+    assert "missing" in train.job.error_message() and train.status.text().startswith("failed")

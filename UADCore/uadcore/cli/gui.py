@@ -1,0 +1,26 @@
+"""`uad gui`: the Slicer panels in a PyQt5 window (needs the gui extra: PyQt5 and
+slicer-core)."""
+
+from __future__ import annotations
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "gui",
+        help="the UAD panels in a window outside 3D Slicer",
+        description="Train, review outliers, overlay anomaly maps and evaluate in a window with three slice views.",
+    )
+    parser.add_argument("--scan", metavar="SCAN", help="a scan to load at start")
+    parser.add_argument("--run", metavar="RUN", help="a run folder to open in the panels (with --scan: its map is shown)")
+    parser.add_argument("--screenshots", metavar="DIR", help="write a PNG of each panel into DIR and exit")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from uadcore.errors import UADError
+
+    try:
+        from SlicerUADLib.gui import run_gui
+    except ImportError as error:
+        raise UADError(f"uad gui needs PyQt5 and slicer-core: pip install 'uadcore[gui]' ({error})") from error
+    return run_gui(args.scan, args.run, args.screenshots)
