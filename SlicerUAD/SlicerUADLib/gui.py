@@ -155,7 +155,7 @@ class MainWindow:
         self.maps.compute.clicked.connect(self._after_map)
         self.timer = qt.QTimer()
         self.timer.setInterval(REFRESH_MS)
-        self.timer.timeout.connect(lambda: [view.refresh(force=False) for view in self.views])
+        self.timer.timeout.connect(self._tick)
         self.timer.start()
 
     def load_volume(self, path: str):
@@ -180,12 +180,20 @@ class MainWindow:
             self.load_volume(chosen)
 
     def _after_map(self):
-        result = self.maps.result
-        if result is not None:
-            display = result["map_node"].GetDisplayNode()
-            self.legend.show_range(display.GetWindowLevelMin(), display.GetWindowLevelMax())
+        self._tick(force=True)
+
+    def _tick(self, force: bool = False):
+        """Re-render views whose image changed; keep the legend on the shown map."""
         for view in self.views:
-            view.refresh()
+            view.refresh(force=force)
+        if not self.views:
+            return
+        shown = self.standalone.scene.GetNodeByID(self.views[0].logic.GetSliceCompositeNode().GetForegroundVolumeID() or "")
+        display = shown.GetDisplayNode() if shown is not None else None
+        if display is None:
+            self.legend.show_range(None, None)
+        else:
+            self.legend.show_range(display.GetWindowLevelMin(), display.GetWindowLevelMax())
 
     def close(self) -> None:
         """Stop the timers and detach every logic from the scene before anything is

@@ -61,7 +61,7 @@ class LossPlot:
     """A small live chart of the training loss (and gamma x mean, dashed), drawn
     into a pixmap shown by a label."""
 
-    def __init__(self, width: int = 260, height: int = 140):
+    def __init__(self, width: int = 240, height: int = 140):
         self.widget = qt.QLabel()
         self.size = (width, height)
         self.widget.setMinimumSize(width, height)
@@ -72,8 +72,12 @@ class LossPlot:
         pixmap = qt.QPixmap(width, height)
         pixmap.fill(qt.QColor("white"))
         painter = qt.QPainter(pixmap)
+        font = painter.font()
+        font.setPixelSize(10)
+        painter.setFont(font)
         painter.setPen(qt.QColor("#888888"))
-        painter.drawRect(30, 5, width - 35, height - 25)
+        left = 44  # room for the value labels
+        painter.drawRect(left, 5, width - left - 5, height - 25)
         losses = [float(r["loss"]) for r in history]
         if losses:
             series = [(losses, qt.QColor("#1f4e99"), False)]
@@ -88,14 +92,14 @@ class LossPlot:
                 if dashed:
                     pen.setStyle(qt.Qt.DashLine)
                 painter.setPen(pen)
-                points = [(30 + (width - 35) * (i / max(len(values) - 1, 1)), 5 + (height - 25) * (1 - (v - bottom) / span))
+                points = [(left + (width - left - 5) * (i / max(len(values) - 1, 1)), 5 + (height - 25) * (1 - (v - bottom) / span))
                           for i, v in enumerate(values)]
                 for (x0, y0), (x1, y1) in zip(points, points[1:]):
                     painter.drawLine(int(x0), int(y0), int(x1), int(y1))
             painter.setPen(qt.QColor("black"))
             painter.drawText(2, 14, f"{top:.3g}")
             painter.drawText(2, height - 22, f"{bottom:.3g}")
-            painter.drawText(32, height - 6, f"epoch 1 … {int(float(history[-1]['epoch']))}   loss" + ("   -- γ × mean" if gamma else ""))
+            painter.drawText(left, height - 6, f"epochs 1–{int(float(history[-1]['epoch']))}" + (", dashed: γ×mean" if gamma else ""))
         painter.end()
         self.widget.setPixmap(pixmap)
 
