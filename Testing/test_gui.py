@@ -115,6 +115,13 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     shots = window.screenshots(str(tmp_path / "shots"))
     assert len(shots) == 4 and all(os.path.getsize(p) > 10_000 for p in shots)
 
+    # a new training run from the curated manifest
+    qtbot.mouseClick(review.retrain, 1)
+    assert train.job.running and str(tmp_path / "curated.csv") in train.job.command
+    assert train.out.text() == str(tmp_path / "run") + "-curated"
+    qtbot.mouseClick(train.cancel, 1)
+    qtbot.waitUntil(lambda: train.job.finished and train.start.isEnabled(), timeout=TIMEOUT_MS)
+
 
 def test_evaluate_panel_runs_in_the_background(window, qtbot, tmp_path, cohort):
     from uadcore.io import read_manifest, write_manifest

@@ -31,8 +31,9 @@ class Job:
     """One background command. ``python`` is the interpreter that has uadcore:
     ``sys.executable`` outside Slicer, PythonSlicer inside it."""
 
-    def __init__(self, args: list[str], python: str | None = None, cwd: str | None = None, env: dict | None = None):
-        self.command = [python or sys.executable, "-m", "uadcore", *args]
+    def __init__(self, args: list[str], python: str | None = None, cwd: str | None = None, env: dict | None = None,
+                 module: str = "uadcore"):
+        self.command = [python or sys.executable, "-m", module, *args]
         self.events: queue.Queue = queue.Queue()
         self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
         self.stdout_other: collections.deque = collections.deque(maxlen=STDERR_TAIL)  # non-JSON stdout lines
@@ -129,7 +130,8 @@ def _job_environment(extra: dict | None) -> dict:
     import uadcore
 
     engine = os.path.dirname(os.path.dirname(os.path.abspath(uadcore.__file__)))
-    paths = [engine] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    given = [(extra or {}).get("PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
+    paths = [engine] + [p for value in given for p in value.split(os.pathsep) if p]
     return {**os.environ, **(extra or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(paths)}
 
 
