@@ -231,7 +231,7 @@ class TrainPanel:
         elif kind == "stopped":
             self.status.setText(f"stopped after epoch {event['epoch']}; resume with: {event['resume']}")
         elif kind == "done":
-            self.progress.setValue(self.progress.maximum())
+            self.progress.setValue(read(self.progress, "maximum"))
             self.status.setText(f"done: {event['epochs']} epochs, {event['removed']} scans removed ({event['removed_unhealthy']} "
                                 f"labelled unhealthy); run in {event['run']}")
             if self.on_finished:
