@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# prepared scans are cached on disk: keep the tests' cache out of the user's home
+_CACHE = tempfile.mkdtemp(prefix="uad-test-cache-")
+os.environ["UAD_CACHE_DIR"] = os.path.join(_CACHE, "prepared")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(_CACHE, ignore_errors=True)
 sys.path.insert(0, os.path.dirname(__file__))  # the `volumes` helpers
 
 

@@ -1,5 +1,6 @@
-"""The training set in memory: every scan read and prepared once, its model inputs
-stacked into one tensor (resident on the GPU when it fits)."""
+"""The training set in memory: every scan read and prepared once (and remembered on
+disk for the next run), its model inputs stacked into one tensor (resident on the
+GPU when it fits)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from uadcore.io import ScanEntry, read_mask, read_scan
 from uadcore.parallel import process_map
 from uadcore.preprocess import Prepared, Preset, resample
+from uadcore.preprocess import cache as disk_cache
 
 
 @dataclass
@@ -39,14 +41,17 @@ class PreparedSet:
 
 
 def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
-    """(entry, preset) -> the scan on the model grid, and its lesion mask there
-    (nearest neighbour) when the entry has one."""
-    entry, preset = job
+    """(entry, preset[, cache root, content key]) -> the scan on the model grid,
+    and its lesion mask there (nearest neighbour) when the entry has one; stored in
+    the disk cache when a root and key are given."""
+    entry, preset, *cached = job
     scan = read_scan(entry.path, need_3d=preset.needs_3d)
     prepared = preset.prepare(scan)
     mask = None
     if entry.mask:
         mask = resample(read_mask(entry.mask, scan).astype(np.float32), scan.grid, prepared.grid, order=0) > 0.5
+    if cached and cached[0] and cached[1]:
+        disk_cache.store(cached[0], cached[1], prepared, mask)
     return prepared, mask
 
 
@@ -57,16 +62,39 @@ _PREPARED_LIMIT = 4096
 
 
 def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True) -> list:
-    """`prepare_scan` of every entry, in parallel and remembered; stops at the
-    first bad file."""
+    """`prepare_scan` of every entry, in parallel and remembered in this process and
+    on disk (`uadcore.preprocess.cache`); stops at the first bad file."""
     keys = [_cache_key(entry, preset) for entry in entries]
     missing = {key: entry for key, entry in zip(keys, entries) if key not in _PREPARED}
-    if missing:
-        results = process_map(prepare_scan, [(entry, preset) for entry in missing.values()], workers, desc="prepare", unit="scan", progress=progress)
-        if len(_PREPARED) + len(results) > _PREPARED_LIMIT:
-            _PREPARED.clear()
-        _PREPARED.update(zip(missing, results))
+    root = disk_cache.cache_root()
+    jobs = {}
+    for key, entry in missing.items():
+        content = _content_key(entry, preset) if root else None
+        hit = disk_cache.load(root, content, preset) if content else None
+        if hit is not None:
+            _remember(key, hit)
+        else:
+            jobs[key] = (entry, preset, root, content)
+    if jobs:
+        results = process_map(prepare_scan, list(jobs.values()), workers, desc="prepare", unit="scan", progress=progress)
+        for key, result in zip(jobs, results):
+            _remember(key, result)
     return [_PREPARED[key] for key in keys]
+
+
+def _remember(key, result) -> None:
+    if len(_PREPARED) >= _PREPARED_LIMIT:
+        _PREPARED.clear()
+    _PREPARED[key] = result
+
+
+def _content_key(entry: ScanEntry, preset: Preset) -> str | None:
+    """The disk-cache key, or None when a file cannot be read (preparing it will
+    then report the problem)."""
+    try:
+        return disk_cache.content_key([entry.path, entry.mask], preset.to_dict())
+    except OSError:
+        return None
 
 
 def _cache_key(entry: ScanEntry, preset: Preset) -> tuple:

@@ -1,0 +1,60 @@
+"""The on-disk cache of prepared scans: a second run reads them back memory-mapped
+and identical; a changed file or another preset is a miss; it can be turned off."""
+
+import os
+
+import numpy as np
+
+from uadcore.io import ScanEntry, read_manifest
+from uadcore.preprocess import make_preset
+from uadcore.train import data
+
+
+def entries_in(root):
+    return sorted(name for part in os.listdir(root) for name in os.listdir(os.path.join(root, part))) if os.path.isdir(root) else []
+
+
+def prepare_fresh(entries, preset):
+    data._PREPARED.clear()  # a new process: only the disk cache remains
+    return data.prepare_scans(entries, preset, workers=1, progress=False)
+
+
+def test_a_second_run_reads_identical_prepared_scans_from_disk(tmp_path, monkeypatch, cohort):
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    entries = [e for e in read_manifest(cohort) if e.mask][:2]
+    preset = make_preset("brain3d-behrendt")
+    first = prepare_fresh(entries, preset)
+    assert len(entries_in(tmp_path / "cache")) == 2
+    again = prepare_fresh(entries, preset)
+    for (a, mask_a), (b, mask_b) in zip(first, again):
+        assert not isinstance(a.image, np.memmap) and isinstance(b.image, np.memmap)  # computed, then read back
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.region, b.region)
+        np.testing.assert_array_equal(mask_a, mask_b)
+        np.testing.assert_allclose(a.grid.affine, b.grid.affine)
+        assert a.scan_grid.shape == b.scan_grid.shape
+        np.testing.assert_array_equal(a.to_scan(a.image), b.to_scan(b.image))
+
+
+def test_a_changed_file_or_another_preset_is_a_miss(tmp_path, monkeypatch, cohort):
+    import shutil
+
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    source = read_manifest(cohort)[0].path
+    copy = tmp_path / "scan.nii.gz"
+    shutil.copy(source, copy)
+    entry = [ScanEntry(str(copy))]
+    prepare_fresh(entry, make_preset("brain3d-behrendt"))
+    prepare_fresh(entry, make_preset("brain2d-slices"))
+    assert len(entries_in(tmp_path / "cache")) == 2
+    other = read_manifest(cohort)[1].path
+    shutil.copy(other, copy)  # same path, new content
+    (changed, _), = prepare_fresh(entry, make_preset("brain3d-behrendt"))
+    assert not isinstance(changed.image, np.memmap) and len(entries_in(tmp_path / "cache")) == 3
+
+
+def test_the_cache_can_be_turned_off(tmp_path, monkeypatch, cohort):
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("UAD_CACHE", "off")
+    prepare_fresh(read_manifest(cohort)[:1], make_preset("brain3d-behrendt"))
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,294 @@
+"""Speed against plain baselines measured in the same run, memory and scale.
+
+    python -m benchmarks.run --out DIR [--quick]
+
+1. training epochs of AE3D (per-sample losses, outlier removal every 5 epochs) vs a
+   tutorial-style MONAI dictionary pipeline that loads and preprocesses every scan
+   from disk each epoch, float32, channels-first, with a separate evaluation pass
+   every 5 epochs for the per-sample losses;
+2. the anomaly map of one scan end to end (read, preprocess, model, map, back to
+   the scan's grid, write) for rec, kl-grad and combi of the 2D VAE, vs the same
+   computed one slice at a time as the published code does;
+3. scoring a folder of scans: parallel reading and batches vs one scan at a time;
+4. peak memory (RSS, and GPU memory on CUDA) of training with N cached scans;
+5. epoch time against N (linear?) and scoring time against scan size.
+
+Writes DIR/results.json and DIR/results.md; every row says what it compares.
+Models are the small configurations; their weights do not matter for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from benchmarks.machine import machine_info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # MONAI's deprecation notices in the baseline
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    os.environ["UAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="uad-bench-cache-")  # cold cache: preparation is measured
+    sizes = {"train_scans": 8, "epochs": 5, "folder": 12, "scale": [8, 16]} if args.quick else \
+        {"train_scans": 32, "epochs": 5, "folder": 200, "scale": [100, 200, 400]}
+
+    from uadcore.io import read_manifest
+    from uadcore.synth import synthesize_cohort
+
+    cohort = os.path.join(out, "cohort")
+    largest = max(sizes["folder"], max(sizes["scale"]))
+    manifest = os.path.join(cohort, "manifest.csv")
+    if not os.path.exists(manifest):
+        synthesize_cohort(cohort, healthy=largest, unhealthy=0, seed=1)
+    paths = [e.path for e in read_manifest(manifest)]
+
+    results = {"machine": machine_info(), "sizes": sizes, "rows": []}
+    rows = results["rows"]
+    rows += bench_training(paths[: sizes["train_scans"]], sizes["epochs"], out, args.device)
+    rows += bench_maps(paths[:6], out, args.device)
+    rows += bench_folder(paths[: sizes["folder"]], out, args.device)
+    results["memory_and_scale"] = bench_scale(paths, sizes["scale"], out, args.device)
+    results["scan_size"] = bench_scan_size(out, args.device)
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+    table = render(results)
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(table)
+    print(table)
+
+
+# ---- 1. training ----------------------------------------------------------------
+def bench_training(paths, epochs, out, device):
+    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.models import MODELS
+    from uadcore.train import Events, TrainConfig, train
+
+    manifest = write_manifest([ScanEntry(p) for p in paths], os.path.join(out, "train.csv"))
+    config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": epochs,
+                                    "batch_size": 8, "reinit_at": [], "val_fraction": 0.0, "outlier_every": 5, "device": device,
+                                    "checkpoint_every": 1000})
+    run = tempfile.mkdtemp(prefix="run-", dir=out)
+    started = time.perf_counter()
+    train(config, os.path.join(run, "ours"), events=Events(progress=False))
+    ours = time.perf_counter() - started  # includes reading and preparing every scan once
+
+    started = time.perf_counter()
+    monai_baseline(paths, epochs, device)
+    baseline = time.perf_counter() - started
+    n = len(paths) * epochs
+    return [{"benchmark": "training", "what": f"AE3D small, {len(paths)} scans x {epochs} epochs, removal every 5, incl. preparing",
+             "ours": f"{n / ours:.2f} scans/s", "baseline": f"{n / baseline:.2f} scans/s", "speedup": baseline / ours,
+             "ours_s": ours, "baseline_s": baseline}]
+
+
+def monai_baseline(paths, epochs, device_name):
+    """The tutorial way: a MONAI dictionary pipeline reading every scan each epoch
+    (DataLoader defaults: no worker processes), float32, and a separate pass over
+    the data every 5 epochs for per-sample losses."""
+    import monai
+    from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd,
+                                  ResizeWithPadOrCropd, ScaleIntensityRangePercentilesd, Spacingd)
+
+    from uadcore.device import pick_device
+    from uadcore.models import AE3D, MODELS
+
+    device = pick_device(device_name)
+    transform = Compose([
+        LoadImaged(keys="image", image_only=True), EnsureChannelFirstd(keys="image"), Orientationd(keys="image", axcodes="RAS"),
+        Spacingd(keys="image", pixdim=(2.5, 2.5, 2.5)), CropForegroundd(keys="image", source_key="image"),
+        ResizeWithPadOrCropd(keys="image", spatial_size=(64, 77, 66)),
+        ScaleIntensityRangePercentilesd(keys="image", lower=0, upper=99.5, b_min=0.0, b_max=1.0, clip=True),
+    ])
+    data = [{"image": p, "index": i} for i, p in enumerate(paths)]
+    kept = set(range(len(paths)))
+    model = AE3D((64, 77, 66), **MODELS["ae3d"]["small"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(1, epochs + 1):
+        loader = monai.data.DataLoader(monai.data.Dataset([d for d in data if d["index"] in kept], transform), batch_size=8, shuffle=True)
+        model.train()
+        for batch in loader:
+            x = batch["image"].to(device).float()
+            loss = (model(x) - x).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if epoch % 5 == 0:  # the evaluation pass for per-sample losses
+            model.eval()
+            losses = {}
+            with torch.no_grad():
+                for batch in monai.data.DataLoader(monai.data.Dataset([d for d in data if d["index"] in kept], transform), batch_size=8):
+                    x = batch["image"].to(device).float()
+                    for index, value in zip(batch["index"].tolist(), (model(x) - x).abs().flatten(1).mean(1).tolist()):
+                        losses[index] = value
+            mean = np.mean(list(losses.values()))
+            kept = {i for i, v in losses.items() if v <= 1.4 * mean}
+
+
+# ---- 2. one scan's map ----------------------------------------------------------------
+def bench_maps(paths, out, device):
+    from uadcore.io import ScanEntry, read_scan, write_manifest, write_nifti
+    from uadcore.models import MODELS
+    from uadcore.score.maps import anomaly_maps
+    from uadcore.score.scorer import Scorer
+    from uadcore.train import Events, TrainConfig, train
+
+    manifest = write_manifest([ScanEntry(p) for p in paths[:2]], os.path.join(out, "vae.csv"))
+    run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), "vae2d")
+    train(TrainConfig.from_dict({"data": manifest, "model": "vae2d", "model_params": MODELS["vae2d"]["small"], "epochs": 1,
+                                 "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
+    scorer = Scorer(run, device=device, batch_size=64)
+    model = scorer._network((64, 64))
+    target = os.path.join(out, "map.nii.gz")
+    rows = []
+    for kind in ("rec", "kl-grad", "combi"):
+        def ours(path):
+            result = scorer.score(path, kind)
+            write_nifti(result.scan_map(), result.prepared.scan_grid, target)
+
+        def one_slice_at_a_time(path):
+            scan = read_scan(path)
+            prepared = scorer.preset.prepare(scan)
+            items = torch.from_numpy(prepared.inputs())
+            maps = [anomaly_maps(model, items[i : i + 1].to(scorer.device), kind).cpu() for i in range(len(items))]
+            volume = prepared.assemble(torch.cat(maps).numpy()) * prepared.region
+            write_nifti(prepared.to_scan(volume), scan.grid, target)
+
+        ours(paths[2])  # warm up both once
+        one_slice_at_a_time(paths[2])
+        mine, theirs = _timed(ours, paths[2:]), _timed(one_slice_at_a_time, paths[2:])
+        rows.append({"benchmark": f"map {kind}", "what": "vae2d small, read to written map, per scan",
+                     "ours": f"{1000 * mine:.0f} ms/scan", "baseline": f"{1000 * theirs:.0f} ms/scan", "speedup": theirs / mine,
+                     "ours_s": mine, "baseline_s": theirs})
+    return rows
+
+
+def _timed(function, paths) -> float:
+    started = time.perf_counter()
+    for path in paths:
+        function(path)
+    return (time.perf_counter() - started) / len(paths)
+
+
+# ---- 3. a folder --------------------------------------------------------------------
+def bench_folder(paths, out, device):
+    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.models import MODELS
+    from uadcore.score.scorer import Scorer
+    from uadcore.train import Events, TrainConfig, train
+    from uadcore.train.data import _PREPARED, prepare_scans
+
+    manifest = write_manifest([ScanEntry(p) for p in paths[:2]], os.path.join(out, "ae.csv"))
+    run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), "ae3d")
+    train(TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": 1,
+                                 "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
+    scorer = Scorer(run, device=device, batch_size=8)
+    os.environ["UAD_CACHE"] = "off"  # both read and prepare every scan
+    _PREPARED.clear()
+    started = time.perf_counter()
+    entries = [ScanEntry(p) for p in paths]
+    prepared = prepare_scans(entries, scorer.preset, progress=False)
+    scorer.score_prepared([p for p, _ in prepared], paths)
+    ours = time.perf_counter() - started
+    _PREPARED.clear()
+    started = time.perf_counter()
+    for path in paths:
+        scorer.score(path)
+    baseline = time.perf_counter() - started
+    os.environ.pop("UAD_CACHE")
+    return [{"benchmark": "scoring a folder", "what": f"ae3d small, {len(paths)} scans, parallel reading + batches",
+             "ours": f"{len(paths) / ours:.2f} scans/s", "baseline": f"{len(paths) / baseline:.2f} scans/s",
+             "speedup": baseline / ours, "ours_s": ours, "baseline_s": baseline}]
+
+
+# ---- 4 and 5. memory and scale ------------------------------------------------------
+SCALE_CHILD = r"""
+import json, os, resource, sys, time, torch
+from uadcore.models import MODELS
+from uadcore.train import Events, TrainConfig, train
+manifest, run, device = sys.argv[1:4]
+config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": 2,
+                                "batch_size": 8, "reinit_at": [], "val_fraction": 0.0, "device": device, "checkpoint_every": 1000})
+train(config, run, events=Events(progress=False))
+history = [json.loads(json.dumps(r)) for r in __import__("csv").DictReader(open(os.path.join(run, "history.csv")))]
+peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+print(json.dumps({"epoch_seconds": float(history[-1]["seconds"]), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_gpu_mb": peak_gpu}))
+"""
+
+
+def bench_scale(paths, counts, out, device):
+    """Per N: a fresh process trains 2 epochs on N cached scans; the second epoch's
+    time and the process's peak RSS (the scans are prepared beforehand, so the
+    cache is warm and the preparation's workers are not counted)."""
+    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.preprocess import make_preset
+    from uadcore.train.data import prepare_scans
+
+    prepare_scans([ScanEntry(p) for p in paths[: max(counts)]], make_preset("brain3d-behrendt"), progress=False)
+    rows = []
+    for n in counts:
+        manifest = write_manifest([ScanEntry(p) for p in paths[:n]], os.path.join(out, f"scale-{n}.csv"))
+        run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), f"n{n}")
+        done = subprocess.run([sys.executable, "-c", SCALE_CHILD, manifest, run, device], capture_output=True, text=True, env=os.environ)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        rows.append({"scans": n, **json.loads(done.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def bench_scan_size(out, device):
+    """Scoring (read, prepare, model, map back, write) against the scan's voxel count."""
+    from uadcore.io import Grid, write_nifti
+    from uadcore.score.scorer import Scorer
+
+    run = [os.path.join(root, name) for root, names, _ in os.walk(out) for name in names if name == "ae3d"][0]
+    scorer = Scorer(run, device=device)
+    rows = []
+    for side in (96, 160, 256):
+        spacing = 200.0 / side
+        grid = Grid.centred((0.0, 0.0, 0.0), (spacing,) * 3, (side,) * 3)
+        world = grid.index_to_world(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
+        brain = (np.sum((world / np.array([65.0, 80.0, 60.0])) ** 2, axis=-1) <= 1.0).astype(np.float32) * 500.0
+        path = write_nifti(brain, grid, os.path.join(out, f"size-{side}.nii.gz"))
+        scorer.score(path)  # warm
+        started = time.perf_counter()
+        result = scorer.score(path)
+        write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.join(out, f"size-{side}-map.nii.gz"))
+        rows.append({"voxels": side**3, "side": side, "seconds": time.perf_counter() - started})
+    return rows
+
+
+def render(results) -> str:
+    machine = results["machine"]
+    lines = [f"{machine['date']}, {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, torch {machine.get('torch')}, "
+             f"GPU: {machine.get('gpu') or 'none'}", "",
+             "| benchmark | what | ours | baseline (same run) | speed-up |", "|---|---|---:|---:|---:|"]
+    for row in results["rows"]:
+        lines.append(f"| {row['benchmark']} | {row['what']} | {row['ours']} | {row['baseline']} | {row['speedup']:.1f}x |")
+    lines += ["", "| cached scans N | epoch seconds | seconds per scan | peak RSS (MB) | peak GPU memory (MB) |", "|---:|---:|---:|---:|---:|"]
+    for row in results["memory_and_scale"]:
+        gpu = "-" if row["peak_gpu_mb"] is None else f"{row['peak_gpu_mb']:.0f}"
+        lines.append(f"| {row['scans']} | {row['epoch_seconds']:.1f} | {row['epoch_seconds'] / row['scans']:.3f} | {row['peak_rss_mb']:.0f} | {gpu} |")
+    lines += ["", "| scan voxels | scoring seconds (read to written map) |", "|---:|---:|"]
+    for row in results["scan_size"]:
+        lines.append(f"| {row['side']}^3 = {row['voxels']:,} | {row['seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
