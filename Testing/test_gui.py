@@ -152,3 +152,19 @@ def test_a_failing_job_says_why(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: train.job.finished and train.start.isEnabled(), timeout=TIMEOUT_MS)
     assert train.job.returncode == 2
     assert "missing" in train.job.error_message() and train.status.text().startswith("failed")
+
+
+def test_slice_views_scroll_and_show_the_scan(window, qtbot, cohort):
+    from uadcore.io import read_manifest
+
+    node = window.load_volume(read_manifest(cohort)[0].path)
+    assert window.maps.volume.currentText() == node.GetName()
+    axial = window.views[0]
+    assert axial.slider.maximum() > 20  # one step per slice of the scan
+    middle = axial.rgb()
+    assert middle.shape == (280, 280, 3) and middle.max() > 50  # the brain, in grey
+    offset = axial.logic.GetSliceOffset()
+    axial.slider.setValue(axial.slider.maximum() - 2)
+    assert axial.logic.GetSliceOffset() > offset + 20  # mm towards the top of the head
+    assert not (axial.rgb() == middle).all()
+    assert window.legend.high.text() == ""  # no overlay yet, no legend values
