@@ -148,19 +148,27 @@ def monai_baseline(paths, epochs, device_name):
             kept = {i for i, v in losses.items() if v <= 1.4 * mean}
 
 
+def one_epoch_run(model, paths, out, device) -> str:
+    """A run of the small ``model`` trained one epoch (speed does not need good weights)."""
+    from uadcore.io import ScanEntry, write_manifest
+    from uadcore.models import MODELS
+    from uadcore.train import Events, TrainConfig, train
+
+    manifest = write_manifest([ScanEntry(p) for p in paths], os.path.join(out, f"{model}.csv"))
+    run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), model)
+    train(TrainConfig.from_dict({"data": manifest, "model": model, "model_params": MODELS[model]["small"], "epochs": 1,
+                                 "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
+    return run
+
+
 # ---- 2. one scan's map ----------------------------------------------------------------
 def bench_maps(paths, out, device):
-    from uadcore.io import ScanEntry, read_scan, write_manifest, write_nifti
+    from uadcore.io import read_scan, write_nifti
     from uadcore.models import MODELS, make_model
     from uadcore.score.maps import anomaly_maps
     from uadcore.score.scorer import Scorer
-    from uadcore.train import Events, TrainConfig, train
 
-    manifest = write_manifest([ScanEntry(p) for p in paths[:2]], os.path.join(out, "vae.csv"))
-    run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), "vae2d")
-    train(TrainConfig.from_dict({"data": manifest, "model": "vae2d", "model_params": MODELS["vae2d"]["small"], "epochs": 1,
-                                 "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
-    scorer = Scorer(run, device=device, batch_size=64)
+    scorer = Scorer(one_epoch_run("vae2d", paths[:2], out, device), device=device, batch_size=64)
     model = scorer._network((64, 64))
     target = os.path.join(out, "map.nii.gz")
     rows = []
@@ -211,17 +219,11 @@ def _timed(function, paths) -> float:
 
 # ---- 3. a folder --------------------------------------------------------------------
 def bench_folder(paths, out, device):
-    from uadcore.io import ScanEntry, write_manifest
-    from uadcore.models import MODELS
+    from uadcore.io import ScanEntry
     from uadcore.score.scorer import Scorer
-    from uadcore.train import Events, TrainConfig, train
     from uadcore.train.data import _PREPARED, prepare_scans
 
-    manifest = write_manifest([ScanEntry(p) for p in paths[:2]], os.path.join(out, "ae.csv"))
-    run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), "ae3d")
-    train(TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": 1,
-                                 "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
-    scorer = Scorer(run, device=device, batch_size=8)
+    scorer = Scorer(one_epoch_run("ae3d", paths[:2], out, device), device=device, batch_size=8)
     os.environ["UAD_CACHE"] = "off"  # both read and prepare every scan
     _PREPARED.clear()
     started = time.perf_counter()

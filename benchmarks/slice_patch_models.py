@@ -16,12 +16,12 @@ import json
 import os
 import time
 
+from benchmarks.cohorts import train_and_test
 from benchmarks.machine import machine_info
 from uadcore.evaluate.run import evaluate
-from uadcore.io import read_manifest, write_manifest
+from uadcore.io import read_manifest
 from uadcore.models import MODELS
 from uadcore.score.scorer import Scorer
-from uadcore.synth import synthesize_cohort
 from uadcore.train import Events, TrainConfig, train
 
 KEYS = ("sample_auroc", "sample_ap", "unit_auroc", "unit_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice")
@@ -37,10 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     out = os.path.abspath(args.out)
-    entries = read_manifest(synthesize_cohort(os.path.join(out, "cohort"), healthy=args.healthy_train + 16, unhealthy=24, seed=0))
-    healthy = [e for e in entries if e.label == "healthy"]
-    train_manifest = write_manifest(healthy[: args.healthy_train], os.path.join(out, "train.csv"))
-    test_manifest = write_manifest(healthy[args.healthy_train :] + [e for e in entries if e.label == "unhealthy"], os.path.join(out, "test.csv"))
+    train_manifest, test_manifest = train_and_test(out, args.healthy_train)
 
     plans = {
         "mae2d": {"epochs": args.mae_epochs, "classifier_epochs": args.classifier_epochs, "batch_size": 64},
