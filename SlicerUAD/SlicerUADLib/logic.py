@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from SlicerUADLib.jobs import Job
 from SlicerUADLib.overlay import add_map_volume, show_map
 from SlicerUADLib.scene import scan_from_node
+from uadcore.models import MODELS as _MODELS
 
-MODELS = ("ae3d", "vae2d", "vae3d", "mae2d", "patchae2d")
-MAP_KINDS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi", "classifier", "ssim", "patch-rmse")
+# what the panels offer: the engine's registry (models, and every map kind of any model)
+MODELS = tuple(_MODELS)
+MAP_KINDS = tuple(dict.fromkeys(kind for entry in _MODELS.values() for kind in entry["maps"]))
 
 
 @dataclass

@@ -212,7 +212,6 @@ class TrainPanel:
     def handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "start":
-            self.run_dir = event["run"]
             self.progress.setRange(0, int(event["epochs"]))
             self.progress.setValue(int(event["first_epoch"]) - 1)
             self.status.setText(f"training {event['model']} on {event['scans']} scans ({event['device']})")
