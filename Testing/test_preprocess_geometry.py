@@ -160,3 +160,23 @@ def test_unknown_preset_option_is_refused():
 
     with pytest.raises(UADError, match="unknown option"):
         make_preset("brain3d-behrendt", size=3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_axis_aligned_fast_path_equals_general_trilinear_sampling(seed):
+    from scipy import ndimage
+
+    from uadcore.preprocess.resample import _separable_linear
+
+    rng = np.random.default_rng(seed)
+    array = rng.random((17, 11, 13)).astype(np.float32)
+    permutation = rng.permutation(3)
+    linear = np.zeros((3, 3))
+    linear[permutation, np.arange(3)] = rng.choice([-1, 1], 3) * rng.uniform(0.3, 2.5, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = linear, rng.uniform(-4, 16, 3)
+    shape = tuple(int(n) for n in rng.integers(5, 20, 3))
+    fill = float(rng.choice([0.0, -2.0]))
+    expected = ndimage.affine_transform(array, linear, offset=matrix[:3, 3], output_shape=shape, order=1,
+                                        mode="grid-constant", cval=fill, prefilter=False)
+    np.testing.assert_allclose(_separable_linear(array, matrix, shape, fill), expected, atol=2e-5)
