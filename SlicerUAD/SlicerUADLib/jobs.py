@@ -36,7 +36,6 @@ class Job:
         self.command = [python or sys.executable, "-m", module, *args]
         self.events: queue.Queue = queue.Queue()
         self.stderr_tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
-        self.stdout_other: collections.deque = collections.deque(maxlen=STDERR_TAIL)  # non-JSON stdout lines
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
             cwd=cwd, env=_job_environment(env), **_own_process_group(),
@@ -111,8 +110,7 @@ class Job:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                self.stdout_other.append(line)
+            except json.JSONDecodeError:  # not an event (a stray print): the stderr tail tells what went wrong
                 continue
             self.events.put(record if isinstance(record, dict) else {"event": "output", "value": record})
         self.process.stdout.close()
