@@ -14,7 +14,8 @@ import torch
 from uadcore.errors import UADError
 from uadcore.train import TrainConfig, train
 from uadcore.train.checkpoint import load_checkpoint
-from uadcore.train.outliers import find_outliers, scan_losses
+from uadcore.score.sample import mean_per_scan
+from uadcore.train.outliers import find_outliers
 
 TINY = {"channels": [2, 4, 8, 16], "latent": 16}
 
@@ -46,7 +47,7 @@ def test_outliers_are_the_losses_above_gamma_times_the_mean():
 
 
 def test_scan_loss_is_the_mean_over_its_items():
-    losses = scan_losses(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 1]), 3)
+    losses = mean_per_scan(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 1]), 3)
     assert losses[:2].tolist() == [2.0, 5.0] and torch.isnan(losses[2])
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uadcore.models.vae import VAE, kl_divergence
-from uadcore.score.maps import GRADIENT_KINDS, anomaly_maps, batched_maps, smooth
+from uadcore.score.maps import GRADIENT_KINDS, anomaly_maps, batched_maps, map_outputs, smooth
 
 
 def tiny_vae(dims=2):
@@ -50,6 +50,23 @@ def test_a_maps_value_does_not_depend_on_its_batch(kind):
     for batch_size in (1, 2, 5):
         together = batched_maps(model, items, torch.device("cpu"), kind, batch_size=batch_size)
         torch.testing.assert_close(together[2:3], alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rec", *GRADIENT_KINDS])
+def test_one_forward_pass_gives_the_map_and_every_sample_term(kind):
+    model, shape = tiny_vae(2)
+    x = torch.rand(3, 1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    outputs = map_outputs(model, x, kind)
+    assert len(calls) == 1
+    with torch.no_grad():
+        rec_term, kl, reconstruction = model.terms(x, sample=False)
+    torch.testing.assert_close(outputs["rec"], (reconstruction - x).abs().float())
+    torch.testing.assert_close(outputs["kl"], kl.float())
+    torch.testing.assert_close(outputs["elbo"], (rec_term.flatten(1).sum(1) + kl).float())
+    if kind != "rec":  # the same map as a pass of its own
+        torch.testing.assert_close(outputs[kind], anomaly_maps(model, x, kind))
 
 
 def test_the_reference_mode_does_depend_on_the_batch():
@@ -94,6 +111,9 @@ def test_vae2d_trains_with_outlier_removal_and_scores_every_kind(tmp_path, cohor
         assert read_scan(str(out)).grid.matches(read_scan(entries[0].path).grid)
         scores = payload["sample_scores"]
         assert set(scores) == {"rec", "kl", "elbo"} and scores["elbo"] > scores["kl"] >= 0
+        if kind == "rec":
+            first = scores
+        assert scores == pytest.approx(first, rel=1e-5)  # the same sample scores, whichever map's pass gave them
 
 
 @pytest.mark.slow

@@ -35,23 +35,41 @@ SMOOTH_SIZE, SMOOTH_SIGMA = 7, 3.0
 
 def anomaly_maps(model, x: torch.Tensor, kind: str, reference: bool = False) -> torch.Tensor:
     """The ``kind`` map of every image of the batch x (B, C, ...)."""
+    return map_outputs(model, x, kind, reference)[kind]
+
+
+def map_outputs(model, x: torch.Tensor, kind: str, reference: bool = False) -> dict:
+    """The ``kind`` map of the batch x (B, C, ...) and, from the same forward pass,
+    what the sample scores need, so scoring a scan runs the model once.
+
+    Returns {kind: map (B, C, ...), "rec": |x - x_hat| (B, C, ...)} and, for a VAE,
+    "kl" and "elbo" (B,): the KL term and the negative ELBO (reconstruction term
+    summed over voxels + KL, constants dropped), z = mu.
+    """
     model.eval()
-    if kind == "rec":
-        with torch.no_grad():
-            return (model.reconstruct(x).float() - x.float()).abs()
-    if kind not in GRADIENT_KINDS:
+    if kind != "rec" and kind not in GRADIENT_KINDS:
         raise ValueError(f"unknown map kind {kind}")
-    with torch.enable_grad():
-        x = (x.detach() if x.is_floating_point() else x.float()).clone().requires_grad_(True)
-        rec_term, kl, _ = model.terms(x, sample=False)
-        per_image = {"kl-grad": kl, "combi": kl, "rec-grad": rec_term.flatten(1).sum(1), "elbo-grad": rec_term.flatten(1).sum(1) + kl}[kind]
+    if not hasattr(model, "terms"):  # a plain autoencoder: its one map is the reconstruction error
+        if kind != "rec":
+            raise ValueError(f"map kind {kind} needs a VAE")
+        with torch.no_grad():
+            return {"rec": (model.reconstruct(x).float() - x.float()).abs()}
+    gradient = kind in GRADIENT_KINDS
+    with torch.enable_grad() if gradient else torch.no_grad():
+        x = (x.detach() if x.is_floating_point() else x.float()).clone().requires_grad_(gradient)
+        rec_term, kl, reconstruction = model.terms(x, sample=False)
+        rec_sum = rec_term.flatten(1).float().sum(1)
+        outputs = {"rec": (reconstruction.detach().float() - x.detach().float()).abs(),
+                   "kl": kl.detach().float(), "elbo": (rec_sum + kl.float()).detach()}
+        if not gradient:
+            return outputs
+        per_image = {"kl-grad": kl, "combi": kl, "rec-grad": rec_sum, "elbo-grad": rec_sum + kl}[kind]
         total = per_image.mean() if reference else per_image.sum()
-        gradient = torch.autograd.grad(total, x)[0].abs()
+        grad = torch.autograd.grad(total, x)[0].abs()
     if reference or kind == "combi":
-        gradient = smooth(gradient)
-    if kind != "combi":
-        return gradient.detach()
-    return (_minmax(gradient, over_batch=reference) * rec_term).detach()
+        grad = smooth(grad)
+    outputs[kind] = grad.detach() if kind != "combi" else (_minmax(grad, over_batch=reference) * rec_term).detach()
+    return outputs
 
 
 def smooth(maps: torch.Tensor, size: int = SMOOTH_SIZE, sigma: float = SMOOTH_SIGMA) -> torch.Tensor:
@@ -90,12 +108,22 @@ def batched_maps(model, items: torch.Tensor, device, kind: str = "rec", batch_si
     items: (M, C, ...) on any device. Returns (M, C, ...) float32 on the CPU. Except
     with ``reference``, an item's map does not depend on the batching.
     """
-    maps = []
+    return batched_map_outputs(model, items, device, kind, batch_size, amp_dtype, reference)[kind]
+
+
+def batched_map_outputs(model, items: torch.Tensor, device, kind: str = "rec", batch_size: int = 8, amp_dtype=None,
+                        reference: bool = False) -> dict:
+    """``map_outputs`` of many items (M, C, ...), ``batch_size`` at a time: each
+    output concatenated over the items, float32 on the CPU."""
+    parts: dict = {}
     for start in range(0, len(items), batch_size):
         x = items[start : start + batch_size].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            maps.append(anomaly_maps(model, x, kind, reference).float().cpu())
-    return torch.cat(maps) if maps else torch.zeros_like(items)
+            for name, value in map_outputs(model, x, kind, reference).items():
+                parts.setdefault(name, []).append(value.float().cpu())
+    if not parts:
+        return {kind: torch.zeros_like(items), "rec": torch.zeros_like(items)}
+    return {name: torch.cat(values) for name, values in parts.items()}
 
 
 @torch.no_grad()
@@ -122,18 +150,3 @@ def batched_item_scores(model, items: torch.Tensor, device, kind: str, batch_siz
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             scores.append(item_scores(model, x, kind).cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
-
-
-@torch.no_grad()
-def vae_sample_terms(model, items: torch.Tensor, device, batch_size: int = 8, amp_dtype=None) -> dict:
-    """The VAE's sample-wise scores of every item (z = mu): ``kl`` and ``elbo``
-    (reconstruction term summed over voxels + KL, constants dropped), each (M,)."""
-    model.eval()
-    kl, elbo = [], []
-    for start in range(0, len(items), batch_size):
-        x = items[start : start + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            rec_term, kl_now, _ = model.terms(x, sample=False)
-        kl.append(kl_now.float().cpu())
-        elbo.append((rec_term.flatten(1).float().sum(1) + kl_now.float()).cpu())
-    return {"kl": torch.cat(kl), "elbo": torch.cat(elbo)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from uadcore.score.maps import ITEM_KINDS, batched_item_scores, batched_maps
+from uadcore.score.maps import ITEM_KINDS, batched_item_scores, batched_map_outputs
 
 
 def mean_inside(maps: torch.Tensor, regions: torch.Tensor, item_scan: torch.Tensor, n_scans: int) -> torch.Tensor:
@@ -30,6 +30,39 @@ def max_per_scan(values: torch.Tensor, item_scan: torch.Tensor, n_scans: int) ->
     return out.scatter_reduce_(0, item_scan, values.double(), reduce="amax")
 
 
+def mean_per_scan(values: torch.Tensor, item_scan: torch.Tensor, n_scans: int) -> torch.Tensor:
+    """Mean of per-item ``values`` (M,) over each scan's items, e.g. training losses:
+    (N,) float64 (NaN for a scan without items)."""
+    total = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, values.double())
+    count = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, torch.ones_like(values, dtype=torch.float64))
+    return total / count
+
+
+def item_outputs(model, items, device, kind: str, batch_size: int = 8, amp_dtype=None, reference: bool = False) -> dict:
+    """One pass of the model over every item: {kind: its maps (M, C, ...) or, for
+    an item kind, its scores (M,)}, plus whatever else that pass gives for free
+    (see `uadcore.score.maps.map_outputs`)."""
+    if kind in ITEM_KINDS:
+        return {kind: batched_item_scores(model, items, device, kind, batch_size, amp_dtype)}
+    return batched_map_outputs(model, items, device, kind, batch_size, amp_dtype, reference)
+
+
+def scan_scores(outputs: dict, regions, item_scan, n_scans: int) -> dict:
+    """The sample score of every scan for each of ``outputs`` (as `item_outputs`
+    gives them): maps -> mean inside the brain; item kinds -> the highest item
+    score; other per-item values (a VAE's kl, elbo) -> their mean over the items.
+    Each (N,) float64."""
+    scores = {}
+    for name, values in outputs.items():
+        if name in ITEM_KINDS:
+            scores[name] = max_per_scan(values, item_scan, n_scans)
+        elif values.dim() > 1:
+            scores[name] = mean_inside(values, regions, item_scan, n_scans)
+        else:
+            scores[name] = mean_per_scan(values, item_scan, n_scans)
+    return scores
+
+
 def score_items(model, items, regions, item_scan, n_scans: int, kind: str, device, batch_size: int = 8,
                 amp_dtype=None, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``kind`` outputs of every item and the sample score of every scan.
@@ -37,8 +70,5 @@ def score_items(model, items, regions, item_scan, n_scans: int, kind: str, devic
     items, regions: (M, C, ...); item_scan: (M,). Returns (outputs, scores): outputs
     are maps (M, C, ...) or, for an item kind, scores (M,); scores are (N,) float64.
     """
-    if kind in ITEM_KINDS:
-        values = batched_item_scores(model, items, device, kind, batch_size, amp_dtype)
-        return values, max_per_scan(values, item_scan, n_scans)
-    maps = batched_maps(model, items, device, kind, batch_size, amp_dtype, reference)
-    return maps, mean_inside(maps, regions, item_scan, n_scans)
+    outputs = {kind: item_outputs(model, items, device, kind, batch_size, amp_dtype, reference)[kind]}
+    return outputs[kind], scan_scores(outputs, regions, item_scan, n_scans)[kind]

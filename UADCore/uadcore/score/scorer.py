@@ -14,11 +14,10 @@ from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.score.maps import ITEM_KINDS, vae_sample_terms
-from uadcore.score.sample import score_items
+from uadcore.score.maps import ITEM_KINDS
+from uadcore.score.sample import item_outputs, scan_scores
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from uadcore.train.data import stack_inputs
-from uadcore.train.outliers import scan_losses
 
 
 @dataclass
@@ -89,17 +88,19 @@ class Scorer:
         network = self._network(items.shape[2:])
 
         def run(name):
-            return score_items(network, items, regions, owners, len(prepared), name, self.device, self.batch_size, self.amp_dtype, self.reference)
+            return item_outputs(network, items, self.device, name, self.batch_size, self.amp_dtype, self.reference)
 
-        outputs, scores = run(kind)
-        # every sample score the model offers, whatever the map
-        per_scan = {name: scores if name == kind else run(name)[1] for name in self.sample_kinds}
-        if hasattr(network, "terms"):
-            for name, values in vae_sample_terms(network, items, self.device, self.batch_size, self.amp_dtype).items():
-                per_scan[name] = scan_losses(values, owners, len(prepared))
+        outputs = run(kind)  # the map pass also gives the reconstruction error (and a VAE's terms)
+        for name in self.sample_kinds:  # every sample score the model offers, whatever the map
+            if name not in outputs:
+                outputs[name] = run(name)[name]
+        per_scan = scan_scores(outputs, regions, owners, len(prepared))
+        scores = per_scan[kind]
+        # the sample scores: the sample kinds and a VAE's terms (kl, elbo), not the mean of a gradient map
+        per_scan = {name: values for name, values in per_scan.items() if name in self.sample_kinds or name not in self.kinds}
         results = []
         for index, (one, path) in enumerate(zip(prepared, paths)):
-            own = outputs[owners == index].numpy()
+            own = outputs[kind][owners == index].numpy()
             model_map = one.assemble(own if kind not in ITEM_KINDS else one.paint(own)) * one.region
             sample_scores = {name: float(values[index]) for name, values in per_scan.items()}
             results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one, sample_scores,

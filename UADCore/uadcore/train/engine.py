@@ -36,13 +36,13 @@ from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
-from uadcore.score.sample import score_items
+from uadcore.score.sample import mean_per_scan, score_items
 from uadcore.train import distributed
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from uadcore.train.config import TrainConfig
 from uadcore.train.data import prepare_set
 from uadcore.train.events import Events
-from uadcore.train.outliers import find_outliers, scan_losses, write_audit
+from uadcore.train.outliers import find_outliers, write_audit
 
 STOP_FILE = "STOP"
 FPR_LEVELS = (0.01, 0.05, 0.1)  # false-positive rates of the stored healthy-data thresholds
@@ -223,7 +223,7 @@ def _train(config, run_dir, stored, events, ranks):
             distributed.sum_across(item_loss, ranks, device)
             distributed.sum_across(item_seen, ranks, device)
             seen = item_seen > 0
-            losses_now = scan_losses(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
+            losses_now = mean_per_scan(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
             epoch_mean = float(losses_now[kept].mean())
             removed_now = []
             if first_stage and config.outlier_removal and epoch % config.outlier_every == 0:

@@ -16,14 +16,6 @@ from uadcore.io.atomic import atomic_path
 AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label")
 
 
-def scan_losses(item_losses: torch.Tensor, item_scan: torch.Tensor, n_scans: int) -> torch.Tensor:
-    """Mean loss of each scan over its items: (M,) -> (N,) (NaN for scans without
-    a loss this epoch)."""
-    total = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, item_losses.double())
-    count = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, torch.ones_like(item_losses, dtype=torch.float64))
-    return total / count
-
-
 def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float, float]:
     """Scans to remove: kept scans whose loss > gamma x mean loss of the kept scans.
 
