@@ -47,6 +47,39 @@ def test_nibabel_reads_what_we_write(tmp_path):
     assert int(image.header["qform_code"]) == 1 and int(image.header["sform_code"]) == 1
 
 
+def test_gzip_on_several_threads_is_one_stream_that_every_reader_reads_whole(tmp_path):
+    import gzip
+    import zlib
+
+    import SimpleITK as sitk
+
+    from uadcore.io.scans import gzip_members
+
+    values = np.random.default_rng(0).random((120, 100, 40), dtype=np.float32)  # 1.9 MB
+    data = nib.Nifti1Image(values, np.eye(4)).to_bytes()
+    compressed = gzip_members(data, workers=3)
+    members, rest = 0, compressed
+    while rest:
+        stream = zlib.decompressobj(31)
+        stream.decompress(rest)
+        members, rest = members + 1, stream.unused_data
+    assert members == 3 and gzip.decompress(compressed) == data
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(compressed)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(path)).dataobj), values)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0), values)  # ITK's zlib
+
+
+def test_a_map_compressed_on_every_core_reads_back_whole(tmp_path):
+    import SimpleITK as sitk
+
+    grid = Grid.from_parts((120, 100, 40), (0, 0, 0), (1.0, 1.2, 2.0))
+    values = np.random.default_rng(0).random(grid.shape, dtype=np.float32)
+    path = write_nifti(values, grid, str(tmp_path / "map.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), values)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)).transpose(2, 1, 0), values)  # ITK's zlib reader
+
+
 def test_a_2d_png_is_a_one_slice_volume(tmp_path):
     import SimpleITK as sitk
 

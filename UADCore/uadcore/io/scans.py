@@ -95,7 +95,8 @@ def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
     """Write ``array`` (shape grid.shape) as NIfTI on ``grid``, atomically.
 
     Both qform and sform carry the affine, so nibabel, ITK and 3D Slicer all read
-    the same geometry back.
+    the same geometry back. A ``.nii.gz`` is compressed on every core (see
+    `gzip_members`).
     """
     import nibabel as nib
 
@@ -109,8 +110,41 @@ def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
     image.set_sform(grid.affine, code=1)
     path = os.fspath(path)
     with atomic_path(path) as temporary:
-        nib.save(image, temporary)
+        if path.lower().endswith(".gz"):
+            with open(temporary, "wb") as handle:
+                handle.write(gzip_members(image.to_bytes()))
+        else:
+            nib.save(image, temporary)
     return path
+
+
+def gzip_members(data: bytes, level: int = 1, workers: int | None = None) -> bytes:
+    """``data`` gzip-compressed on ``workers`` threads (default: one per core), each
+    compressing one consecutive piece into a gzip member of its own, like pigz
+    (zlib releases the GIL). Pieces are at least 256 KiB.
+
+    A file of several members is one valid gzip stream (RFC 1952): gzip, zlib's
+    gzread (ITK, 3D Slicer, FSL) and Python's gzip module (nibabel) read it whole.
+    Level 1 with zlib's run-length strategy: a map is zeros outside the brain and
+    float noise inside, where longer matches are rare; on such maps it is twice as
+    fast as level 1's default strategy and no larger.
+    """
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, workers or os.cpu_count() or 1)
+    piece = max(1 << 18, -(-len(data) // workers))
+    view = memoryview(data)
+
+    def member(start: int) -> bytes:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31, 8, zlib.Z_RLE)  # wbits 31: gzip header and trailer
+        return compressor.compress(view[start : start + piece]) + compressor.flush()
+
+    starts = range(0, max(len(data), 1), piece)
+    if len(starts) == 1:
+        return member(0)
+    with ThreadPoolExecutor(len(starts)) as pool:
+        return b"".join(pool.map(member, starts))
 
 
 # ---- readers -----------------------------------------------------------------
