@@ -180,3 +180,69 @@ def test_the_axis_aligned_fast_path_equals_general_trilinear_sampling(seed):
     expected = ndimage.affine_transform(array, linear, offset=matrix[:3, 3], output_shape=shape, order=1,
                                         mode="grid-constant", cval=fill, prefilter=False)
     np.testing.assert_allclose(_separable_linear(array, matrix, shape, fill), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("order", [0, 1])
+def test_resampling_only_near_the_source_equals_sampling_everywhere(seed, order):
+    """A small source (a map on a brain's box) onto a large target (the scan):
+    sampling only the target voxels near the source changes no value."""
+    from scipy import ndimage
+
+    from uadcore.io import Grid
+    from uadcore.preprocess import resample
+
+    rng = np.random.default_rng(seed)
+    array = rng.random((9, 7, 8)).astype(np.float32)
+    rotation = np.linalg.qr(rng.standard_normal((3, 3)))[0] if seed % 2 else np.eye(3)[rng.permutation(3)]
+    source = Grid.from_parts(array.shape, rng.uniform(-5, 5, 3), rng.uniform(1.5, 3.0, 3), rotation)
+    target = Grid.from_parts((40, 36, 30), (-30, -30, -25), (1.6, 1.7, 1.8))
+    fill = float(rng.choice([0.0, -1.0]))
+    matrix = np.linalg.inv(source.affine) @ target.affine
+    expected = ndimage.affine_transform(array, matrix[:3, :3], offset=matrix[:3, 3], output_shape=target.shape, order=order,
+                                        mode="grid-constant", cval=fill, prefilter=False)
+    result = resample(array, source, target, order=order, fill=fill, antialias=False)
+    assert (result != fill).sum() < 0.2 * result.size  # the source covers a small part of the target
+    np.testing.assert_allclose(result, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blurring_only_the_reachable_source_equals_blurring_it_all(seed):
+    """A fine scan with air around the brain onto a coarser, smaller model grid: the
+    antialiasing blur of only the part the grid reaches gives the same values."""
+    from scipy import ndimage
+
+    from uadcore.io import Grid
+    from uadcore.preprocess import resample
+
+    rng = np.random.default_rng(seed)
+    source = Grid.from_parts((120, 56, 40), (-30, -28, -40), (0.5, 1.0, 2.0))  # blur sigma 2 voxels along i
+    array = rng.random(source.shape).astype(np.float32)
+    rotation = np.linalg.qr(rng.standard_normal((3, 3)))[0] if seed % 2 else np.eye(3)
+    target = Grid.from_parts((9, 10, 8), rng.uniform(-12, -6, 3), (2.5, 2.5, 2.5), rotation)
+    sigma = np.maximum(2.5 / source.spacing - 1.0, 0.0) / 2.0
+    matrix = np.linalg.inv(source.affine) @ target.affine
+    expected = ndimage.affine_transform(ndimage.gaussian_filter(array, sigma, mode="nearest"), matrix[:3, :3], offset=matrix[:3, 3],
+                                        output_shape=target.shape, order=1, mode="grid-constant", cval=0.0, prefilter=False)
+    np.testing.assert_allclose(resample(array, source, target), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rotated_grids_sample_as_general_trilinear_sampling(seed):
+    """ITK's resampler on rotated grids gives scipy's values, also for a one-slice source."""
+    from scipy import ndimage
+
+    from uadcore.preprocess.resample import _itk_linear
+
+    rng = np.random.default_rng(seed)
+    array = rng.random((17, 11, 1 if seed == 0 else 13)).astype(np.float32)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.linalg.qr(rng.standard_normal((3, 3)))[0] * rng.uniform(0.5, 2.0, 3)
+    shape = tuple(int(n) for n in rng.integers(5, 20, 3))
+    # centre on centre, then moved by up to a few voxels: partly outside the source
+    matrix[:3, 3] = (np.array(array.shape) - 1) / 2 - matrix[:3, :3] @ ((np.array(shape) - 1) / 2) + rng.uniform(-4, 4, 3)
+    fill = float(rng.choice([0.0, -2.0]))
+    expected = ndimage.affine_transform(array, matrix[:3, :3], offset=matrix[:3, 3], output_shape=shape, order=1,
+                                        mode="grid-constant", cval=fill, prefilter=False)
+    assert (expected != fill).any()
+    np.testing.assert_allclose(_itk_linear(array, matrix, shape, fill), expected, atol=2e-5)

@@ -10,11 +10,14 @@ from uadcore.progress import progress_bar
 
 
 def _one_thread_per_process(initializer):
-    """Each worker uses one BLAS/OpenMP thread: the processes already use every
-    core, and nested threads would only fight over them (2x slower on 2 cores)."""
+    """Each worker uses one BLAS/OpenMP thread and one ITK thread: the processes
+    already use every core, and nested threads would only fight over them (2x
+    slower on 2 cores)."""
+    import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     if initializer is not None:
         initializer()
 
