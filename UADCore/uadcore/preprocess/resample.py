@@ -31,6 +31,8 @@ def resample(
     array = np.asarray(array, dtype=np.float32)
     # target index -> world -> source index, as one affine map
     target_to_source = np.linalg.inv(source.affine) @ target.affine
+    separable = order == 1 and _axis_aligned(target_to_source[:3, :3])
+    blur = None
     if antialias and order > 0:
         factor = target.spacing.min() / source.spacing
         sigma = np.where(factor > 1.0, (factor - 1.0) / 2.0, 0.0)
@@ -44,10 +46,14 @@ def resample(
             low, high = np.maximum(low - margin, 0), np.minimum(high + margin, source.shape)
             if np.any(high <= low):
                 return np.full(target.shape, fill, np.float32)
-            array = ndimage.gaussian_filter(array[tuple(slice(a, b) for a, b in zip(low, high))], sigma, mode="nearest")
+            array = array[tuple(slice(a, b) for a, b in zip(low, high))]
             shift = np.eye(4)
             shift[:3, 3] = -low
             target_to_source = shift @ target_to_source
+            if separable:  # blurred axis by axis while sampling, on ever smaller arrays
+                blur = sigma
+            else:
+                array = ndimage.gaussian_filter(array, sigma, mode="nearest")
 
     low, high = _footprint(target_to_source, array.shape, target.shape)
     if np.any(high <= low):
@@ -58,9 +64,10 @@ def resample(
         shift = np.eye(4)
         shift[:3, 3] = low
         out = np.full(target.shape, fill, np.float32)
-        out[tuple(slice(a, b) for a, b in zip(low, high))] = _sample(array, target_to_source @ shift, tuple(high - low), order, fill)
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+        out[box] = _sample(array, target_to_source @ shift, tuple(high - low), order, fill, separable, blur)
         return out
-    return _sample(array, target_to_source, target.shape, order, fill)
+    return _sample(array, target_to_source, target.shape, order, fill, separable, blur)
 
 
 def _footprint(target_to_source: np.ndarray, source_shape, target_shape) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +81,11 @@ def _footprint(target_to_source: np.ndarray, source_shape, target_shape) -> tupl
     return low, high
 
 
-def _sample(array: np.ndarray, target_to_source: np.ndarray, shape, order: int, fill: float) -> np.ndarray:
-    """``array`` sampled at the target indices of ``shape`` mapped by ``target_to_source``."""
-    if order == 1 and _axis_aligned(target_to_source[:3, :3]):
-        return _separable_linear(array, target_to_source, shape, fill)
+def _sample(array: np.ndarray, target_to_source: np.ndarray, shape, order: int, fill: float, separable: bool, blur=None) -> np.ndarray:
+    """``array`` sampled at the target indices of ``shape`` mapped by ``target_to_source``
+    (``separable``: axis-aligned and trilinear; ``blur``: its per-axis antialiasing)."""
+    if separable:
+        return _separable_linear(array, target_to_source, shape, fill, blur)
     if order == 1:
         return _itk_linear(array, target_to_source, shape, fill)
     out = ndimage.affine_transform(
@@ -120,14 +128,22 @@ def _axis_aligned(linear: np.ndarray) -> bool:
     return bool((significant.sum(axis=0) == 1).all() and (significant.sum(axis=1) == 1).all())
 
 
-def _separable_linear(array: np.ndarray, target_to_source: np.ndarray, shape, fill: float) -> np.ndarray:
+def _separable_linear(array: np.ndarray, target_to_source: np.ndarray, shape, fill: float, blur=None) -> np.ndarray:
     """Trilinear sampling for axis-aligned maps, one source axis at a time: the same
     values as ``ndimage.affine_transform(order=1, mode="grid-constant")`` (a
-    neighbour outside the source counts as ``fill``), several times faster."""
+    neighbour outside the source counts as ``fill``), several times faster.
+
+    blur: per source axis, the sigma of a Gaussian (mode "nearest") applied along
+    that axis just before sampling it: the same values as ``ndimage.gaussian_filter``
+    on the whole array first (the two act on different axes and commute), on arrays
+    that the axes sampled before have already shrunk.
+    """
     linear, offset = target_to_source[:3, :3], target_to_source[:3, 3]
     target_axis_of = [int(np.argmax(np.abs(linear[p]))) for p in range(3)]
     out = array
     for p, q in enumerate(target_axis_of):
+        if blur is not None and blur[p] > 0:
+            out = ndimage.gaussian_filter1d(out, blur[p], axis=p, mode="nearest")
         coordinates = linear[p, q] * np.arange(shape[q], dtype=np.float64) + offset[p]
         out = _interpolate_axis(out, p, coordinates, fill)
     return np.ascontiguousarray(np.transpose(out, [target_axis_of.index(q) for q in range(3)]), dtype=np.float32)
