@@ -94,6 +94,23 @@ def test_patchae2d_trains_on_2d_films_and_maps_them_in_their_own_geometry(tmp_pa
     assert units["kind"] == "patch" and units["overlap"] == 0.05 and units["n"] > units["positive"] > 0
     assert 0.0 <= report["patch_auroc"] <= 1.0 and 0.0 <= report["voxel_auroc"] <= 1.0
 
+    # another map of the same prepared scans runs only that map's pass: its other
+    # sample scores are remembered (what `uad evaluate --map all` relies on)
+    from uadcore.score.scorer import Scorer
+    from uadcore.train.data import prepare_scans
+
+    scorer = Scorer(str(run))
+    prepared = [p for p, _ in prepare_scans(read_manifest(test_manifest), scorer.preset, progress=False)]
+    paths = [e.path for e in read_manifest(test_manifest)]
+    passes = []
+    scorer._network(prepared[0].inputs().shape[2:]).encoder.register_forward_hook(lambda *_: passes.append(1))
+    first = scorer.score_prepared(prepared, paths, "patch-rmse")
+    two_passes = len(passes)  # patch-rmse, then rec for its sample score, over every batch of patches
+    again = scorer.score_prepared(prepared, paths, "rec")
+    assert two_passes > 0 and len(passes) == two_passes * 3 // 2
+    assert [r.sample_scores for r in again] == [r.sample_scores for r in first]
+    assert [r.score for r in again] == [r.sample_scores["rec"] for r in first]
+
 
 def test_patchae2d_tiles_the_slices_of_3d_scans(tmp_path, cohort, capsys):
     from uadcore.cli import main

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from uadcore.cli import main
@@ -125,3 +126,21 @@ def test_small_components_are_removed():
     prediction[5, 5, 5:8] = True  # 3 voxels: removed
     kept = _without_small_components(prediction, 7)
     assert kept.sum() == 8 and kept[0, 0, 0] and not kept[5, 5, 6]
+
+
+def test_scans_scored_a_few_at_a_time_score_as_all_at_once(trained, monkeypatch):
+    from uadcore.io import read_manifest
+    from uadcore.score import scorer as scorer_module
+    from uadcore.train.data import prepare_scans
+
+    run, test_manifest = trained
+    entries = read_manifest(test_manifest)
+    prepared = [p for p, _ in prepare_scans(entries, scorer_module.Scorer(run).preset, workers=1, progress=False)]
+    paths = [e.path for e in entries]
+    together = scorer_module.Scorer(run).score_prepared(prepared, paths)
+    monkeypatch.setattr(scorer_module, "SCANS_AT_ONCE", 2)
+    apart = scorer_module.Scorer(run).score_prepared(prepared, paths)
+    assert len(apart) == len(together) == len(entries) > 2
+    for one, other in zip(apart, together):
+        assert one.path == other.path and one.score == pytest.approx(other.score, rel=1e-6)
+        np.testing.assert_allclose(one.model_map, other.model_map, atol=1e-6)

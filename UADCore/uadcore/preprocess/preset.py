@@ -19,7 +19,7 @@ from uadcore.io.scans import Scan
 from uadcore.preprocess.resample import resample
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
 class Prepared:
     """A scan brought onto a preset's model grid.
 

@@ -4,6 +4,7 @@ the maps on each scan's own grid."""
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,9 @@ class ScanScore:
         return self.prepared.to_scan(self.model_map)
 
 
+SCANS_AT_ONCE = 32  # scans stacked per pass: bounds the memory of inputs and outputs, not the speed
+
+
 class Scorer:
     """Scores scans with the finished run in ``run_dir``."""
 
@@ -67,6 +71,7 @@ class Scorer:
         self.trained_on = {entry["path"] for entry in state["train_entries"]}
         self._weights = state["model"]
         self._model = None
+        self._sample_scores = weakref.WeakKeyDictionary()  # Prepared -> {sample kind: score}, while the scan is in use
 
     def _network(self, in_shape) -> torch.nn.Module:
         if self._model is None:
@@ -82,8 +87,15 @@ class Scorer:
         return self.score_prepared([self.preset.prepare(scan)], [scan.path], kind)[0]
 
     def score_prepared(self, prepared: list[Prepared], paths: list[str], kind: str = "rec") -> list[ScanScore]:
-        """Scores and maps of scans already on the model grid, in batches."""
+        """Scores and maps of scans already on the model grid, in batches, at most
+        `SCANS_AT_ONCE` scans' inputs and outputs in memory at a time."""
         self.check_kind(kind)
+        results = []
+        for start in range(0, len(prepared), SCANS_AT_ONCE):
+            results += self._score_some(prepared[start : start + SCANS_AT_ONCE], paths[start : start + SCANS_AT_ONCE], kind)
+        return results
+
+    def _score_some(self, prepared: list[Prepared], paths: list[str], kind: str) -> list[ScanScore]:
         items, regions, owners = stack_inputs(prepared)
         network = self._network(items.shape[2:])
 
@@ -91,19 +103,21 @@ class Scorer:
             return item_outputs(network, items, self.device, name, self.batch_size, self.amp_dtype, self.reference)
 
         outputs = run(kind)  # the map pass also gives the reconstruction error (and a VAE's terms)
-        for name in self.sample_kinds:  # every sample score the model offers, whatever the map
-            if name not in outputs:
+        # every sample score the model offers, whatever the map: from this pass, from an
+        # earlier call on the same prepared scans (`uad evaluate --map all`), or a pass of its own
+        for name in self.sample_kinds:
+            if name not in outputs and not all(name in self._sample_scores.get(one, {}) for one in prepared):
                 outputs[name] = run(name)[name]
         per_scan = scan_scores(outputs, regions, owners, len(prepared))
-        scores = per_scan[kind]
         # the sample scores: the sample kinds and a VAE's terms (kl, elbo), not the mean of a gradient map
-        per_scan = {name: values for name, values in per_scan.items() if name in self.sample_kinds or name not in self.kinds}
+        offered = [name for name in per_scan if name in self.sample_kinds or name not in self.kinds]
         results = []
         for index, (one, path) in enumerate(zip(prepared, paths)):
+            known = self._sample_scores.setdefault(one, {})
+            known.update({name: float(per_scan[name][index]) for name in offered})
             own = outputs[kind][owners == index].numpy()
             model_map = one.assemble(own if kind not in ITEM_KINDS else one.paint(own)) * one.region
-            sample_scores = {name: float(values[index]) for name, values in per_scan.items()}
-            results.append(ScanScore(path, float(scores[index]), model_map.astype(np.float32), one, sample_scores,
+            results.append(ScanScore(path, float(per_scan[kind][index]), model_map.astype(np.float32), one, dict(known),
                                      own if kind in ITEM_KINDS else None))
         return results
 
