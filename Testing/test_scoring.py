@@ -144,3 +144,12 @@ def test_scans_scored_a_few_at_a_time_score_as_all_at_once(trained, monkeypatch)
     for one, other in zip(apart, together):
         assert one.path == other.path and one.score == pytest.approx(other.score, rel=1e-6)
         np.testing.assert_allclose(one.model_map, other.model_map, atol=1e-6)
+
+
+def test_scoring_batches_hold_a_budget_of_voxels():
+    from uadcore.score.scorer import auto_batch_size
+
+    assert auto_batch_size((64, 64), "cpu") == 64  # all the slices of a scan in one pass
+    assert auto_batch_size((64, 77, 66), "cpu") == 1  # a whole volume: one at a time on a CPU
+    assert auto_batch_size((64, 77, 66), "cuda") == 12
+    assert auto_batch_size((512, 512, 512), "cuda") == 1

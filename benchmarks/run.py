@@ -186,7 +186,7 @@ def bench_maps(paths, out, device):
     target = os.path.join(out, "map.nii.gz")
     # the small VAE and the paper's (the default of `uad train --model vae2d`)
     for size, params in (("small", MODELS["vae2d"]["small"]), ("paper", {})):
-        scorer = Scorer(one_epoch_run("vae2d", paths[:2], out, device, params), device=device, batch_size=64)
+        scorer = Scorer(one_epoch_run("vae2d", paths[:2], out, device, params), device=device)  # batches as `uad score` makes them
         model = scorer._network((64, 64))
         for kind in ("rec", "kl-grad", "combi"):
             def ours(path):
@@ -244,7 +244,7 @@ def bench_folder(paths, out, device):
     from uadcore.score.scorer import Scorer
     from uadcore.train.data import _PREPARED, prepare_scans
 
-    scorer = Scorer(one_epoch_run("ae3d", paths[:2], out, device), device=device, batch_size=8)
+    scorer = Scorer(one_epoch_run("ae3d", paths[:2], out, device), device=device)
     scorer.score(paths[0])  # the network built and warmed up before either path is timed
     os.environ["UAD_CACHE"] = "off"  # both read and prepare every scan
     _PREPARED.clear()

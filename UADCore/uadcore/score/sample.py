@@ -16,9 +16,10 @@ def mean_inside(maps: torch.Tensor, regions: torch.Tensor, item_scan: torch.Tens
 
     maps, regions: (M, C, ...); item_scan: (M,). Returns (N,) float64.
     """
-    inside = regions.flatten(1).double()
-    total = (maps.flatten(1).double() * inside).sum(dim=1)
-    count = inside.sum(dim=1)
+    inside = regions.flatten(1)
+    # per-item sums in float32 (pairwise, so ~1e-7 relative), gathered per scan in float64
+    total = torch.where(inside, maps.flatten(1).float(), 0.0).sum(dim=1).double()
+    count = inside.sum(dim=1).double()
     scan_total = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, total)
     scan_count = torch.zeros(n_scans, dtype=torch.float64).index_add_(0, item_scan, count)
     return scan_total / scan_count.clamp_min(1.0)
