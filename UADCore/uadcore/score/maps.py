@@ -58,9 +58,9 @@ def map_outputs(model, x: torch.Tensor, kind: str, reference: bool = False) -> d
     with torch.enable_grad() if gradient else torch.no_grad():
         x = (x.detach() if x.is_floating_point() else x.float()).clone().requires_grad_(gradient)
         rec_term, kl, reconstruction = model.terms(x, sample=False)
-        rec_sum = rec_term.flatten(1).float().sum(1)
+        rec_sum = rec_term.flatten(1).sum(1, dtype=torch.promote_types(rec_term.dtype, torch.float32))  # no half-precision sums
         outputs = {"rec": (reconstruction.detach().float() - x.detach().float()).abs(),
-                   "kl": kl.detach().float(), "elbo": (rec_sum + kl.float()).detach()}
+                   "kl": kl.detach().float(), "elbo": (rec_sum + kl).detach().float()}
         if not gradient:
             return outputs
         per_image = {"kl-grad": kl, "combi": kl, "rec-grad": rec_sum, "elbo-grad": rec_sum + kl}[kind]

@@ -71,5 +71,5 @@ def score_items(model, items, regions, item_scan, n_scans: int, kind: str, devic
     items, regions: (M, C, ...); item_scan: (M,). Returns (outputs, scores): outputs
     are maps (M, C, ...) or, for an item kind, scores (M,); scores are (N,) float64.
     """
-    outputs = {kind: item_outputs(model, items, device, kind, batch_size, amp_dtype, reference)[kind]}
-    return outputs[kind], scan_scores(outputs, regions, item_scan, n_scans)[kind]
+    outputs = item_outputs(model, items, device, kind, batch_size, amp_dtype, reference)[kind]
+    return outputs, scan_scores({kind: outputs}, regions, item_scan, n_scans)[kind]

@@ -108,7 +108,6 @@ class Scorer:
     def _score_some(self, prepared: list[Prepared], paths: list[str], kind: str) -> list[ScanScore]:
         items, regions, owners = stack_inputs(prepared)
         network = self._network(items.shape[2:])
-
         batch_size = self.batch_size or auto_batch_size(items.shape[2:], self.device)
 
         def run(name):
