@@ -32,28 +32,19 @@ def resample(
     # target index -> world -> source index, as one affine map
     target_to_source = np.linalg.inv(source.affine) @ target.affine
     separable = order == 1 and _axis_aligned(target_to_source[:3, :3])
-    blur = None
-    if antialias and order > 0:
-        factor = target.spacing.min() / source.spacing
-        sigma = np.where(factor > 1.0, (factor - 1.0) / 2.0, 0.0)
-        sigma[np.asarray(source.shape) == 1] = 0.0
-        if sigma.any():
-            # blur only the source voxels the target can reach (a brain's box in a scan
-            # with air around it); the margin keeps every blurred value that is used
-            # exactly as on the whole array
-            margin = np.ceil(4.0 * sigma).astype(int) + 1  # scipy's kernel radius (truncate 4) and one voxel
-            low, high = _footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
-            low, high = np.maximum(low - margin, 0), np.minimum(high + margin, source.shape)
-            if np.any(high <= low):
-                return np.full(target.shape, fill, np.float32)
-            array = array[tuple(slice(a, b) for a, b in zip(low, high))]
-            shift = np.eye(4)
-            shift[:3, 3] = -low
-            target_to_source = shift @ target_to_source
-            if separable:  # blurred axis by axis while sampling, on ever smaller arrays
-                blur = sigma
-            else:
-                array = ndimage.gaussian_filter(array, sigma, mode="nearest")
+    sigma = _antialias_sigma(source, target) if antialias and order > 0 else None
+    if sigma is not None:
+        # blur only the source voxels the target can reach (a brain's box in a scan
+        # with air around it); the margin keeps every blurred value that is used
+        # exactly as on the whole array
+        margin = np.ceil(4.0 * sigma).astype(int) + 1  # scipy's kernel radius (truncate 4) and one voxel
+        low, high = _footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
+        low, high = np.maximum(low - margin, 0), np.minimum(high + margin, source.shape)
+        if np.any(high <= low):
+            return np.full(target.shape, fill, np.float32)
+        array, target_to_source = array[_box(low, high)], _translation(-low) @ target_to_source
+        if not separable:  # the separable path blurs axis by axis while sampling, on ever smaller arrays
+            array, sigma = ndimage.gaussian_filter(array, sigma, mode="nearest"), None
 
     low, high = _footprint(target_to_source, array.shape, target.shape)
     if np.any(high <= low):
@@ -61,13 +52,30 @@ def resample(
     if np.any(low > 0) or np.any(high < target.shape):
         # only the target voxels near the source can differ from `fill` (e.g. a map on
         # a brain's box, brought back onto a scan with much air around the brain)
-        shift = np.eye(4)
-        shift[:3, 3] = low
         out = np.full(target.shape, fill, np.float32)
-        box = tuple(slice(a, b) for a, b in zip(low, high))
-        out[box] = _sample(array, target_to_source @ shift, tuple(high - low), order, fill, separable, blur)
+        out[_box(low, high)] = _sample(array, target_to_source @ _translation(low), tuple(high - low), order, fill, separable, sigma)
         return out
-    return _sample(array, target_to_source, target.shape, order, fill, separable, blur)
+    return _sample(array, target_to_source, target.shape, order, fill, separable, sigma)
+
+
+def _antialias_sigma(source: Grid, target: Grid) -> np.ndarray | None:
+    """Per source axis, the sigma (voxels) of the antialiasing blur: (factor - 1) / 2
+    where the target is coarser by ``factor``; None when no axis needs one."""
+    factor = target.spacing.min() / source.spacing
+    sigma = np.where(factor > 1.0, (factor - 1.0) / 2.0, 0.0)
+    sigma[np.asarray(source.shape) == 1] = 0.0
+    return sigma if sigma.any() else None
+
+
+def _box(low, high) -> tuple:
+    return tuple(slice(a, b) for a, b in zip(low, high))
+
+
+def _translation(offset) -> np.ndarray:
+    """4x4 affine moving indices by ``offset``."""
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
 
 
 def _footprint(target_to_source: np.ndarray, source_shape, target_shape) -> tuple[np.ndarray, np.ndarray]:
