@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from uadcore.models.blocks import ACTIVATION, WholeGrid
 from uadcore.models.vae import VAE, kl_divergence
 from uadcore.score.maps import GRADIENT_KINDS, anomaly_maps, batched_maps, map_outputs, smooth
 
@@ -76,6 +77,21 @@ def test_the_reference_mode_does_depend_on_the_batch():
     alone = batched_maps(model, items[:1], torch.device("cpu"), "kl-grad", reference=True)
     together = batched_maps(model, items, torch.device("cpu"), "kl-grad", batch_size=4, reference=True)
     assert not torch.allclose(together[:1], alone)  # the batch mean scales each gradient by 1/B
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_whole_grid_layer_is_the_convolution_it_replaces(dims, transposed):
+    """The VAE's bottleneck layers are matrix products on a convolution's parameters:
+    the same values as that convolution, the same parameter names (checkpoints)."""
+    torch.manual_seed(0)
+    grid = (4, 3, 2)[:dims]
+    layer = WholeGrid(dims, 5, 7, grid, transposed=transposed, act=ACTIVATION)
+    x = torch.randn(3, 5, *((1,) * dims if transposed else grid))
+    assert list(layer.state_dict()) == ["conv.weight", "conv.bias"]
+    expected = torch.nn.functional.leaky_relu(layer.conv(x), 0.2)
+    assert layer(x).shape == expected.shape == (3, 7, *(grid if transposed else (1,) * dims))
+    assert torch.allclose(layer(x), expected, atol=1e-6)
 
 
 def test_kl_of_the_prior_is_zero():

@@ -2,8 +2,9 @@
 
 Fully convolutional: strided convolutions (feature maps 16-32-64-256 by default)
 bring the padded input down to a small grid, one convolution spanning that grid
-gives the posterior mean and log-variance of ``latent`` values; the decoder
-mirrors it with transposed convolutions. The likelihood p(x|z) is Gaussian with
+(`WholeGrid`, computed as the matrix product it is) gives the posterior mean and
+log-variance of ``latent`` values; the decoder mirrors it with transposed
+convolutions. The likelihood p(x|z) is Gaussian with
 standard deviation ``std`` (c, 1 by default), the prior N(0, I).
 
 Shapes (spatial_dims = 2): x (B, 1, H, W) -> mu, logvar (B, latent) -> (B, 1, H, W);
@@ -15,8 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uadcore.models.blocks import ACTIVATION, crop_to, down, pad_to, padded_shape, up
-from monai.networks.blocks import Convolution
+from uadcore.models.blocks import ACTIVATION, WholeGrid, crop_to, down, pad_to, padded_shape, up
 
 
 class VAE(nn.Module):
@@ -32,10 +32,10 @@ class VAE(nn.Module):
         widths = (in_channels,) + tuple(channels)
         self.encoder = nn.Sequential(
             *[down(d, widths[i], widths[i + 1]) for i in range(len(channels))],
-            Convolution(d, channels[-1], 2 * latent, kernel_size=bottleneck, padding=0, conv_only=True),
+            WholeGrid(d, channels[-1], 2 * latent, bottleneck),
         )
         decoder = [
-            Convolution(d, latent, channels[-1], kernel_size=bottleneck, padding=0, output_padding=0, is_transposed=True, act=ACTIVATION, norm=None),
+            WholeGrid(d, latent, channels[-1], bottleneck, transposed=True, act=ACTIVATION),
             *[up(d, widths[i + 1], widths[i]) for i in range(len(channels) - 1, 0, -1)],
             up(d, widths[1], in_channels, last=True),
         ]
