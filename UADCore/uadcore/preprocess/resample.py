@@ -119,14 +119,19 @@ def _itk_linear(array: np.ndarray, target_to_source: np.ndarray, shape, fill: fl
     where ITK would repeat the edge voxel."""
     import SimpleITK as sitk
 
-    padded = np.pad(array, 1, constant_values=np.float32(fill))
-    source = sitk.GetImageFromArray(np.ascontiguousarray(padded.transpose(2, 1, 0)))  # ITK's index order is (k, j, i) in numpy
-    reference = sitk.Image([int(n) for n in shape], sitk.sitkFloat32)  # unit grid at 0: physical point = target index
-    transform = sitk.AffineTransform(3)  # target index -> padded source index (origin 0, spacing 1 as well)
-    transform.SetMatrix(target_to_source[:3, :3].ravel().tolist())
-    transform.SetTranslation((target_to_source[:3, 3] + 1.0).tolist())
-    out = sitk.Resample(source, reference, transform, sitk.sitkLinear, float(fill), sitk.sitkFloat32)
-    return np.ascontiguousarray(sitk.GetArrayViewFromImage(out).transpose(2, 1, 0), dtype=np.float32)
+    # ITK indexes a numpy array's axes in reverse order, (k, j, i): rather than copy
+    # the arrays into that order and back, reverse the map's axes instead
+    source = sitk.GetImageFromArray(np.pad(array, 1, constant_values=np.float32(fill)))
+    transform = sitk.AffineTransform(3)  # target index -> padded source index, both reversed
+    transform.SetMatrix(target_to_source[2::-1, 2::-1].ravel().tolist())
+    transform.SetTranslation((target_to_source[2::-1, 3] + 1.0).tolist())
+    resampler = sitk.ResampleImageFilter()  # output grid: origin 0, spacing 1, so a physical point is an index
+    resampler.SetSize([int(n) for n in reversed(shape)])
+    resampler.SetTransform(transform)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(float(fill))
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampler.Execute(source))
 
 
 def _axis_aligned(linear: np.ndarray) -> bool:
