@@ -80,6 +80,27 @@ def test_a_map_compressed_on_every_core_reads_back_whole(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)).transpose(2, 1, 0), values)  # ITK's zlib reader
 
 
+def _write_a_map(path):
+    values = np.random.default_rng(1).random((120, 100, 40), dtype=np.float32)
+    write_nifti(values, Grid.from_parts(values.shape, (0, 0, 0), (1.0, 1.0, 1.0)), path)
+
+
+def test_a_forked_process_compresses_on_threads_of_its_own(tmp_path):
+    """The compressing threads are kept per process: a child forked after the parent
+    wrote a map (as worker processes are) starts its own instead of waiting forever
+    on the parent's, which it does not have."""
+    import multiprocessing
+
+    _write_a_map(str(tmp_path / "parent.nii.gz"))
+    child = multiprocessing.get_context("fork").Process(target=_write_a_map, args=(str(tmp_path / "child.nii.gz"),))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert np.array_equal(nib.load(str(tmp_path / "child.nii.gz")).get_fdata(), nib.load(str(tmp_path / "parent.nii.gz")).get_fdata())
+
+
 def test_a_2d_png_is_a_one_slice_volume(tmp_path):
     import SimpleITK as sitk
 

@@ -130,7 +130,6 @@ def gzip_members(data: bytes, level: int = 1, workers: int | None = None) -> byt
     fast as level 1's default strategy and no larger.
     """
     import zlib
-    from concurrent.futures import ThreadPoolExecutor
 
     workers = max(1, workers or os.cpu_count() or 1)
     piece = max(1 << 18, -(-len(data) // workers))
@@ -143,8 +142,22 @@ def gzip_members(data: bytes, level: int = 1, workers: int | None = None) -> byt
     starts = range(0, max(len(data), 1), piece)
     if len(starts) == 1:
         return member(0)
-    with ThreadPoolExecutor(len(starts)) as pool:
-        return b"".join(pool.map(member, starts))
+    return b"".join(_threads(len(starts)).map(member, starts))
+
+
+_THREAD_POOLS: dict = {}
+
+
+def _threads(workers: int):
+    """A pool of ``workers`` threads kept for this process (starting threads for every
+    file costs ~1 ms). Keyed by process too: a forked child inherits the pool but
+    not its threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), workers)
+    if key not in _THREAD_POOLS:
+        _THREAD_POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="uad-gzip")
+    return _THREAD_POOLS[key]
 
 
 # ---- readers -----------------------------------------------------------------
