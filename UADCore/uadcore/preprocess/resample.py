@@ -167,15 +167,20 @@ def _interpolate_axis(array: np.ndarray, axis: int, coordinates: np.ndarray, fil
     size = array.shape[axis]
     low = np.floor(coordinates).astype(np.int64)
     weight = (coordinates - low).astype(np.float32)
-    moved = np.moveaxis(array, axis, 0)
+    along = [1] * array.ndim
+    along[axis] = -1
 
-    def take(index):
-        inside = (index >= 0) & (index < size)
-        values = moved[np.clip(index, 0, size - 1)]
-        if not inside.all():
-            values = np.where(inside.reshape((-1,) + (1,) * (moved.ndim - 1)), values, np.float32(fill))
+    def take(index):  # the values at ``index`` along the axis (a new array), ``fill`` outside
+        values = np.take(array, np.clip(index, 0, size - 1), axis=axis)
+        outside = (index < 0) | (index >= size)
+        if outside.any():
+            values[(slice(None),) * axis + (outside,)] = fill
         return values
 
-    shape = (-1,) + (1,) * (moved.ndim - 1)
-    result = take(low) * (1.0 - weight).reshape(shape) + take(low + 1) * weight.reshape(shape)
-    return np.moveaxis(result.astype(np.float32, copy=False), 0, axis)
+    # in place, on the arrays `take` made: the same products and sum, fewer new arrays
+    result = take(low)
+    result *= (1.0 - weight).reshape(along)
+    upper = take(low + 1)
+    upper *= weight.reshape(along)
+    result += upper
+    return result
