@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import machine_info
+from uadcore.malloc import keep_freed_memory
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # MONAI's deprecation notices in the baseline
+    keep_freed_memory()  # as the `uad` command does, for ours and the baselines alike (one process)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     os.environ["UAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="uad-bench-cache-")  # cold cache: preparation is measured
@@ -293,9 +295,11 @@ def bench_folder(paths, out, device):
 # ---- 4 and 5. memory and scale ------------------------------------------------------
 SCALE_CHILD = r"""
 import json, os, sys, time, torch
+from uadcore.malloc import keep_freed_memory
 from uadcore.models import MODELS
 from uadcore.train import Events, TrainConfig, train
 manifest, run, device = sys.argv[1:4]
+keep_freed_memory()  # as `uad train` does: its peak memory includes what this keeps
 config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": 2,
                                 "batch_size": 8, "reinit_at": [], "val_fraction": 0.0, "device": device, "checkpoint_every": 1000})
 train(config, run, events=Events(progress=False))

@@ -12,10 +12,13 @@ from uadcore.progress import progress_bar
 def _one_thread_per_process(initializer):
     """Each worker uses one BLAS/OpenMP thread and one ITK thread: the processes
     already use every core, and nested threads would only fight over them (2x
-    slower on 2 cores)."""
+    slower on 2 cores). It keeps freed memory as `uad` does."""
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
+    from uadcore.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as in the `uad` process, where a worker is not forked from it
     threadpool_limits(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     if initializer is not None:

@@ -14,6 +14,7 @@ import sys
 from uadcore import __version__
 from uadcore.cli import check, demo, evaluate, experiment, gui, outliers, score, synth, train
 from uadcore.errors import UADError
+from uadcore.malloc import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # every command makes and drops arrays of a few MB (see uadcore.malloc)
     try:
         return args.handler(args) or 0
     except UADError as error:
