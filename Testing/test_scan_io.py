@@ -80,6 +80,26 @@ def test_a_map_compressed_on_every_core_reads_back_whole(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)).transpose(2, 1, 0), values)  # ITK's zlib reader
 
 
+@pytest.mark.parametrize("image_class", [nib.Nifti1Image, nib.Nifti2Image])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_1_and_2_read_the_same(tmp_path, image_class, suffix):
+    array, grid, _ = marker_volume("LPS", shape=(31, 35, 17), spacing=(3.0, 3.0, 4.0))
+    path = str(tmp_path / f"scan{suffix}")
+    image_class(array.astype(np.int16), grid.affine).to_filename(path)
+    scan = read_scan(path)
+    np.testing.assert_array_equal(scan.array, array.astype(np.int16))
+    assert scan.array.dtype == np.float32 and scan.array.flags.c_contiguous
+    np.testing.assert_allclose(scan.grid.affine, grid.affine, atol=1e-5)
+
+
+def test_a_cut_gzip_file_is_named_and_explained(tmp_path):
+    path = write_nifti(np.ones((40, 40, 40), np.float32), Grid.from_parts((40, 40, 40), (0, 0, 0), (1, 1, 1)), str(tmp_path / "whole.nii.gz"))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(open(path, "rb").read()[:-100])
+    with pytest.raises(ScanError, match=r"cut\.nii\.gz: cannot read it as an image .*cut short"):
+        read_scan(str(cut))
+
+
 def _write_a_map(path):
     values = np.random.default_rng(1).random((120, 100, 40), dtype=np.float32)
     write_nifti(values, Grid.from_parts(values.shape, (0, 0, 0), (1.0, 1.0, 1.0)), path)

@@ -164,10 +164,32 @@ def _threads(workers: int):
 def _read_nifti(path: str) -> tuple[np.ndarray, Grid]:
     import nibabel as nib
 
-    image = nib.load(path)
+    if path.lower().endswith(".gz"):
+        data = _gunzip(path)
+        nifti2 = data[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either byte order
+        image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    else:
+        image = nib.load(path)
     array = np.asarray(image.dataobj, dtype=np.float32)
     array = _as_volume(array, path)
     return array, Grid(array.shape, image.affine)
+
+
+def _gunzip(path: str) -> bytes:
+    """The whole content of a gzip file (every member, see `gzip_members`) in one
+    pass: twice as fast as reading through a streaming gzip file, as nibabel does."""
+    import zlib
+
+    with open(path, "rb") as handle:
+        rest = handle.read()
+    parts = []
+    while rest:
+        stream = zlib.decompressobj(31)
+        parts.append(stream.decompress(rest))
+        if not stream.eof:
+            raise EOFError("the compressed file ends before its end-of-stream marker (cut short?)")
+        rest = stream.unused_data
+    return b"".join(parts)
 
 
 def _read_with_sitk(path: str) -> tuple[np.ndarray, Grid]:
