@@ -246,3 +246,43 @@ def test_rotated_grids_sample_as_general_trilinear_sampling(seed):
                                         mode="grid-constant", cval=fill, prefilter=False)
     assert (expected != fill).any()
     np.testing.assert_allclose(_itk_linear(array, matrix, shape, fill), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_sampling_only_the_nonzero_box_equals_sampling_it_all(seed, direction):
+    """A brain in air onto a coarser grid that covers all of it, with the antialiasing
+    blur (down), and a map that is 0 outside the brain back onto a fine grid (up):
+    cropping the source to its nonzero box, and what the blur spreads it to, changes
+    no value."""
+    from scipy import ndimage
+
+    from uadcore.io import Grid
+    from uadcore.preprocess import resample
+
+    rng = np.random.default_rng(seed)
+    fine = Grid.centred((0, 0, 0), (0.5, 1.0, 2.0), (90, 50, 36))  # blur sigma 2 voxels along i going down
+    rotation = np.linalg.qr(rng.standard_normal((3, 3)))[0] if seed % 2 else np.eye(3)
+    coarse = Grid.centred(rng.uniform(-3, 3, 3), (2.5, 2.5, 2.5), (30, 30, 40), rotation)
+    source, target = (fine, coarse) if direction == "down" else (coarse, fine)
+    array = np.zeros(source.shape, np.float32)
+    corner = np.array(source.shape) // 3
+    inside = tuple(slice(c, c + n) for c, n in zip(corner, np.array(source.shape) // 3))
+    array[inside] = rng.random(array[inside].shape) + 0.5
+    matrix = np.linalg.inv(source.affine) @ target.affine
+    sigma = np.maximum(target.spacing.min() / source.spacing - 1.0, 0.0) / 2.0
+    blurred = ndimage.gaussian_filter(array, sigma, mode="nearest")
+    expected = ndimage.affine_transform(blurred, matrix[:3, :3], offset=matrix[:3, 3], output_shape=target.shape, order=1,
+                                        mode="grid-constant", cval=0.0, prefilter=False)
+    assert expected.max() > 0.5 and (expected == 0).mean() > 0.3  # the box lies inside, air around it
+    np.testing.assert_allclose(resample(array, source, target), expected, atol=2e-5)
+
+
+def test_an_all_zero_source_resamples_to_zeros():
+    from uadcore.io import Grid
+    from uadcore.preprocess import resample
+
+    source = Grid.centred((0, 0, 0), (1.0, 1.0, 1.0), (20, 20, 20))
+    target = Grid.centred((1, 0, 0), (2.0, 2.0, 2.0), (8, 8, 8))
+    result = resample(np.zeros(source.shape, np.float32), source, target)
+    assert result.shape == target.shape and result.dtype == np.float32 and not result.any()

@@ -16,7 +16,7 @@ import numpy as np
 from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan
-from uadcore.preprocess.resample import resample
+from uadcore.preprocess.resample import nonzero_box, resample
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
@@ -138,11 +138,8 @@ def scale_intensity(image: np.ndarray, region: np.ndarray, upper_percentile: flo
 
 def region_bounds(grid: Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World box (RAS mm, lowest and highest corner) around ``region``'s voxels."""
-    low, high = [], []
-    for axis in range(3):
-        present = np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != axis)))
-        low.append(present[0])
-        high.append(present[-1])
+    low, high = nonzero_box(region)
+    high = high - 1  # the last voxel inside
     corners = grid.index_to_world(
         [[i, j, k] for i in (low[0], high[0]) for j in (low[1], high[1]) for k in (low[2], high[2])]
     )

@@ -33,18 +33,29 @@ def resample(
     target_to_source = np.linalg.inv(source.affine) @ target.affine
     separable = order == 1 and _axis_aligned(target_to_source[:3, :3])
     sigma = _antialias_sigma(source, target) if antialias and order > 0 else None
+    # the blur's reach: scipy's kernel radius (truncate 4) and one voxel
+    spread = np.zeros(3, int) if sigma is None else np.ceil(4.0 * sigma).astype(int) + 1
+    low, high = np.zeros(3, int), np.array(array.shape)
     if sigma is not None:
         # blur only the source voxels the target can reach (a brain's box in a scan
-        # with air around it); the margin keeps every blurred value that is used
-        # exactly as on the whole array
-        margin = np.ceil(4.0 * sigma).astype(int) + 1  # scipy's kernel radius (truncate 4) and one voxel
-        low, high = _footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
-        low, high = np.maximum(low - margin, 0), np.minimum(high + margin, source.shape)
-        if np.any(high <= low):
-            return np.full(target.shape, fill, np.float32)
+        # with air around it), with room for the blur to read
+        reach_low, reach_high = _footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
+        low, high = np.maximum(reach_low - spread, low), np.minimum(reach_high + spread, high)
+    if fill == 0.0:
+        # only the nonzero voxels (a brain in air, a map that is 0 outside the brain) and
+        # what the blur spreads them to can give a nonzero value; beyond, the cropped
+        # source reads as 0 (its edge repeated by the blur, `fill` when sampling), as
+        # the whole one does
+        box = nonzero_box(array)
+        if box is None:
+            return np.zeros(target.shape, np.float32)
+        low, high = np.maximum(box[0] - spread, low), np.minimum(box[1] + spread, high)
+    if np.any(high <= low):
+        return np.full(target.shape, fill, np.float32)
+    if np.any(low > 0) or np.any(high < array.shape):
         array, target_to_source = array[_box(low, high)], _translation(-low) @ target_to_source
-        if not separable:  # the separable path blurs axis by axis while sampling, on ever smaller arrays
-            array, sigma = ndimage.gaussian_filter(array, sigma, mode="nearest"), None
+    if sigma is not None and not separable:  # the separable path blurs axis by axis while sampling, on ever smaller arrays
+        array, sigma = ndimage.gaussian_filter(array, sigma, mode="nearest"), None
 
     low, high = _footprint(target_to_source, array.shape, target.shape)
     if np.any(high <= low):
@@ -65,6 +76,17 @@ def _antialias_sigma(source: Grid, target: Grid) -> np.ndarray | None:
     sigma = np.where(factor > 1.0, (factor - 1.0) / 2.0, 0.0)
     sigma[np.asarray(source.shape) == 1] = 0.0
     return sigma if sigma.any() else None
+
+
+def nonzero_box(array: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The index box [low, high) around the nonzero voxels of a 3D ``array``; None
+    when it has none."""
+    nonzero = array != 0
+    columns = nonzero.any(axis=2)  # (I, J): one pass for the first two axes
+    present = [np.flatnonzero(columns.any(axis=1)), np.flatnonzero(columns.any(axis=0)), np.flatnonzero(nonzero.any(axis=(0, 1)))]
+    if present[0].size == 0:
+        return None
+    return np.array([p[0] for p in present]), np.array([p[-1] + 1 for p in present])
 
 
 def _box(low, high) -> tuple:
