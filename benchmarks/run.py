@@ -218,26 +218,31 @@ def bench_maps(paths, out, device):
                 ours(paths[2])  # warm up both once
                 baseline(paths[2])
                 mine, theirs = _compare(ours, baseline, paths[2:])
-                rows.append({"benchmark": f"map {kind}", "what": f"vae2d {size}, read to written map (.nii.gz), per scan; baseline: {name}",
-                             "ours": f"{1000 * mine:.0f} ms/scan", "baseline": f"{1000 * theirs:.0f} ms/scan", "speedup": theirs / mine,
-                             "ours_s": mine, "baseline_s": theirs})
+                rows.append(_per_scan_row(f"map {kind}", f"vae2d {size}, read to written map (.nii.gz), per scan; baseline: {name}", mine, theirs))
         # the model part alone
         items = torch.from_numpy(scorer.preset.prepare(read_scan(paths[2])).inputs()).to(scorer.device)
+        mine = _seconds(lambda: anomaly_maps(model, items, "kl-grad"))
         for name, network in (("the published network", published), ("our network", model)):
-            anomaly_maps(model, items, "kl-grad")
-            started = time.perf_counter()
-            for _ in range(3):
-                anomaly_maps(model, items, "kl-grad")
-            mine = (time.perf_counter() - started) / 3
-            started = time.perf_counter()
-            for _ in range(3):
-                [anomaly_maps(network, items[i : i + 1], "kl-grad") for i in range(len(items))]
-            theirs = (time.perf_counter() - started) / 3
-            rows.append({"benchmark": "kl-grad, model part",
-                         "what": f"vae2d {size}, the {len(items)} slices of one scan: ours in one backward pass vs {name} one slice at a time",
-                         "ours": f"{1000 * mine:.0f} ms/scan", "baseline": f"{1000 * theirs:.0f} ms/scan", "speedup": theirs / mine,
-                         "ours_s": mine, "baseline_s": theirs})
+            theirs = _seconds(lambda: [anomaly_maps(network, items[i : i + 1], "kl-grad") for i in range(len(items))])
+            rows.append(_per_scan_row("kl-grad, model part",
+                                      f"vae2d {size}, the {len(items)} slices of one scan: ours in one backward pass vs {name} one slice at a time",
+                                      mine, theirs))
     return rows
+
+
+def _seconds(function, repeats: int = 3) -> float:
+    """Mean seconds of ``function()`` over ``repeats`` calls after one warm-up call."""
+    function()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats
+
+
+def _per_scan_row(benchmark: str, what: str, mine: float, theirs: float) -> dict:
+    """A results row of per-scan times (seconds) of ours and of the baseline."""
+    return {"benchmark": benchmark, "what": what, "ours": f"{1000 * mine:.0f} ms/scan", "baseline": f"{1000 * theirs:.0f} ms/scan",
+            "speedup": theirs / mine, "ours_s": mine, "baseline_s": theirs}
 
 
 def as_published(model):
