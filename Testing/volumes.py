@@ -91,3 +91,35 @@ def write_dicom_series(array: np.ndarray, grid: Grid, folder: str) -> str:
         writer.SetFileName(os.path.join(folder, f"slice{k:04d}.dcm"))
         writer.Execute(piece)
     return folder
+
+
+def template_scan(orientation="oblique", spacing=(1.3, 1.1, 2.4), shape=(130, 160, 70), scale=1.08, pitch_degrees=9.0,
+                  shift_mm=(4.0, -7.0, 12.0), marker_mni=None):
+    """A skull-stripped "scan" made from the MNI152 brain placed by a known affine:
+    (array [i, j, k], grid, template_to_scan 4x4 RAS, marker point in scan world or None).
+
+    The brain is rotated about the left-right axis, scaled and shifted, sampled on a
+    grid of ``orientation`` with anisotropic voxels; ``marker_mni`` puts a bright
+    sphere (2x white matter, radius 6 mm) at that template point.
+    """
+    from uadcore.preprocess import resample
+    from uadcore.preprocess.template import load_template
+
+    template = load_template()
+    a = np.deg2rad(pitch_degrees)
+    rotation = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    template_to_scan = np.eye(4)
+    template_to_scan[:3, :3] = scale * rotation
+    template_to_scan[:3, 3] = shift_mm
+    low, high = template.brain_bounds
+    centre = template_to_scan[:3, :3] @ ((low + high) / 2.0) + template_to_scan[:3, 3]
+    grid = Grid.centred(centre, spacing, shape, direction_for(orientation))
+    in_template = Grid(grid.shape, np.linalg.inv(template_to_scan) @ grid.affine)
+    array = resample(template.t1, template.grid, in_template) * 1000.0
+    marker = None
+    if marker_mni is not None:
+        marker = (template_to_scan @ np.append(marker_mni, 1.0))[:3]
+        world = grid.index_to_world(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
+        array[np.linalg.norm(world - marker, axis=-1) <= 6.0] = 2.0 * float(np.percentile(array[array > 0], 90))
+    array[array < 1.0] = 0.0  # the background exactly 0, as a skull-stripped scan's
+    return array.astype(np.float32), grid, template_to_scan, marker

@@ -46,7 +46,7 @@ def loss_png(history: list[dict], audit: list[dict], path: str) -> str:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.2))
     axis.plot([h["epoch"] for h in history], [h["loss"] for h in history], color="black", linewidth=1.2, label="mean loss of kept scans")
-    for epoch in sorted({int(row["epoch"]) for row in audit}):
+    for epoch in sorted({int(row["epoch"]) for row in audit} - {0}):  # 0: left out before training
         axis.axvline(epoch, color="tab:red", alpha=0.4, linewidth=0.8)
     if audit:
         axis.plot([], [], color="tab:red", alpha=0.4, label="scans removed")

@@ -23,6 +23,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("data", metavar="DIR|MANIFEST", help="folder of scans or manifest CSV (path,label,mask)")
     parser.add_argument("--preset", default="brain3d-behrendt", choices=sorted(PRESETS), help="preprocessing preset (default brain3d-behrendt)")
+    parser.add_argument("--skull-strip", choices=["auto", "yes", "no"], help="brain presets: deepbet skull stripping (default auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -31,14 +32,15 @@ def run(args) -> int:
     from uadcore.io import load_dataset, read_mask, read_scan
     from uadcore.preprocess import make_preset
 
-    preset = make_preset(args.preset)
+    preset = make_preset(args.preset, **({"skull_strip": args.skull_strip} if args.skull_strip else {}))
     entries = load_dataset(args.data)
     rows = []
     with progress_bar(total=len(entries), desc="check", unit="scan", enabled=not args.json) as bar:
         for entry in entries:
             scan = read_scan(entry.path, need_3d=preset.needs_3d)
             lesion_voxels = int(read_mask(entry.mask, scan).sum()) if entry.mask else None
-            prepared = preset.prepare(scan)
+            prepared = preset.prepare(scan, read_mask(entry.brain, scan) if entry.brain else None)
+            quality = prepared.quality
             rows.append(
                 {
                     "path": entry.path,
@@ -46,6 +48,9 @@ def run(args) -> int:
                     "grid": scan.grid.describe(),
                     "mask_voxels": lesion_voxels,
                     "model_inputs": len(prepared.inputs()),
+                    "brain_ml": quality.get("brain_ml"),
+                    "brain_from": quality.get("skull_stripped_by"),
+                    "registration": quality.get("registration_correlation"),
                 }
             )
             bar.update()
@@ -63,8 +68,9 @@ def run(args) -> int:
         print_json(summary)
         return 0
     base = os.path.commonpath([row["path"] for row in rows]) if len(rows) > 1 else os.path.dirname(rows[0]["path"])
-    table = [{**row, "path": os.path.relpath(row["path"], base), "mask_voxels": row["mask_voxels"] if row["mask_voxels"] is not None else "-"} for row in rows]
-    print_table(table, ["path", "label", "grid", "mask_voxels", "model_inputs"])
+    table = [{**{k: ("-" if v is None else v) for k, v in row.items()}, "path": os.path.relpath(row["path"], base)} for row in rows]
+    columns = ["path", "label", "grid", "mask_voxels", "model_inputs"]
+    print_table(table, columns + (["brain_ml", "brain_from", "registration"] if preset.prepares_brain else []))
     say(
         f"{summary['n']} scans OK under {base} ({summary['healthy']} healthy, {summary['unhealthy']} unhealthy, "
         f"{summary['unknown']} unlabelled, {summary['with_mask']} with masks), prepared with {preset.name}"

@@ -37,9 +37,14 @@ def run(args) -> int:
     if args.json:
         print_json(payload)
         return 0
-    if rows:
-        print_table(rows, ["path", "epoch", "loss", "threshold", "loss_over_mean", "label"])
-    say(f"{len(rows)} of {len(state['train_entries'])} training scans removed by epoch {state['epoch']} (gamma {payload['gamma']})")
+    removed = [row for row in rows if row["epoch"]]
+    excluded = [row for row in rows if not row["epoch"]]
+    if removed:
+        print_table(removed, ["path", "epoch", "loss", "threshold", "loss_over_mean", "label"])
+    say(f"{len(removed)} of {len(state['train_entries'])} training scans removed by epoch {state['epoch']} (gamma {payload['gamma']})")
+    if excluded:
+        print_table(excluded, ["path", "label", "reason"])
+        say(f"{len(excluded)} scans left out before training: they could not be prepared")
     if args.export_kept:
         say(f"kept scans written to {payload['kept_manifest']}")
     return 0

@@ -32,6 +32,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--outlier-every", type=int, metavar="N", help="epochs between outlier removals (default 5)")
     parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help="epochs of the second stage of two-stage models (mae2d's anomaly classifier; default 100)")
+    parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
+                        help="brain models: deepbet skull stripping (default auto: unless a scan is already skull-stripped; "
+                             "a manifest's brain column gives masks instead)")
     parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
@@ -74,6 +77,13 @@ def config_from_args(args):
         model = values.get("model", "ae3d")
         values["model_params"] = {**MODELS[model]["small"], **values.get("model_params", {})}
         values["preset_params"] = {**MODELS[model].get("small_preset", {}), **values.get("preset_params", {})}
+    if args.skull_strip:
+        from uadcore.preprocess import PRESETS
+
+        model = values.get("model", "ae3d")
+        if "skull_strip" not in PRESETS[MODELS[model]["preset"]].defaults:
+            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model]['preset']})")
+        values["preset_params"] = {**values.get("preset_params", {}), "skull_strip": args.skull_strip}
     config = TrainConfig.from_dict(values, source=args.config or "uad train")
     if not config.data:
         raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")
@@ -105,5 +115,7 @@ def run(args) -> int:
                 f"trained {summary['epochs']} epochs on {summary['scans']} scans: {summary['removed']} removed "
                 f"({summary['removed_unhealthy']} labelled unhealthy), final loss {summary['final_loss']}"
             )
+            if summary.get("excluded"):
+                say(f"{summary['excluded']} scans could not be prepared and were left out (see uad outliers {summary['run']})")
             say(f"run: {summary['run']}  (uad outliers {summary['run']} lists the removed scans)")
     return 0

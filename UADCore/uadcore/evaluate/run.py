@@ -10,6 +10,11 @@ and AP: a slice or patch is positive when lesion voxels cover more than
 score of that input (classifier probability, patch RMSE) or else the mean of its
 map inside the brain.
 
+Dice is reported three ways: at the threshold best on a fifth of the scans
+(reported on the rest), the best over all (an upper bound), and at the threshold
+training stored from healthy validation scans alone (1 % of their brain voxels
+above it): the one a user without lesion masks would use.
+
 Optional post-processing, as in Behrendt et al.'s later code (off by default and
 recorded in the report when on): a 5x5x5 median filter on the map, the brain mask
 eroded by one voxel, and, for Dice, predicted components of 7 voxels or fewer
@@ -28,6 +33,7 @@ from uadcore.train.data import prepare_scans
 
 
 POSTPROCESS = {"median_filter": 5, "brain_erosion": 1, "max_removed_component": 7}
+HEALTHY_FPR = 0.01  # the stored healthy threshold that `dice_at_healthy_fpr` uses
 
 
 def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_fraction: float = 0.2, seed: int = 0,
@@ -63,6 +69,13 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     if voxels and any(t[r].any() for _, t, r in voxels):
         report.update(voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]), np.concatenate([t[r] for _, t, r in voxels])))
         report.update(_dice(voxels, dice_fraction, seed, postprocess))
+        # Dice at the map value above which 1 % of the healthy validation scans' brain
+        # voxels lie: a threshold a user can set without any lesion
+        healthy_threshold = scorer.thresholds.get(kind, {}).get(str(HEALTHY_FPR))
+        if healthy_threshold is not None:
+            predicted = np.concatenate([(v > healthy_threshold)[r] for v, _, r in voxels])
+            report.update({"healthy_fpr": HEALTHY_FPR, "healthy_fpr_threshold": healthy_threshold,
+                           "dice_at_healthy_fpr": dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))})
     unit = scorer.preset.unit
     if unit and units:
         truth, scores = np.concatenate([t for t, _ in units]), np.concatenate([s for _, s in units])

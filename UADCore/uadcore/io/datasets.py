@@ -1,13 +1,14 @@
 """Data sets: a folder of scans, or a manifest CSV naming scans, labels and masks.
 
-Manifest format (header required, columns ``label`` and ``mask`` optional, extra
-columns ignored)::
+Manifest format (header required, columns ``label``, ``mask`` and ``brain``
+optional, extra columns ignored)::
 
     path,label,mask
     healthy/sub-0001.nii.gz,healthy,
     unhealthy/sub-0081.nii.gz,unhealthy,masks/sub-0081_mask.nii.gz
 
-``label`` is ``healthy``, ``unhealthy`` or empty (unknown). Relative paths are
+``label`` is ``healthy``, ``unhealthy`` or empty (unknown); ``mask`` a lesion mask;
+``brain`` a brain mask on the scan's grid, which replaces skull stripping. Relative paths are
 relative to the manifest's folder. A DICOM series is named by its folder.
 """
 
@@ -23,15 +24,18 @@ from uadcore.io.scans import SCAN_SUFFIXES, has_scan_suffix
 
 LABELS = ("healthy", "unhealthy")
 MANIFEST_COLUMNS = ("path", "label", "mask")
+OPTIONAL_COLUMNS = ("brain",)
 
 
 @dataclass(frozen=True)
 class ScanEntry:
-    """One scan of a data set: absolute path, label (None = unknown), mask path."""
+    """One scan of a data set: absolute path, label (None = unknown), lesion mask
+    path, brain mask path (replaces skull stripping)."""
 
     path: str
     label: str | None = None
     mask: str | None = None
+    brain: str | None = None
 
 
 def load_dataset(source: str) -> list[ScanEntry]:
@@ -81,7 +85,7 @@ def read_manifest(manifest: str) -> list[ScanEntry]:
     header = [name.strip().lower() for name in rows[0]]
     if "path" not in header:
         raise ManifestError(f"{manifest}: header {rows[0]} has no 'path' column (expected 'path,label,mask')")
-    column = {name: header.index(name) for name in MANIFEST_COLUMNS if name in header}
+    column = {name: header.index(name) for name in MANIFEST_COLUMNS + OPTIONAL_COLUMNS if name in header}
 
     entries = []
     for line, row in enumerate(rows[1:], start=2):
@@ -102,7 +106,10 @@ def read_manifest(manifest: str) -> list[ScanEntry]:
         mask = _resolve(base, cell["mask"]) if cell.get("mask") else None
         if mask is not None and not os.path.exists(mask):
             raise ManifestError(f"{manifest} line {line}: mask not found: {mask}")
-        entries.append(ScanEntry(path, label, mask))
+        brain = _resolve(base, cell["brain"]) if cell.get("brain") else None
+        if brain is not None and not os.path.exists(brain):
+            raise ManifestError(f"{manifest} line {line}: brain mask not found: {brain}")
+        entries.append(ScanEntry(path, label, mask, brain))
     if not entries:
         raise ManifestError(f"{manifest}: lists no scans")
     return entries
@@ -114,11 +121,13 @@ def write_manifest(entries: list[ScanEntry], manifest: str) -> str:
     base = os.path.dirname(os.path.abspath(manifest))
     with atomic_path(manifest) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
+        with_brain = any(entry.brain for entry in entries)
+        writer.writerow(MANIFEST_COLUMNS + (OPTIONAL_COLUMNS if with_brain else ()))
         for entry in entries:
-            writer.writerow(
-                [_relative(base, entry.path), entry.label or "", _relative(base, entry.mask) if entry.mask else ""]
-            )
+            row = [_relative(base, entry.path), entry.label or "", _relative(base, entry.mask) if entry.mask else ""]
+            if with_brain:
+                row.append(_relative(base, entry.brain) if entry.brain else "")
+            writer.writerow(row)
     return manifest
 
 

@@ -15,11 +15,19 @@ from __future__ import annotations
 from uadcore.errors import UADError
 from uadcore.models.ae3d import AE3D
 from uadcore.models.mae import MAE
+from uadcore.models.normative import Normative
 from uadcore.models.patchae import PatchAE
 from uadcore.models.vae import VAE
 
 VAE_MAPS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi")
 MODELS = {
+    "normative": {  # the voxel-statistics baseline: per-voxel healthy median and spread, map = z
+        "cls": Normative,
+        "preset": "brain3d-behrendt",
+        "maps": ("abs-z", "z", "rec"),
+        "train": {"epochs": 25, "reinit_at": [], "checkpoint_every": 25},  # 5 fit-and-remove rounds
+        "small": {},
+    },
     "ae3d": {
         "cls": AE3D,
         "preset": "brain3d-behrendt",

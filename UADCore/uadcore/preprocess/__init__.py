@@ -18,22 +18,24 @@ from uadcore.preprocess.slices2d import Brain2DSlices
 PRESETS = {preset.name: preset for preset in (Brain3DBehrendt, Brain2DSlices, Patches2D)}
 
 
-def make_preset(name: str, **params) -> Preset:
-    """A preset by name, with options overriding its defaults."""
+def make_preset(name: str, version: int | None = None, **params) -> Preset:
+    """A preset by name (its newest version unless told), with options overriding its defaults."""
     if name not in PRESETS:
         raise UADError(f"unknown preprocessing preset '{name}'; presets are {', '.join(PRESETS)}")
-    return PRESETS[name](**params)
+    return PRESETS[name](version=version, **params)
 
 
 def preset_from_dict(stored: dict) -> Preset:
-    """The preset stored in a checkpoint; refuses a version this UAD does not have."""
-    preset = make_preset(stored["name"], **stored.get("params", {}))
-    if stored.get("version") != preset.version:
+    """The preset stored in a checkpoint, at the version it was trained with;
+    refuses a version this UAD does not have."""
+    name, version = stored["name"], stored.get("version")
+    newest = PRESETS[name].version if name in PRESETS else None
+    if newest is None or not isinstance(version, int) or not 1 <= version <= newest:
         raise UADError(
-            f"preset {stored['name']} version {stored.get('version')} is not the version this "
-            f"UAD implements ({preset.version}); use the UAD release that trained the model"
+            f"preset {name} version {version} is not a version this UAD implements"
+            f"{f' (1 to {newest})' if newest else ''}; use the UAD release that trained the model"
         )
-    return preset
+    return make_preset(name, version, **stored.get("params", {}))
 
 
 __all__ = [

@@ -21,7 +21,7 @@ import numpy as np
 
 from uadcore.io.grid import Grid
 
-FORMAT = 1  # bump when what is stored changes
+FORMAT = 2  # bump when what is stored changes (2: the registration and the preparation's quality)
 
 
 def cache_root() -> str | None:
@@ -62,7 +62,7 @@ def load(root: str, key: str, preset):
     except (OSError, ValueError, KeyError):
         return None
     prepared = Prepared(arrays["image"], np.asarray(arrays["region"]), _grid(meta["grid"]), _grid(meta["scan_grid"]), preset,
-                        np.asarray(arrays["units"]))
+                        np.asarray(arrays["units"]), np.asarray(meta["to_template"], float), meta["quality"])
     return prepared, (np.asarray(arrays["mask"]) if "mask" in arrays else None)
 
 
@@ -78,7 +78,8 @@ def store(root: str, key: str, prepared, mask) -> None:
         arrays["mask"] = mask
     for name, array in arrays.items():
         np.save(os.path.join(temporary, f"{name}.npy"), np.ascontiguousarray(array))
-    meta = {"arrays": list(arrays), "grid": _plain(prepared.grid), "scan_grid": _plain(prepared.scan_grid)}
+    meta = {"arrays": list(arrays), "grid": _plain(prepared.grid), "scan_grid": _plain(prepared.scan_grid),
+            "to_template": np.asarray(prepared.to_template).tolist(), "quality": prepared.quality}
     with open(os.path.join(temporary, "meta.json"), "w", encoding="utf-8") as handle:
         json.dump(meta, handle)
     try:

@@ -3,7 +3,11 @@ scan onto a model grid in physical space, cuts it into model inputs, and puts
 model outputs back together and back onto the scan's own grid.
 
 A preset is stored in every checkpoint as ``{"name", "version", "params"}`` so a
-trained model always sees scans prepared the way it was trained.
+trained model always sees scans prepared the way it was trained. Brain presets
+from version 2 on run the brain preparation first (`uadcore.preprocess.brain`:
+skull stripping, N4, affine registration to MNI152, white-matter intensities) and
+sample a fixed grid in MNI space; version 1 (a grid centred on the scan's nonzero
+voxels, percentile scaling) stays available for the checkpoints trained with it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan
 from uadcore.preprocess.resample import nonzero_box, resample
+from uadcore.preprocess.skullstrip import SKULL_STRIP_CHOICES
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
@@ -25,8 +30,12 @@ class Prepared:
 
     image: float32, shape grid.shape, intensities scaled to [0, 1].
     region: bool, shape grid.shape; the brain (or foreground) on the model grid.
-    grid: the model grid (RAS mm).
-    scan_grid: the scan's own grid, where maps go back to.
+    grid: the model grid (RAS mm; in MNI space for a registered scan).
+    scan_grid: the scan's own grid, where maps go back to (and are written with).
+    to_template: 4x4, the scan's world -> the model grid's world (the
+        registration; identity for presets that do not register).
+    quality: what the preparation measured (brain volume, registration
+        correlation, seconds per step), for reports and `uad check`.
     units: which parts of the model grid the model sees: kept slice indices (K,)
         for slice presets, patch corners (N, 3) as (i0, j0, k) for patch presets,
         empty for whole-volume presets.
@@ -38,6 +47,8 @@ class Prepared:
     scan_grid: Grid
     preset: "Preset"
     units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    to_template: np.ndarray = field(default_factory=lambda: np.eye(4))
+    quality: dict = field(default_factory=dict)
 
     def inputs(self, volume: np.ndarray | None = None) -> np.ndarray:
         """Model inputs as a float32 batch (shape set by the preset), cut from the
@@ -58,31 +69,58 @@ class Prepared:
 
     def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
         """A volume on the model grid -> float32 volume on the scan's own grid."""
-        return resample(volume, self.grid, self.scan_grid, order=order)
+        return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
+
+    def scan_grid_in_model_space(self) -> Grid:
+        """The scan's voxels placed in the model grid's world (through the registration)."""
+        return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)
 
 
 class Preset:
-    """Base of all presets. Subclasses set `name`, `version`, `defaults` and
-    implement `model_grid`, `inputs` and `assemble`."""
+    """Base of all presets. Subclasses set `name`, `version` (the newest),
+    `defaults` and implement `model_grid`, `inputs` and `assemble`; brain presets
+    set `brain_from_version`."""
 
     name: ClassVar[str]
-    version: ClassVar[int]
+    version: ClassVar[int]  # an instance may be an older version (a stored checkpoint's)
     defaults: ClassVar[dict]
+    brain_from_version: ClassVar[int | None] = None  # the version that added the brain preparation
     unit: ClassVar[str | None] = None  # what one model input is, when not the whole volume: "slice", "patch"
     needs_3d: ClassVar[bool] = True
     zero_outside_region: ClassVar[bool] = True
 
-    def __init__(self, **params):
+    def __init__(self, version: int | None = None, **params):
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise UADError(
                 f"preset {self.name}: unknown option(s) {', '.join(unknown)}; "
                 f"options are {', '.join(sorted(self.defaults))}"
             )
+        version = type(self).version if version is None else int(version)
+        if not 1 <= version <= type(self).version:
+            raise UADError(f"preset {self.name} version {version} is not one this UAD implements (1 to {type(self).version})")
+        self.version = version
         self.params = {**self.defaults, **params}
+        if self.params.get("skull_strip", "auto") not in SKULL_STRIP_CHOICES:
+            raise UADError(f"preset {self.name}: skull_strip must be one of {', '.join(SKULL_STRIP_CHOICES)}")
+
+    @property
+    def prepares_brain(self) -> bool:
+        """True when this preset runs the brain preparation and samples MNI space."""
+        return self.brain_from_version is not None and self.version >= self.brain_from_version
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "params": _plain(self.params)}
+
+    def centre(self, scan: Scan, region: np.ndarray) -> np.ndarray:
+        """Where the model grid is centred (RAS mm): the template's brain in MNI space,
+        or (version 1) the box around the scan's region."""
+        if self.prepares_brain:
+            from uadcore.preprocess.template import load_template
+
+            low, high = load_template().brain_bounds
+            return (low + high) / 2.0
+        return region_centre(scan.grid, region)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
@@ -96,6 +134,8 @@ class Preset:
         """
         if self.needs_3d and scan.is_2d:
             raise ScanError(f"{scan.path}: is 2D ({scan.grid.describe()}); preset {self.name} needs a 3D volume")
+        if self.prepares_brain:
+            return self._prepare_brain(scan, region)
         region = scan.array != 0 if region is None else np.asarray(region, bool)
         if not region.any():
             raise ScanError(f"{scan.path}: has no nonzero voxels (an empty image or an empty mask)")
@@ -108,6 +148,24 @@ class Preset:
         if self.zero_outside_region:
             image[~on_grid] = 0.0
         prepared = Prepared(image, on_grid, grid, scan.grid, self)
+        prepared.units = self.select_units(prepared)
+        return prepared
+
+    def _prepare_brain(self, scan: Scan, brain: np.ndarray | None) -> Prepared:
+        """The brain preparation, then one resampling through the registration onto
+        the model grid in MNI space."""
+        from uadcore.preprocess.brain import prepare_brain
+
+        prepared_brain = prepare_brain(scan, brain, self.params["skull_strip"])
+        grid = self.model_grid(scan, prepared_brain.brain)
+        placed = prepared_brain.grid_in_template(scan.grid)
+        image = resample(prepared_brain.image, placed, grid)
+        on_grid = resample(prepared_brain.brain.astype(np.float32), placed, grid) > 0.5
+        if not on_grid.any():
+            raise ScanError(f"{scan.path}: its brain falls outside the {self.name} grid after registration")
+        image[~on_grid] = 0.0
+        prepared = Prepared(image, on_grid, grid, scan.grid, self, to_template=prepared_brain.to_template,
+                            quality=prepared_brain.quality)
         prepared.units = self.select_units(prepared)
         return prepared
 

@@ -1,5 +1,9 @@
 """`brain2d-slices`: axial slices of the brain for 2D models.
 
+Version 2 runs the brain preparation first (`uadcore.preprocess.brain`) and
+centres the grid on the MNI152 template's brain; version 1 (older checkpoints)
+centres it on the scan's nonzero voxels and scales by the 99.5th percentile.
+
 The model grid is RAS-aligned and centred on the brain: ``size`` x ``size`` pixels
 over a square in-plane field of view (``field_of_view_mm``, 192 mm by default, so
 3 mm pixels at 64x64 as for the VAE of Zimmerer et al., 0.86 mm at 224x224 for the
@@ -17,12 +21,13 @@ import numpy as np
 
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan
-from uadcore.preprocess.preset import Prepared, Preset, region_centre
+from uadcore.preprocess.preset import Prepared, Preset
 
 
 class Brain2DSlices(Preset):
     name = "brain2d-slices"
-    version = 1
+    version = 2
+    brain_from_version = 2
     unit = "slice"  # what one model input is
     defaults = {
         "size": 64,
@@ -30,7 +35,8 @@ class Brain2DSlices(Preset):
         "slice_spacing_mm": None,
         "slab_mm": 166.0,
         "min_brain_fraction": 0.05,
-        "upper_percentile": 99.5,
+        "skull_strip": "auto",  # auto | yes | no (see uadcore.preprocess.skullstrip)
+        "upper_percentile": 99.5,  # version 1 only
     }
 
     def model_grid(self, scan: Scan, region: np.ndarray) -> Grid:
@@ -39,7 +45,7 @@ class Brain2DSlices(Preset):
         slice_spacing = float(self.params["slice_spacing_mm"] or pixel)
         n_slices = max(1, int(round(float(self.params["slab_mm"]) / slice_spacing)))
         spacing = (pixel, pixel, slice_spacing)
-        return Grid.centred(region_centre(scan.grid, region), spacing, (size, size, n_slices))
+        return Grid.centred(self.centre(scan, region), spacing, (size, size, n_slices))
 
     def select_units(self, prepared: Prepared) -> np.ndarray:
         """Indices of the kept axial slices, shape (K,)."""

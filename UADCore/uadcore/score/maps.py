@@ -5,7 +5,9 @@
   reconstruction term 0.5 ((x - x_hat(mu(x))) / c)^2 summed over voxels, or both
   (model in eval mode, z = mu);
 - ``combi``: the KL gradient, smoothed and min-max normalised, times the
-  reconstruction term.
+  reconstruction term;
+- ``abs-z``, ``z``: the normative baseline's |z| and signed z-score per voxel
+  (rec there is |x - healthy median|).
 
 Per image by default: gradients of the *sum* over the batch (each image's gradient
 is then its own), min-max over each image. ``reference=True`` reproduces the
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 GRADIENT_KINDS = ("kl-grad", "rec-grad", "elbo-grad", "combi")
+Z_KINDS = ("abs-z", "z")
 ITEM_KINDS = ("classifier", "ssim", "patch-rmse")
 SMOOTH_SIZE, SMOOTH_SIGMA = 7, 3.0
 
@@ -47,8 +50,14 @@ def map_outputs(model, x: torch.Tensor, kind: str, reference: bool = False) -> d
     summed over voxels + KL, constants dropped), z = mu.
     """
     model.eval()
-    if kind != "rec" and kind not in GRADIENT_KINDS:
+    if kind != "rec" and kind not in GRADIENT_KINDS + Z_KINDS:
         raise ValueError(f"unknown map kind {kind}")
+    if hasattr(model, "z_score"):  # the normative baseline
+        if kind not in Z_KINDS + ("rec",):
+            raise ValueError(f"map kind {kind} needs a VAE")
+        with torch.no_grad():
+            z = model.z_score(x)
+            return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "abs-z": z.abs(), "z": z}
     if not hasattr(model, "terms"):  # a plain autoencoder: its one map is the reconstruction error
         if kind != "rec":
             raise ValueError(f"map kind {kind} needs a VAE")

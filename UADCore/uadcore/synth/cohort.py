@@ -21,7 +21,7 @@ from uadcore.io.scans import write_nifti
 from uadcore.parallel import process_map
 from uadcore.synth.lesions import KINDS as LESION_KINDS
 from uadcore.synth.subject import choose_lesion_kind, make_subject
-from uadcore.synth.template import load_template
+from uadcore.preprocess.template import load_template
 
 
 def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: int = 0, workers: int | None = None,

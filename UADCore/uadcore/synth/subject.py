@@ -15,7 +15,7 @@ from scipy import ndimage
 from uadcore.io.grid import Grid
 from uadcore.synth.fields import smooth_random_field
 from uadcore.synth.lesions import KINDS, paint_lesion
-from uadcore.synth.template import Template
+from uadcore.preprocess.template import Template
 
 # How written files are laid out: axis codes (as in `orientation_code`), and spacings.
 ORIENTATIONS = ("RAS", "LAS", "LPS", "LPI", "ASR", "PIL", "oblique")

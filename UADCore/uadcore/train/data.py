@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from uadcore.errors import UADError
 from uadcore.io import ScanEntry, read_mask, read_scan
 from uadcore.parallel import process_map
 from uadcore.preprocess import Prepared, Preset, resample
@@ -43,10 +44,11 @@ class PreparedSet:
 def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
     """(entry, preset[, cache root, content key]) -> the scan on the model grid,
     and its lesion mask there (nearest neighbour) when the entry has one; stored in
-    the disk cache when a root and key are given."""
+    the disk cache when a root and key are given. The entry's brain mask, if any,
+    replaces skull stripping."""
     entry, preset, *cached = job
     scan = read_scan(entry.path, need_3d=preset.needs_3d)
-    prepared = preset.prepare(scan)
+    prepared = preset.prepare(scan, read_mask(entry.brain, scan) if entry.brain else None)
     mask = None
     if entry.mask:
         mask = resample(read_mask(entry.mask, scan).astype(np.float32), scan.grid, prepared.grid, order=0) > 0.5
@@ -61,9 +63,19 @@ _PREPARED: dict = {}
 _PREPARED_LIMIT = 4096
 
 
-def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True) -> list:
+def _prepare_or_problem(job):
+    """`prepare_scan`, or the one-line message of the bad input that stopped it."""
+    try:
+        return prepare_scan(job)
+    except UADError as error:
+        return str(error)
+
+
+def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True,
+                  problems: dict | None = None) -> list:
     """`prepare_scan` of every entry, in parallel and remembered in this process and
-    on disk (`uadcore.preprocess.cache`); stops at the first bad file."""
+    on disk (`uadcore.preprocess.cache`). A bad scan raises its `UADError`, or, when
+    a ``problems`` dict is given, is recorded there (path -> message) and gives None."""
     keys = [_cache_key(entry, preset) for entry in entries]
     missing = {key: entry for key, entry in zip(keys, entries) if key not in _PREPARED}
     root = disk_cache.cache_root()
@@ -75,11 +87,20 @@ def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None 
             _remember(key, hit)
         else:
             jobs[key] = (entry, preset, root, content)
+    failed = {}
     if jobs:
-        results = process_map(prepare_scan, list(jobs.values()), workers, desc="prepare", unit="scan", progress=progress)
+        results = process_map(_prepare_or_problem, list(jobs.values()), workers, desc="prepare", unit="scan", progress=progress)
         for key, result in zip(jobs, results):
-            _remember(key, result)
-    return [_PREPARED[key] for key in keys]
+            if isinstance(result, str):
+                failed[key] = result
+            else:
+                _remember(key, result)
+    for key, entry in zip(keys, entries):
+        if key in failed:
+            if problems is None:
+                raise UADError(failed[key])
+            problems[entry.path] = failed[key]
+    return [_PREPARED.get(key) for key in keys]
 
 
 def _remember(key, result) -> None:
@@ -92,7 +113,7 @@ def _content_key(entry: ScanEntry, preset: Preset) -> str | None:
     """The disk-cache key, or None when a file cannot be read (preparing it will
     then report the problem)."""
     try:
-        return disk_cache.content_key([entry.path, entry.mask], preset.to_dict())
+        return disk_cache.content_key([entry.path, entry.mask, entry.brain], preset.to_dict())
     except OSError:
         return None
 
@@ -105,7 +126,7 @@ def _cache_key(entry: ScanEntry, preset: Preset) -> tuple:
         status = os.stat(path)
         return (os.path.abspath(path), status.st_size, status.st_mtime_ns)
 
-    return stamp(entry.path), stamp(entry.mask), json.dumps(preset.to_dict(), sort_keys=True)
+    return stamp(entry.path), stamp(entry.mask), stamp(entry.brain), json.dumps(preset.to_dict(), sort_keys=True)
 
 
 def stack_inputs(prepared: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,7 +138,12 @@ def stack_inputs(prepared: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.from_numpy(np.concatenate(inputs)), torch.from_numpy(regions), torch.from_numpy(owners).long()
 
 
-def prepare_set(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True) -> PreparedSet:
-    """Read and prepare every scan (in parallel) into one `PreparedSet`."""
-    prepared = [p for p, _ in prepare_scans([ScanEntry(e.path) for e in entries], preset, workers, progress)]
-    return PreparedSet(list(entries), *stack_inputs(prepared))
+def prepare_set(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True,
+                problems: dict | None = None) -> PreparedSet:
+    """Read and prepare every scan (in parallel) into one `PreparedSet`; with a
+    ``problems`` dict, bad scans are left out and recorded there (see `prepare_scans`)."""
+    results = prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries], preset, workers, progress, problems)
+    kept = [(entry, result[0]) for entry, result in zip(entries, results) if result is not None]
+    if not kept:
+        raise UADError(f"none of the {len(entries)} scans could be prepared; the first: {next(iter((problems or {}).values()), '?')}")
+    return PreparedSet([e for e, _ in kept], *stack_inputs([p for _, p in kept]))

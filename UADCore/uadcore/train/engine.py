@@ -92,8 +92,16 @@ def _train(config, run_dir, stored, events, ranks):
         train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
         val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
     show_progress = ranks.is_main and events.progress
-    train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress)
-    val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress) if val_entries else None
+    # a scan that cannot be prepared (unreadable, no brain found, a failed
+    # registration) is left out of the run and listed in its audit, not fatal
+    problems = {}
+    train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress, problems=problems)
+    val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress, problems=problems) if val_entries else None
+    excluded = [{"path": entry.path, "epoch": 0, "label": entry.label or "", "reason": problems[entry.path]}
+                for entry in train_entries + val_entries if entry.path in problems]
+    for row in excluded:
+        events.emit("excluded", path=row["path"], reason=row["reason"])
+    train_entries, val_entries = train_set.entries, (val_set.entries if val_set is not None else [])
     n_scans = len(train_set)
 
     # ---- model, optimiser, state -----------------------------------------------
@@ -106,6 +114,10 @@ def _train(config, run_dir, stored, events, ranks):
     # outlier removal, re-initialisation and the validation-loss schedules belong to
     # the first stage; the second runs `classifier_epochs` epochs after it
     stages = getattr(model, "stages", ("model",))
+    # a model fitted in closed form (the normative baseline) is refitted on the kept
+    # scans whenever they change, instead of taking gradient steps
+    closed_form = getattr(model, "fits_in_closed_form", False)
+    fitted_on = None  # the kept scans the closed-form fit used
     state = {"first_stage_end": config.epochs}
 
     def stage_at(epoch):
@@ -115,6 +127,8 @@ def _train(config, run_dir, stored, events, ranks):
         return state["first_stage_end"] + (config.classifier_epochs if len(stages) > 1 else 0)
 
     def make_optimizer(stage, fresh):
+        if closed_form:
+            return None
         parameters = model.begin_stage(stage, fresh) if len(stages) > 1 else model.parameters()
         if stage == "classifier":
             return torch.optim.AdamW(parameters, lr=config.classifier_lr, weight_decay=config.classifier_weight_decay)
@@ -122,6 +136,8 @@ def _train(config, run_dir, stored, events, ranks):
 
     def wrap(model):
         trained = _PerSampleLoss(model)
+        if closed_form:
+            return trained
         if ranks.enabled:
             trained = torch.nn.parallel.DistributedDataParallel(trained)
         return torch.compile(trained) if config.compile else trained
@@ -131,7 +147,7 @@ def _train(config, run_dir, stored, events, ranks):
     plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     kept = torch.ones(n_scans, dtype=torch.bool)
-    audit, history, first_epoch = [], [], 1
+    audit, history, first_epoch = excluded, [], 1
     if stored is not None:
         model.load_state_dict(stored["model"])
         kept = stored["kept"].bool()
@@ -141,8 +157,10 @@ def _train(config, run_dir, stored, events, ranks):
         torch.set_rng_state(stored["rng"])
     stage = stage_at(first_epoch - 1) if first_epoch > 1 else stages[0]
     optimizer = make_optimizer(stage, fresh=stored is None)
-    if stored is not None:
+    if stored is not None and optimizer is not None:
         optimizer.load_state_dict(stored["optimizer"])
+    if closed_form:
+        model = model.to(device)
     trained = wrap(model)
 
     # the whole training set on the GPU when it fits in half of the free memory
@@ -152,7 +170,7 @@ def _train(config, run_dir, stored, events, ranks):
     per_rank_batch = max(1, config.batch_size // ranks.world)
 
     def snapshot(epoch):
-        return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
+        return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer is not None else {},
                 "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state(),
                 "plateau": dict(plateau), "first_stage_end": state["first_stage_end"]}
 
@@ -196,6 +214,9 @@ def _train(config, run_dir, stored, events, ranks):
             kept_items = train_set.items_of(kept)
             global_order = kept_items[torch.randperm(len(kept_items), generator=generator)]
             order, real = distributed.shard(global_order, ranks)
+            if closed_form and (fitted_on is None or not torch.equal(fitted_on, kept)):
+                model.fit(train_set.items[kept_items], train_set.regions[kept_items])
+                fitted_on = kept.clone()
             item_loss = torch.zeros(len(train_set.items), dtype=torch.float64)
             item_seen = torch.zeros(len(train_set.items), dtype=torch.float64)
 
@@ -210,13 +231,15 @@ def _train(config, run_dir, stored, events, ranks):
                 x = items[index.to(items.device)].to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
+                        torch.set_grad_enabled(not closed_form):
                     losses = trained(x)
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = (losses * weight.to(device)).sum() * (ranks.world / step_samples)
-                scaler.scale(step_loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                if not closed_form:
+                    optimizer.zero_grad(set_to_none=True)
+                    step_loss = (losses * weight.to(device)).sum() * (ranks.world / step_samples)
+                    scaler.scale(step_loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 item_loss.index_add_(0, index[weight], losses.detach().double().cpu()[weight])
                 item_seen.index_add_(0, index[weight], torch.ones(int(weight.sum()), dtype=torch.float64))
 
@@ -238,7 +261,7 @@ def _train(config, run_dir, stored, events, ranks):
                 kept = kept & ~remove
                 if removed_now:
                     events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
-            record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": len(audit),
+            record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": _removed(audit),
                       "seconds": round(time.perf_counter() - started, 3)}
             if len(stages) > 1:
                 record["stage"] = stage
@@ -247,7 +270,7 @@ def _train(config, run_dir, stored, events, ranks):
                 record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
             history.append(record)
             events.emit("epoch", **history[-1], epochs=last_epoch())
-            bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=len(audit))
+            bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=_removed(audit))
             bar.update()
             if first_stage and watch_validation and config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
                 events.emit("early_stop", epoch=epoch, best_val_loss=round(plateau["best_run"], 6))
@@ -280,7 +303,8 @@ def _train(config, run_dir, stored, events, ranks):
     final = {**last, "validation": validation}
     write(final, done=True)
     summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
-               "removed": len(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit),
+               "removed": _removed(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit if r["epoch"]),
+               "excluded": len(audit) - _removed(audit),
                "final_loss": history[-1]["loss"] if history else None}
     events.emit("done", **summary)
     return summary
@@ -366,6 +390,11 @@ def _reinitialise(model: torch.nn.Module, seed: int) -> None:
         if module is not model and hasattr(module, "reset_parameters"):
             module.reset_parameters()
     torch.set_rng_state(state)
+
+
+def _removed(audit: list[dict]) -> int:
+    """Scans outlier removal took out (audit rows of epoch 0 were never trained on)."""
+    return sum(1 for row in audit if row["epoch"])
 
 
 def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntry], list[ScanEntry]]:

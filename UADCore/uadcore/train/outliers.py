@@ -2,7 +2,8 @@
 scans whose training loss exceeds gamma times the epoch's mean loss.
 
 The audit trail (RUN/outliers.csv) records for every removed scan when, with what
-loss, against which threshold, and its label where the data set gave one.
+loss, against which threshold, and its label where the data set gave one; scans
+left out before training (epoch 0: they could not be prepared) carry the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from uadcore.io.atomic import atomic_path
 
-AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label")
+AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label", "reason")
 
 
 def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float, float]:

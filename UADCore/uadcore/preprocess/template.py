@@ -1,6 +1,7 @@
-"""The anatomy every synthetic subject is made from: the MNI152 2009a (symmetric,
-non-linear) T1 template and its grey- and white-matter probability maps, as shipped
-inside the nilearn wheel (no download)."""
+"""The MNI152 2009a (symmetric, non-linear) T1 template and its grey- and
+white-matter probability maps, as shipped inside the nilearn wheel (no download):
+the space every brain scan is registered to, and the anatomy every synthetic
+subject is made from."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def template_folder() -> str:
     """nilearn's data folder, found without importing nilearn (slow to import)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise UADError("the synthetic cohort needs the nilearn package (pip install nilearn)")
+        raise UADError("the MNI152 template comes with the nilearn package (pip install nilearn)")
     return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
 
 
