@@ -32,6 +32,7 @@ setup(
         "tqdm>=4.60",
         "threadpoolctl>=3",
         "matplotlib>=3.6",
+        "deepbet>=1.0.2",  # skull stripping; its weights ship inside the wheel
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-qt>=4"],

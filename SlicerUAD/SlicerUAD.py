@@ -32,7 +32,7 @@ if importlib.util.find_spec("uadcore") is None and os.path.isdir(_SOURCE_ENGINE)
 
 MINIMUM_TORCH = "2.1"
 REQUIREMENTS = ["monai>=1.3", "einops>=0.6", "nibabel>=5.0", "scikit-learn>=1.3", "scipy>=1.10", "tqdm>=4.60",
-                "threadpoolctl>=3", "nilearn>=0.10"]
+                "threadpoolctl>=3", "nilearn>=0.10", "deepbet>=1.0.2"]
 PARAMETERS = ("model", "size", "epochs", "gamma", "outlier_removal", "run")
 
 

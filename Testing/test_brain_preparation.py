@@ -145,3 +145,47 @@ def test_deepbet_strips_real_ixi_heads_to_a_brain_sized_mask():
         assert 1000.0 < volume_ml(mask, scan) < 2000.0
         # the mask is one piece in the middle of the head, not the skull: brighter than the head around it
         assert scan.array[mask].mean() > 1.5 * scan.array[~mask & (scan.array > 0)].mean()
+    import sys
+
+    assert "tkinter" not in sys.modules and "customtkinter" not in sys.modules  # deepbet's GUI stays out (headless, Slicer)
+
+
+def test_a_brain_mask_in_the_manifest_replaces_skull_stripping(cohort, tmp_path, capsys):
+    import json
+
+    import nibabel as nib
+
+    from uadcore.cli import main
+    from uadcore.io import ScanEntry, read_manifest, write_manifest
+
+    entry = read_manifest(cohort)[0]
+    image = nib.load(entry.path)
+    brain = tmp_path / "brain.nii.gz"
+    nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 0).astype(np.uint8), image.affine), brain)
+    manifest = write_manifest([ScanEntry(entry.path, "healthy", None, str(brain))], str(tmp_path / "with-brain.csv"))
+    assert "brain" in open(manifest).readline()
+    assert main(["check", manifest, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["scans"]
+    assert row["brain_from"] == "mask"
+
+    # a brain mask on another grid: one line naming the mask, exit 2
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.uint8), np.eye(4)), other)
+    bad = write_manifest([ScanEntry(entry.path, "healthy", None, str(other))], str(tmp_path / "bad-brain.csv"))
+    assert main(["check", bad, "--json"]) == 2
+    assert str(other) in capsys.readouterr().err
+
+
+def test_a_lesion_mask_goes_to_the_model_grid_through_the_registration(tmp_path):
+    from uadcore.io import ScanEntry
+    from uadcore.train.data import prepare_scan
+
+    # far from MNI's origin: a mask resampled without the registration would miss
+    array, grid, _, marker = template_scan("LPS", (2.0, 2.0, 2.0), (90, 110, 80), shift_mm=(30.0, -40.0, 25.0), marker_mni=MARKER_MNI)
+    world = grid.index_to_world(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
+    mask = (np.linalg.norm(world - marker, axis=-1) <= 6.0).astype(np.float32)
+    scan_path, mask_path = write_nifti(array, grid, str(tmp_path / "s.nii.gz")), write_nifti(mask, grid, str(tmp_path / "m.nii.gz"))
+    prepared, on_model = prepare_scan((ScanEntry(scan_path, "unhealthy", mask_path), make_preset("brain3d-behrendt")))
+    assert on_model.any()
+    centre = prepared.grid.index_to_world(np.argwhere(on_model)).mean(axis=0)
+    assert np.linalg.norm(centre - MARKER_MNI) <= prepared.grid.spacing.max()

@@ -34,6 +34,8 @@ def test_a_second_run_reads_identical_prepared_scans_from_disk(tmp_path, monkeyp
         np.testing.assert_allclose(a.grid.affine, b.grid.affine)
         assert a.scan_grid.shape == b.scan_grid.shape
         np.testing.assert_array_equal(a.to_scan(a.image), b.to_scan(b.image))
+        np.testing.assert_array_equal(a.to_template, b.to_template)  # the registration comes back too
+        assert a.quality == b.quality and a.quality["registration_correlation"] > 0.5
 
 
 def test_a_changed_file_or_another_preset_is_a_miss(tmp_path, monkeypatch, cohort):

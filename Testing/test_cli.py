@@ -38,6 +38,16 @@ def test_check_json(cohort, capsys):
     assert payload["n"] == 6 and payload["healthy"] == 3 and payload["with_mask"] == 3
     assert payload["preset"]["name"] == "brain3d-behrendt"
     assert all(scan["model_inputs"] == 1 for scan in payload["scans"])
+    # what the brain preparation found, per scan: the synthetic scans are skull-stripped already
+    assert all(scan["brain_from"] == "scan" and scan["registration"] > 0.5 and 900 < scan["brain_ml"] < 2600
+               for scan in payload["scans"])
+
+
+def test_progress_in_a_log_is_plain_lines(cohort):
+    done = subprocess.run([sys.executable, "-m", "uadcore", "check", cohort], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "check: 6/6 scans (100 %)" in done.stderr.splitlines()  # a line of its own, no carriage returns
+    assert "\r" not in done.stderr
 
 
 def test_check_slices_counts_the_slices(cohort, capsys):

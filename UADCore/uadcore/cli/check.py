@@ -31,6 +31,7 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from uadcore.io import load_dataset, read_mask, read_scan
     from uadcore.preprocess import make_preset
+    from uadcore.train.data import prepare_scans
 
     preset = make_preset(args.preset, **({"skull_strip": args.skull_strip} if args.skull_strip else {}))
     entries = load_dataset(args.data)
@@ -38,22 +39,17 @@ def run(args) -> int:
     with progress_bar(total=len(entries), desc="check", unit="scan", enabled=not args.json) as bar:
         for entry in entries:
             scan = read_scan(entry.path, need_3d=preset.needs_3d)
-            lesion_voxels = int(read_mask(entry.mask, scan).sum()) if entry.mask else None
-            prepared = preset.prepare(scan, read_mask(entry.brain, scan) if entry.brain else None)
-            quality = prepared.quality
-            rows.append(
-                {
-                    "path": entry.path,
-                    "label": entry.label or "",
-                    "grid": scan.grid.describe(),
-                    "mask_voxels": lesion_voxels,
-                    "model_inputs": len(prepared.inputs()),
-                    "brain_ml": quality.get("brain_ml"),
-                    "brain_from": quality.get("skull_stripped_by"),
-                    "registration": quality.get("registration_correlation"),
-                }
-            )
+            rows.append({"path": entry.path, "label": entry.label or "", "grid": scan.grid.describe(),
+                         "mask_voxels": int(read_mask(entry.mask, scan).sum()) if entry.mask else None})
+            if entry.brain:
+                read_mask(entry.brain, scan)  # on the scan's grid, or a clear error
             bar.update()
+    # the preparation itself (skull stripping, registration, ...): in parallel, and
+    # remembered in the cache for the training run that follows
+    for row, (prepared, _) in zip(rows, prepare_scans(entries, preset, progress=not args.json)):
+        quality = prepared.quality
+        row.update({"model_inputs": len(prepared.inputs()), "brain_ml": quality.get("brain_ml"),
+                    "brain_from": quality.get("skull_stripped_by"), "registration": quality.get("registration_correlation")})
     counts = {label: sum(row["label"] == label for row in rows) for label in ("healthy", "unhealthy", "")}
     summary = {
         "n": len(rows),

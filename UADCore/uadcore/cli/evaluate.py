@@ -4,7 +4,7 @@ trained run on labelled scans it did not train on."""
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
-from uadcore.cli.score import MAP_HELP
+from uadcore.cli.score import map_help
 
 
 def add_parser(commands) -> None:
@@ -18,7 +18,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
-    parser.add_argument("--map", metavar="KIND", help=MAP_HELP + "; 'all' compares every kind")
+    parser.add_argument("--map", metavar="KIND", help=map_help() + "; 'all' compares every kind")
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--postprocess", action="store_true", help="median filter 5^3, brain mask eroded by 1 voxel, components <= 7 voxels removed for Dice")
@@ -54,6 +54,8 @@ def run(args) -> int:
         curves = {kind: ([s["label"] == "unhealthy" for s in r["scans"] if s["label"]], [s["score"] for s in r["scans"] if s["label"]])
                   for kind, r in reports.items()}
         plot = roc_png(curves, os.path.abspath(plot), title=os.path.basename(scorer.run_dir))
+    for skipped in next(iter(reports.values()))["skipped"]:
+        say(f"left out: {skipped['reason']}")
     if args.json:
         payload = reports[args.map] if args.map != "all" else {"maps": reports}
         print_json({**payload, "roc_plot": plot} if plot else payload)

@@ -8,10 +8,11 @@ import os
 from uadcore.cli.output import print_json, say
 
 
-MAP_HELP = (
-    "map kind (default: the model's first): ae3d rec; vae2d, vae3d rec, kl-grad, rec-grad, elbo-grad, combi; "
-    "mae2d classifier, rec, ssim; patchae2d patch-rmse, rec"
-)
+def map_help() -> str:
+    """The map kinds of every model, from the model registry."""
+    from uadcore.models import MODELS
+
+    return "map kind (default: the model's first): " + "; ".join(f"{name} {', '.join(entry['maps'])}" for name, entry in MODELS.items())
 
 
 def add_parser(commands) -> None:
@@ -22,7 +23,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
     parser.add_argument("scan", metavar="SCAN", help="a scan file or DICOM folder")
-    parser.add_argument("--map", metavar="KIND", help=MAP_HELP)
+    parser.add_argument("--map", metavar="KIND", help=map_help())
     parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI)")
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

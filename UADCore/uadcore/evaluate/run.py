@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from uadcore.errors import UADError
 from uadcore.evaluate.metrics import best_dice_threshold, dice, sample_metrics, voxel_metrics
 from uadcore.io import ScanEntry
 from uadcore.score.scorer import Scorer
@@ -38,8 +39,15 @@ HEALTHY_FPR = 0.01  # the stored healthy threshold that `dice_at_healthy_fpr` us
 
 def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_fraction: float = 0.2, seed: int = 0,
              workers: int | None = None, progress: bool = True, postprocess: bool = False, unit_overlap: float = 0.0) -> dict:
-    """Metrics of ``scorer``'s run on ``entries`` (see the module docstring)."""
-    prepared = prepare_scans(entries, scorer.preset, workers, progress)
+    """Metrics of ``scorer``'s run on ``entries`` (see the module docstring). A scan
+    that cannot be prepared (e.g. a failed registration) is left out and listed in
+    the report's ``skipped``."""
+    problems: dict = {}
+    prepared = prepare_scans(entries, scorer.preset, workers, progress, problems)
+    skipped = [{"path": e.path, "label": e.label or "", "reason": problems[e.path]} for e in entries if e.path in problems]
+    prepared, entries = [p for p in prepared if p is not None], [e for e in entries if e.path not in problems]
+    if not entries:
+        raise UADError(f"none of the scans could be prepared; the first: {skipped[0]['reason']}")
     results = scorer.score_prepared([p for p, _ in prepared], [e.path for e in entries], kind)
 
     labelled = [(r.score, e.label == "unhealthy") for r, e in zip(results, entries) if e.label]
@@ -82,6 +90,7 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
         metrics = sample_metrics(list(scores), list(truth))
         report.update({f"{unit}_auroc": metrics["sample_auroc"], f"{unit}_ap": metrics["sample_ap"],
                        "units": {"kind": unit, "n": int(len(truth)), "positive": int(truth.sum()), "overlap": unit_overlap}})
+    report["skipped"] = skipped
     report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
                        for r, e in zip(results, entries)]
     return report

@@ -1,7 +1,10 @@
 """N4 bias-field correction (Tustison et al. 2010) with SimpleITK, inside the brain.
 
-The field is smooth, so it is fitted on the scan shrunk to about 4 mm voxels and
-then evaluated on the scan's own grid; the scan is divided by it.
+The field is smooth, so it is fitted on the scan shrunk to about 6 mm voxels and
+then evaluated on the scan's own grid; the scan is divided by it. (On an IXI scan,
+fitting at 6 mm instead of 4 mm took 1.2 s instead of 3.9 s and moved the log
+field by at most 0.044, median 0.013; capping the iterations instead moved it by
+0.2-0.3.)
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 from uadcore.io.scans import Scan
 from uadcore.preprocess.itk import from_sitk, to_sitk
 
-FIT_SPACING_MM = 4.0
+FIT_SPACING_MM = 6.0
 ITERATIONS = (50, 50, 30)  # per fitting level (B-spline meshes doubling in resolution)
 
 

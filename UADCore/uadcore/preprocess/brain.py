@@ -28,6 +28,10 @@ from uadcore.preprocess.resample import resample
 from uadcore.preprocess.skullstrip import brain_mask, is_skull_stripped, volume_ml
 from uadcore.preprocess.template import load_template
 
+# bump when the steps compute something else (it is part of the prepared-scan cache key;
+# 3: lesion masks go to the model grid through the registration too)
+REVISION = 3
+
 
 @dataclass
 class BrainScan:

@@ -35,8 +35,12 @@ def cache_root() -> str | None:
 
 
 def content_key(paths: list[str | None], preset_dict: dict) -> str:
-    """SHA-256 of the files' bytes (a DICOM folder: all its files, by name) and the preset."""
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, "preset": preset_dict}, sort_keys=True).encode())
+    """SHA-256 of the files' bytes (a DICOM folder: all its files, by name), the
+    preset and the brain preparation's revision."""
+    from uadcore.preprocess.brain import REVISION
+
+    recipe = {"format": FORMAT, "preset": preset_dict, "brain_revision": REVISION}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for path in paths:
         digest.update(b"\0file\0")
         if not path:

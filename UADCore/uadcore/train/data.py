@@ -51,7 +51,8 @@ def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
     prepared = preset.prepare(scan, read_mask(entry.brain, scan) if entry.brain else None)
     mask = None
     if entry.mask:
-        mask = resample(read_mask(entry.mask, scan).astype(np.float32), scan.grid, prepared.grid, order=0) > 0.5
+        # through the registration, as the scan itself went
+        mask = resample(read_mask(entry.mask, scan).astype(np.float32), prepared.scan_grid_in_model_space(), prepared.grid, order=0) > 0.5
     if cached and cached[0] and cached[1]:
         disk_cache.store(cached[0], cached[1], prepared, mask)
     return prepared, mask

@@ -1,0 +1,88 @@
+"""The normative baseline (`--model normative`) through the real `uad` entry points,
+and training that leaves out a scan it cannot prepare and says why."""
+
+import csv
+import json
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from uadcore.cli import main
+from uadcore.io import read_manifest, write_manifest
+from uadcore.models.normative import MIN_SPREAD, Normative
+
+
+def test_fit_gives_the_median_and_a_robust_spread():
+    rng = np.random.default_rng(0)
+    items = torch.from_numpy(rng.normal(0.5, 0.1, (41, 1, 6, 5, 4)).astype(np.float32))
+    items[0] = 9.0  # one wild scan moves neither statistic much
+    model = Normative(in_shape=(6, 5, 4))
+    model.fit(items, torch.ones_like(items, dtype=torch.bool))
+    assert torch.allclose(model.median, items.median(dim=0, keepdim=True).values)
+    assert float(model.spread.mean()) == pytest.approx(0.1, rel=0.3)
+    assert float(model.spread.min()) >= MIN_SPREAD
+    z = model.z_score(items[:2])
+    assert float(z[0].abs().mean()) > 30 and float(z[1].abs().mean()) < 3
+    losses = model.loss_per_sample(items[:2])
+    assert losses.shape == (2,) and losses[0] > 10 * losses[1]
+
+
+def _run(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr()
+
+
+def test_normative_trains_removes_scores_and_evaluates(cohort, tmp_path, capsys):
+    entries = read_manifest(cohort)
+    train = write_manifest([e for e in entries if e.label == "healthy"] + [e for e in entries if e.label == "unhealthy"][:1],
+                           str(tmp_path / "train.csv"))
+    run = tmp_path / "run"
+    code, out = _run(["train", "--data", train, "--model", "normative", "--out", str(run), "--val-fraction", "0", "--json"], capsys)
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["epochs"] == 25  # five fit-and-remove rounds
+    with open(run / "history.csv", newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == 25 and float(history[0]["loss"]) > 0
+
+    unhealthy = [e for e in entries if e.label == "unhealthy"][1]
+    out_path = tmp_path / "z.nii.gz"
+    code, out = _run(["score", str(run), unhealthy.path, "--map", "abs-z", "--out", str(out_path), "--json"], capsys)
+    assert code == 0, out.err
+    z = np.asarray(nib.load(out_path).dataobj)
+    lesion = np.asarray(nib.load(unhealthy.mask).dataobj) > 0
+    assert z.shape == lesion.shape
+    # the map sits on the lesion: its values there are well above those elsewhere in the brain
+    brain = np.asarray(nib.load(unhealthy.path).dataobj) != 0
+    assert np.median(z[lesion & brain]) > 2 * np.median(z[brain & ~lesion])
+
+    test = write_manifest([e for e in entries if e.label == "unhealthy"][1:], str(tmp_path / "test.csv"))
+    code, out = _run(["evaluate", str(run), "--data", test, "--map", "abs-z", "--json"], capsys)
+    assert code == 0, out.err
+    report = json.loads(out.out)
+    assert report["voxel_auroc"] > 0.7
+
+
+def test_a_scan_that_cannot_be_prepared_is_left_out_and_listed(cohort, tmp_path, capsys):
+    entries = read_manifest(cohort)
+    blank = tmp_path / "input" / "blank.nii.gz"
+    blank.parent.mkdir()
+    shutil.copy(entries[0].path, blank)
+    image = nib.load(blank)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.float32), image.affine), blank)
+    from uadcore.io import ScanEntry
+
+    manifest = write_manifest([e for e in entries if e.label == "healthy"] + [ScanEntry(str(blank), "healthy")],
+                              str(tmp_path / "input" / "train.csv"))
+    run = tmp_path / "run"
+    code, out = _run(["train", "--data", manifest, "--model", "normative", "--out", str(run), "--val-fraction", "0",
+                      "--epochs", "5", "--json"], capsys)
+    assert code == 0, out.err
+    assert json.loads(out.out)["excluded"] == 1
+    code, out = _run(["outliers", str(run)], capsys)
+    assert code == 0 and "blank.nii.gz" in out.out and "no nonzero voxels" in out.out
+    assert sorted(os.listdir(blank.parent)) == ["blank.nii.gz", "train.csv"]  # nothing written into the input folder
