@@ -44,10 +44,15 @@ def test_check_json(cohort, capsys):
 
 
 def test_progress_in_a_log_is_plain_lines(cohort):
-    done = subprocess.run([sys.executable, "-m", "uadcore", "check", cohort], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "UAD_PROGRESS_EVERY": "0"}  # a line at every step, as long work gets every 30 s
+    done = subprocess.run([sys.executable, "-m", "uadcore", "check", cohort], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
-    assert "check: 6/6 scans (100 %)" in done.stderr.splitlines()  # a line of its own, no carriage returns
-    assert "\r" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert [line.split(",")[0] for line in lines if line.startswith("check: ")] == [f"check: {n}/6 scans ({100 * n // 6} %)" for n in range(1, 7)]
+    assert "\r" not in done.stderr  # lines of their own, no carriage returns
+    # short work in a log writes no progress at all
+    quiet = subprocess.run([sys.executable, "-m", "uadcore", "check", cohort], capture_output=True, text=True, timeout=600)
+    assert not any(line.startswith("check: ") for line in quiet.stderr.splitlines())
 
 
 def test_check_slices_counts_the_slices(cohort, capsys):
@@ -75,7 +80,7 @@ def test_demo_end_to_end_at_a_small_size(tmp_path):
     assert "sample_auroc" in report and "loss.png" in report
     for written in result["maps"]:
         assert os.path.isfile(written["map"]) and os.path.isfile(written["picture"])
-    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "cohort", "maps", "pictures", "report.json", "report.md", "run", "test.csv", "train.csv"]
+    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "cohort", "maps", "pictures", "report.json", "report.md", "run", "run-normative", "test.csv", "train.csv"]
 
 
 def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):

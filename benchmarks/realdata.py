@@ -149,8 +149,8 @@ def pictures(run: str, lesions: list[ScanEntry], out: str, kind: str) -> list[st
 def markdown(result: dict) -> str:
     lines = [f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; {result['machine']['date']}.", "",
              "Preparation, seconds per scan (median / max): " + ", ".join(
-                 f"{step} {v['median']} / {v['max']}" for step, v in result["prepare"]["seconds_per_scan"].items()),
-             f"; failed: {len(result['prepare']['failed'])} of {result['prepare']['scans']}.", "",
+                 f"{step} {v['median']} / {v['max']}" for step, v in result["prepare"]["seconds_per_scan"].items())
+             + f"; failed: {len(result['prepare']['failed'])} of {result['prepare']['scans']}.", "",
              "| model | map | lesion group | cases | sample AUROC | sample AP | voxel AUROC | voxel AP | best Dice | Dice at 1 % healthy FPR | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
 

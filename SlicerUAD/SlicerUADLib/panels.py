@@ -120,6 +120,7 @@ class TrainPanel:
         self.config, config_row = _path_field("optional JSON file of more settings", False, self.widget)
         self.model = qt.QComboBox()
         self.model.addItems(list(MODELS))
+        self.model.setCurrentText(TrainSettings.model)  # the default model, whatever the registry's order
         self.size = qt.QComboBox()
         self.size.addItems(["small", "paper"])
         self.size.setToolTip("small: a CPU-sized model; paper: the paper's model (for a GPU)")

@@ -1,10 +1,12 @@
 """Progress on stderr for long work: a tqdm bar on a terminal, and plain lines in a
 log (stderr redirected to a file or a pipe), at most one every `LOG_EVERY_S`
-seconds plus the last; nothing when the caller asks for quiet (e.g. --json,
+seconds (``$UAD_PROGRESS_EVERY`` to change it) plus the last, so work shorter than
+that writes nothing; nothing either when the caller asks for quiet (e.g. --json,
 --events)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -16,7 +18,7 @@ LOG_EVERY_S = 30.0
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
     """A progress bar on stderr; use as a context manager and call ``update()``."""
     if enabled and not _is_terminal(sys.stderr):
-        return LogProgress(total, desc, unit)
+        return LogProgress(total, desc, unit, every=float(os.environ.get("UAD_PROGRESS_EVERY", LOG_EVERY_S)))
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True, leave=False)
 
 
@@ -36,13 +38,14 @@ class LogProgress:
         self.stream = stream or sys.stderr
         self.n, self.postfix = 0, ""
         self.started = self.last = time.monotonic()
-        self.closed = False
+        self.closed, self.written = False, False
 
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.last >= self.every or (self.total and self.n >= self.total):
-            self.last = now
+        finished = bool(self.total) and self.n >= self.total
+        if now - self.last >= self.every or (finished and self.written):
+            self.last, self.written = now, True
             self._line(now)
 
     def set_postfix(self, **values) -> None:

@@ -13,7 +13,9 @@ fails raises `ScanError` naming the scan and the step.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,8 +57,35 @@ class BrainScan:
         return Grid(scan_grid.shape, self.to_template @ scan_grid.affine)
 
 
+# Brains prepared in this process, by content: the presets of several models (3D,
+# slices at 64 and at 224 pixels) share one skull stripping and registration per scan
+_PREPARED: "OrderedDict[str, BrainScan]" = OrderedDict()
+_PREPARED_BYTES = 1 << 30
+
+
 def prepare_brain(scan: Scan, brain: np.ndarray | None = None, skull_strip: str = "auto", device: str = "cpu") -> BrainScan:
-    """Steps 1-4 on ``scan``; ``brain`` (bool on the scan's grid) replaces step 1."""
+    """Steps 1-4 on ``scan``; ``brain`` (bool on the scan's grid) replaces step 1.
+    Remembered in this process (the same voxels, grid and options give the same result)."""
+    key = _content(scan, brain, skull_strip)
+    if key in _PREPARED:
+        _PREPARED.move_to_end(key)
+        return _PREPARED[key]
+    result = _prepare_brain(scan, brain, skull_strip, device)
+    _PREPARED[key] = result
+    while sum(b.image.nbytes + b.brain.nbytes for b in _PREPARED.values()) > _PREPARED_BYTES and len(_PREPARED) > 1:
+        _PREPARED.popitem(last=False)
+    return result
+
+
+def _content(scan: Scan, brain: np.ndarray | None, skull_strip: str) -> str:
+    digest = hashlib.blake2b(np.ascontiguousarray(scan.array).tobytes(), digest_size=20)
+    digest.update(np.asarray(scan.grid.affine).tobytes() + repr(scan.grid.shape).encode() + skull_strip.encode())
+    if brain is not None:
+        digest.update(b"brain" + np.packbits(np.asarray(brain, bool)).tobytes())
+    return digest.hexdigest()
+
+
+def _prepare_brain(scan: Scan, brain: np.ndarray | None, skull_strip: str, device: str) -> BrainScan:
     if scan.is_2d or min(scan.grid.shape) < 8:
         raise ScanError(f"{scan.path}: is not a 3D brain volume ({scan.grid.describe()})")
     if not np.isfinite(scan.array).all():
