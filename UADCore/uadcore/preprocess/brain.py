@@ -27,7 +27,7 @@ from uadcore.preprocess.bias import correct_bias
 from uadcore.preprocess.intensity import DEEP_WHITE_MATTER_PROBABILITY, normalise_intensity, white_matter_reference
 from uadcore.preprocess.register import MIN_CORRELATION, register_to_template
 from uadcore.preprocess.resample import resample
-from uadcore.preprocess.skullstrip import brain_mask, is_skull_stripped, volume_ml
+from uadcore.preprocess.skullstrip import brain_mask, volume_ml
 from uadcore.preprocess.template import load_template
 
 # bump when the steps compute something else (it is part of the prepared-scan cache key;
@@ -97,8 +97,7 @@ def _prepare_brain(scan: Scan, brain: np.ndarray | None, skull_strip: str, devic
         if not brain.any():
             raise ScanError(f"{scan.path}: its brain mask is empty")
     else:
-        source = "scan" if skull_strip == "no" or (skull_strip == "auto" and is_skull_stripped(scan)) else "deepbet"
-        brain = brain_mask(scan, "no" if source == "scan" else "yes", device)
+        brain, source = brain_mask(scan, skull_strip, device)
     seconds["skull_strip"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -53,11 +53,7 @@ def fixed_template():
     """(template brain at 2 mm as float32, its grid, its brain mask)."""
     template = load_template()
     factor = FIXED_SPACING_MM / template.grid.spacing
-    shape = tuple(int(n) for n in np.floor(np.asarray(template.grid.shape) / factor))
-    affine = template.grid.affine.copy()
-    affine[:3, :3] = affine[:3, :3] * factor[None, :]
-    affine[:3, 3] = template.grid.index_to_world([(factor - 1.0) / 2.0])[0]
-    grid = Grid(shape, affine)
+    grid = _coarser(template.grid, factor, np.floor(np.asarray(template.grid.shape) / factor))
     t1 = resample(template.t1, template.grid, grid)
     brain = resample(template.brain.astype(np.float32), template.grid, grid) > 0.5
     return t1, grid, brain
@@ -100,12 +96,18 @@ def _coarse(image: np.ndarray, grid: Grid) -> tuple[Grid, np.ndarray]:
     factor = np.maximum(1, np.floor(FIXED_SPACING_MM / grid.spacing)).astype(int)
     if (factor == 1).all():
         return grid, image
-    shape = tuple(int(n) for n in np.ceil(np.asarray(grid.shape) / factor))
+    coarse = _coarser(grid, factor, np.ceil(np.asarray(grid.shape) / factor))
+    return coarse, resample(image, grid, coarse)
+
+
+def _coarser(grid: Grid, factor, shape) -> Grid:
+    """A grid of ``shape`` voxels ``factor`` times larger along each axis of ``grid``,
+    over the same field (its first voxel centred on the first ``factor`` voxels)."""
+    factor = np.asarray(factor, float)
     affine = grid.affine.copy()
     affine[:3, :3] = affine[:3, :3] * factor[None, :]
     affine[:3, 3] = grid.index_to_world([(factor - 1.0) / 2.0])[0]
-    coarse = Grid(shape, affine)
-    return coarse, resample(image, grid, coarse)
+    return Grid(tuple(int(n) for n in shape), affine)
 
 
 def _fit(fixed, moving, fixed_mask, transform, levels, iterations, sampling=0.25):

@@ -34,35 +34,33 @@ def background_value(array: np.ndarray) -> float:
     return float(values[np.argmax(counts)])
 
 
-def foreground(scan: Scan) -> np.ndarray:
-    """The voxels that differ from the background value, bool (I, J, K)."""
-    return scan.array != background_value(scan.array)
-
-
 def volume_ml(mask: np.ndarray, scan: Scan) -> float:
     return float(mask.sum() * np.prod(scan.grid.spacing) / 1000.0)
 
 
-def is_skull_stripped(scan: Scan) -> bool:
-    """True for a brain alone in a constant background."""
-    background = background_value(scan.array)
-    share = float(np.mean(scan.array[::3, ::3, ::3] == background))
-    return share >= STRIPPED_BACKGROUND_SHARE and volume_ml(scan.array != background, scan) <= STRIPPED_MAX_ML
+def is_skull_stripped(scan: Scan, foreground: np.ndarray | None = None) -> bool:
+    """True for a brain alone in a constant background (``foreground``: the voxels
+    that differ from the background value, when already known)."""
+    foreground = scan.array != background_value(scan.array) if foreground is None else foreground
+    share = 1.0 - float(np.mean(foreground[::3, ::3, ::3]))
+    return share >= STRIPPED_BACKGROUND_SHARE and volume_ml(foreground, scan) <= STRIPPED_MAX_ML
 
 
-def brain_mask(scan: Scan, skull_strip: str = "auto", device: str = "cpu") -> np.ndarray:
-    """The brain of ``scan``, bool (I, J, K).
+def brain_mask(scan: Scan, skull_strip: str = "auto", device: str = "cpu") -> tuple[np.ndarray, str]:
+    """The brain of ``scan``, bool (I, J, K), and where it came from: "scan" (its
+    foreground) or "deepbet".
 
     skull_strip: "auto" (deepbet unless the scan is already skull-stripped), "yes"
     (always deepbet), "no" (the scan's foreground is the brain).
     """
     if skull_strip not in SKULL_STRIP_CHOICES:
         raise ValueError(f"skull_strip must be one of {SKULL_STRIP_CHOICES}, got {skull_strip}")
-    if skull_strip == "no" or (skull_strip == "auto" and is_skull_stripped(scan)):
-        mask = foreground(scan)
-        if not mask.any():
-            raise ScanError(f"{scan.path}: has no nonzero voxels (a constant volume: no foreground)")
-        return mask
+    if skull_strip != "yes":
+        foreground = scan.array != background_value(scan.array)
+        if skull_strip == "no" or is_skull_stripped(scan, foreground):
+            if not foreground.any():
+                raise ScanError(f"{scan.path}: has no nonzero voxels (a constant volume: no foreground)")
+            return foreground, "scan"
     mask = run_deepbet(scan, device)
     brain_ml = volume_ml(mask, scan)
     if not BRAIN_ML_RANGE[0] <= brain_ml <= BRAIN_ML_RANGE[1]:
@@ -70,7 +68,7 @@ def brain_mask(scan: Scan, skull_strip: str = "auto", device: str = "cpu") -> np
             f"{scan.path}: skull stripping found {brain_ml:.0f} ml of brain (a brain is "
             f"{BRAIN_ML_RANGE[0]:.0f}-{BRAIN_ML_RANGE[1]:.0f} ml): not a T1 head scan, or no brain in it"
         )
-    return mask
+    return mask, "deepbet"
 
 
 def run_deepbet(scan: Scan, device: str = "cpu", threshold: float = 0.5) -> np.ndarray:

@@ -159,8 +159,6 @@ def _train(config, run_dir, stored, events, ranks):
     optimizer = make_optimizer(stage, fresh=stored is None)
     if stored is not None and optimizer is not None:
         optimizer.load_state_dict(stored["optimizer"])
-    if closed_form:
-        model = model.to(device)
     trained = wrap(model)
 
     # the whole training set on the GPU when it fits in half of the free memory
