@@ -168,3 +168,16 @@ def test_slice_views_scroll_and_show_the_scan(window, qtbot, cohort):
     assert axial.logic.GetSliceOffset() > offset + 20  # mm towards the top of the head
     assert not (axial.rgb() == middle).all()
     assert window.legend.high.text() == ""  # no overlay yet, no legend values
+
+
+def test_uad_gui_screenshots_exits_cleanly_as_a_process(tmp_path, cohort):
+    import subprocess
+    import sys
+
+    from uadcore.io import read_manifest
+
+    scan = read_manifest(cohort)[0].path
+    done = subprocess.run([sys.executable, "-m", "uadcore", "gui", "--scan", scan, "--screenshots", str(tmp_path / "shots")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]  # no crash while the interpreter frees the scene at exit
+    assert sorted(os.listdir(tmp_path / "shots")) == [f"uad-gui-{name}.png" for name in ("anomaly-map", "evaluate", "outlier-review", "train")]

@@ -237,9 +237,12 @@ def run_gui(scan: str | None = None, run: str | None = None, screenshots: str | 
         window.maps.compute_map()
         window._after_map()
     window.window.show()
-    if screenshots:
-        app.processEvents()
-        for path in window.screenshots(screenshots):
-            print(path)
-        return 0
-    return app.exec_()
+    try:
+        if screenshots:
+            app.processEvents()
+            for path in window.screenshots(screenshots):
+                print(path)
+            return 0
+        return app.exec_()
+    finally:
+        window.close()  # detach the VTK logics before the interpreter frees them (else a crash at exit)
