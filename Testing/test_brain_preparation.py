@@ -189,3 +189,53 @@ def test_a_lesion_mask_goes_to_the_model_grid_through_the_registration(tmp_path)
     assert on_model.any()
     centre = prepared.grid.index_to_world(np.argwhere(on_model)).mean(axis=0)
     assert np.linalg.norm(centre - MARKER_MNI) <= prepared.grid.spacing.max()
+
+
+def test_the_brain_mask_and_registration_are_shared_by_presets_through_the_disk_cache(marked, tmp_path, monkeypatch):
+    from uadcore.preprocess import brain
+
+    scan, _, _, _ = marked
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    brain._PREPARED.clear()
+    first = make_preset("brain3d-behrendt").prepare(scan)
+    assert "register" in first.quality["seconds"]
+    brain._PREPARED.clear()  # as in a new process: only the disk remains
+    slices = make_preset("brain2d-slices").prepare(scan)
+    assert set(slices.quality["seconds"]) == {"bias", "intensity"}  # no skull stripping, no registration
+    np.testing.assert_array_equal(slices.to_template, first.to_template)
+
+    monkeypatch.setenv("UAD_CACHE", "off")  # the same result computed from scratch
+    brain._PREPARED.clear()
+    fresh = make_preset("brain2d-slices").prepare(scan)
+    assert "register" in fresh.quality["seconds"]
+    # the same up to ITK's multithreaded sums (a micrometre here)
+    np.testing.assert_allclose(fresh.to_template, slices.to_template, atol=1e-4)
+    np.testing.assert_allclose(fresh.image, slices.image, atol=1e-3)
+    brain._PREPARED.clear()
+
+
+def test_a_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path):
+    from uadcore.preprocess import cache
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="entry not written"):
+        cache.store_entry(str(blocked), "ab" * 10, {"x": np.zeros(3)}, {})
+    assert cache.load_entry(str(blocked), "ab" * 10) is None
+
+
+def test_brain_patches_tile_the_mni_grid_and_keep_the_marker_in_place(marked):
+    scan, _, _, _ = marked
+    prepared = make_preset("patches2d", patch=32, stride=16, spacing_mm=2.0).prepare(scan)
+    assert prepared.preset.prepares_brain and "registration_correlation" in prepared.quality
+    np.testing.assert_allclose(prepared.grid.spacing, 2.0)
+    assert np.linalg.norm(bright_centroid(prepared.image, prepared.grid, 0.95) - MARKER_MNI) <= 2.0
+    tiles = prepared.inputs()
+    assert tiles.shape[1:] == (1, 32, 32) and len(tiles) == len(prepared.units) > 100
+    # the grid is the template's, whatever the scan
+    other = make_preset("patches2d", patch=32, stride=16, spacing_mm=2.0).prepare(
+        Scan(*template_scan("LPS", (2.0, 2.0, 2.0), (90, 110, 80), 0.95, -5.0)[:2], "b"))
+    assert np.allclose(other.grid.affine, prepared.grid.affine) and other.grid.shape == prepared.grid.shape
+    # any other 3D image keeps the plain path
+    plain = make_preset("patches2d", patch=32, stride=16, brain=False).prepare(scan)
+    assert not plain.preset.prepares_brain and np.allclose(plain.to_template, np.eye(4))

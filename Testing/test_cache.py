@@ -11,7 +11,10 @@ from uadcore.train import data
 
 
 def entries_in(root):
-    return sorted(name for part in os.listdir(root) for name in os.listdir(os.path.join(root, part))) if os.path.isdir(root) else []
+    """The prepared scans stored under ``root`` (not the brain stage's ``brain/``)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(name for part in os.listdir(root) if part != "brain" for name in os.listdir(os.path.join(root, part)))
 
 
 def prepare_fresh(entries, preset):

@@ -36,6 +36,12 @@ def tiny_settings(tmp_path):
     return str(path)
 
 
+def _validation_paths(run):
+    from uadcore.train.checkpoint import load_checkpoint
+
+    return [e["path"] for e in load_checkpoint(str(run / "checkpoint.pt"))["validation"]["entries"]]
+
+
 def map_nodes(scene):
     nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems()) if nodes.GetItemAsObject(i).GetAttribute(MAP_ATTRIBUTE)]
@@ -88,7 +94,8 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     with open(tmp_path / "curated.csv", newline="") as handle:
         curated = [row["path"] for row in csv.DictReader(handle)]
     kept = [row["path"] for row in csv.DictReader(open(tmp_path / "run" / "kept.csv", newline=""))]
-    assert len(curated) == len(kept) + 1
+    validation = _validation_paths(tmp_path / "run")
+    assert len(curated) == len(kept) + 1 + len(validation) and set(validation) <= set(curated)
     assert os.path.basename(first["path"]) in {os.path.basename(p) for p in curated}
 
     # an anomaly map of a loaded volume, with live opacity and thresholds
@@ -99,7 +106,13 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     before = len(map_nodes(window.standalone.scene))
     qtbot.mouseClick(maps.compute, 1)
     assert maps.result is not None and len(map_nodes(window.standalone.scene)) == before + 1
-    assert "score" in maps.score.text()
+    assert "score" in maps.score.text() and f"{maps.result['sample_score']} of the" in maps.score.text()
+    # the raw map and another sample score, as chosen in the panel
+    maps.raw.setChecked(True)
+    maps.statistic.setCurrentIndex(maps.statistic.findText("top1"))
+    qtbot.mouseClick(maps.compute, 1)
+    assert maps.result["calibrated"] is False and maps.result["sample_score"] == "top1"
+    assert "top1 of the raw map" in maps.score.text()
     maps.opacity.setValue(80)
     composite = window.views[0].logic.GetSliceCompositeNode()
     assert composite.GetForegroundOpacity() == pytest.approx(0.8)

@@ -1,7 +1,7 @@
 """A bright marker at a known RAS point comes back to that point, through every
 preset, from scans in every orientation, with anisotropic spacing and odd sizes.
 
-The brain presets run here at version 1 (a grid centred on the scan, no
+The brain presets (patches2d on 3D volumes too) run here at version 1 (a grid centred on the scan, no
 registration: the marker volumes are not brains); the registered path of version
 2 has its own geometry tests in test_brain_preparation.py."""
 
@@ -16,7 +16,7 @@ ORIENTATIONS = ["RAS", "LAS", "LPS", "PIL", "oblique"]
 PRESETS = {
     "brain3d-behrendt": {"version": 1},
     "brain2d-slices": {"version": 1},
-    "patches2d": {"patch": 32, "stride": 16},
+    "patches2d": {"version": 1, "patch": 32, "stride": 16},
 }
 
 

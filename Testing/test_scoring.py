@@ -70,8 +70,15 @@ def test_outliers_lists_and_exports_the_kept_scans(trained, tmp_path, capsys):
     kept_manifest = tmp_path / "kept.csv"
     assert main(["outliers", run, "--json", "--export-kept", str(kept_manifest)]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["training_scans"] == 4 and payload["kept"] == 4 - len(payload["removed"])
-    assert [e.path for e in read_manifest(str(kept_manifest))] == [e["path"] for e in _kept(run)]
+    assert payload["training_scans"] == 4 and payload["kept"] == 4 - len(payload["removed"]) and payload["validation_scans"] == 1
+    # every scan not removed, the validation scan included: a curated round does not shrink the data
+    assert [e.path for e in read_manifest(str(kept_manifest))] == [e["path"] for e in _kept(run)] + _validation(run)
+
+
+def _validation(run):
+    from uadcore.train.checkpoint import load_checkpoint
+
+    return [e["path"] for e in load_checkpoint(os.path.join(run, "checkpoint.pt"))["validation"]["entries"]]
 
 
 def _kept(run):
@@ -101,7 +108,7 @@ def test_healthy_thresholds_leave_the_requested_share_of_healthy_voxels_above(tr
     validation = prepare_set([ScanEntry(**e) for e in state["validation"]["entries"]], scorer.preset, workers=1, progress=False)
     maps = batched_maps(scorer._network(validation.items.shape[2:]), validation.items, torch.device("cpu"), "rec")
     inside = maps[validation.regions].numpy()
-    for fpr, threshold in state["validation"]["thresholds"]["rec"].items():
+    for fpr, threshold in state["validation"]["maps"]["rec"]["raw"]["thresholds"].items():
         assert (inside > threshold).mean() == pytest.approx(float(fpr), abs=0.002)
 
 
@@ -153,3 +160,36 @@ def test_scoring_batches_hold_a_budget_of_voxels():
     assert auto_batch_size((64, 77, 66), "cpu") == 1  # a whole volume: one at a time on a CPU
     assert auto_batch_size((64, 77, 66), "cuda") == 12
     assert auto_batch_size((512, 512, 512), "cuda") == 1
+
+
+def _bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_no_command_writes_over_or_beside_its_inputs(trained, tmp_path, capsys):
+    run, test_manifest = trained
+    scan = read_manifest(test_manifest)[1].path
+    before = _bytes(scan)
+    # the map over its own scan, beside it, through a link to it: refused, the scan intact
+    link = tmp_path / "link.nii.gz"
+    os.symlink(scan, link)
+    for out, message in ((scan, "is an input"), (os.path.join(os.path.dirname(scan), "map.nii.gz"), "folder of input scans"),
+                         (str(link), "is an input")):
+        assert main(["score", run, scan, "--out", out]) == 2
+        assert message in capsys.readouterr().err
+    assert _bytes(scan) == before
+    # an existing file UAD did not write: only with --force
+    existing = tmp_path / "existing.nii.gz"
+    existing.write_bytes(b"keep me")
+    assert main(["score", run, scan, "--out", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
+    assert main(["score", run, scan, "--out", str(existing), "--force", "--json"]) == 0
+    capsys.readouterr()
+    # the curated manifest over the training manifest, the ROC plot over an input scan
+    manifest = os.path.join(os.path.dirname(run), "train.csv")
+    manifest_before = _bytes(manifest)
+    assert main(["outliers", run, "--export-kept", manifest]) == 2
+    assert "is an input" in capsys.readouterr().err and _bytes(manifest) == manifest_before
+    assert main(["evaluate", run, "--data", test_manifest, "--plot", scan]) == 2
+    assert "is an input" in capsys.readouterr().err and _bytes(scan) == before

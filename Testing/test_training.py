@@ -22,7 +22,7 @@ TINY = {"channels": [2, 4, 8, 16], "latent": 16}
 
 def tiny_config(tmp_path, cohort, **overrides):
     values = {"data": cohort, "model_params": TINY, "epochs": 6, "batch_size": 2, "outlier_every": 2,
-              "reinit_at": [3], "gamma": 1.02, "checkpoint_every": 1, "val_fraction": 0.0, "workers": 1}
+              "reinit_at": [3], "removal_start": "paper", "gamma": 1.02, "checkpoint_every": 1, "val_fraction": 0.0, "workers": 1}
     values.update(overrides)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({k: v for k, v in values.items() if k != "data"}))

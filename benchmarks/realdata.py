@@ -7,7 +7,8 @@ of ``../shared/realdata`` (never copied into the repository), per lesion kind.
    0), 120 for training (of which `uad train` holds out its own 10 % validation);
 2. every scan prepared once (deepbet, N4, registration, intensities; cached), the
    per-scan seconds of each step recorded;
-3. per model, `uad train` in its CPU configuration, then `uad evaluate` on the
+3. per model, `uad train` in its CPU configuration (models measured earlier in
+   ``DIR`` stay in its table), then `uad evaluate` on the
    held-out IXI plus each lesion group, and on everything pooled;
 4. JSON, a markdown table and PNGs of a few lesion cases (scan, map, mask contour).
 """
@@ -34,9 +35,19 @@ GROUPS = {  # lesion kind -> case name prefix (lesions-info.csv)
     "scans with skull": ("skull-",),
     "post-contrast gliomas": ("t1c-",),
 }
-# the CPU configuration: `--size small` and the demo's schedule
+# the CPU configurations: `--size small` and the demo's schedule for the 3D models; the
+# slice and patch models see ~50 slices or ~1,000 patches a scan, so they take larger
+# batches and fewer epochs for minutes of training
 CPU_SCHEDULE = ["--size", "small", "--epochs", "40", "--outlier-every", "5", "--reinit-at", "15", "--batch-size", "8",
                 "--checkpoint-every", "10"]
+CPU_SCHEDULES = {
+    "normative": [],
+    "vae2d": ["--size", "small", "--epochs", "20", "--outlier-every", "5", "--reinit-at", "none", "--batch-size", "64",
+              "--checkpoint-every", "10"],
+    "mae2d": ["--size", "small", "--epochs", "20", "--classifier-epochs", "4", "--outlier-every", "5", "--batch-size", "64",
+              "--checkpoint-every", "10"],
+    "patchae2d": ["--size", "small", "--epochs", "10", "--outlier-every", "5", "--batch-size", "200", "--checkpoint-every", "5"],
+}
 PICTURE_CASES = ("tcga-du-7294", "wmh-301D00252-20040121", "skull-scan1", "t1c-brats_2013_pat0001_1")
 
 
@@ -103,7 +114,8 @@ def evaluate_groups(run: str, healthy_test: str, lesions: list[ScanEntry], out: 
         manifest = write_manifest(healthy + cases, os.path.join(out, f"test-{group.replace(' ', '-')}.csv"))
         report = uad("evaluate", run, "--data", manifest, "--map", kind)
         rows[group] = {key: report.get(key) for key in ("sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "best_dice",
-                                                         "dice_at_healthy_fpr", "healthy_fpr_threshold")}
+                                                         "dice_at_healthy_fpr", "healthy_fpr_threshold", "peak_in_lesion",
+                                                         "sample_score", "calibrated")}
         rows[group]["lesion_scans"] = len(cases) - sum(1 for e in report["skipped"] if e["label"] == "unhealthy")
         rows[group]["skipped"] = [e["path"] for e in report["skipped"]]
     return rows
@@ -151,17 +163,18 @@ def markdown(result: dict) -> str:
              "Preparation, seconds per scan (median / max): " + ", ".join(
                  f"{step} {v['median']} / {v['max']}" for step, v in result["prepare"]["seconds_per_scan"].items())
              + f"; failed: {len(result['prepare']['failed'])} of {result['prepare']['scans']}.", "",
-             "| model | map | lesion group | cases | sample AUROC | sample AP | voxel AUROC | voxel AP | best Dice | Dice at 1 % healthy FPR | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | map | lesion group | cases | sample AUROC | sample AP | voxel AUROC | voxel AP | best Dice | Dice at 1 % healthy FPR | peak in lesion | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(value):
         return "-" if value is None else f"{value:.3f}"
 
     for model, entry in result["models"].items():
         for group, row in entry["groups"].items():
-            lines.append(f"| {model} | {entry['map']} | {group} | {row['lesion_scans']} | {f(row['sample_auroc'])} | {f(row['sample_ap'])} | "
+            made = f"{entry['map']}" + (f" ({'calibrated' if row['calibrated'] else 'raw'}, {row['sample_score']})" if row.get("sample_score") else "")
+            lines.append(f"| {model} | {made} | {group} | {row['lesion_scans']} | {f(row['sample_auroc'])} | {f(row['sample_ap'])} | "
                          f"{f(row['voxel_auroc'])} | {f(row['voxel_ap'])} | {f(row['best_dice'])} | {f(row['dice_at_healthy_fpr'])} | "
-                         f"{entry['train_s']} |")
+                         f"{f(row.get('peak_in_lesion'))} | {entry['train_s']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -177,6 +190,10 @@ def main() -> None:
     train, healthy_test, lesions = split(args.out)
     everything = read_manifest(train) + read_manifest(healthy_test) + lesions
     result = {"benchmark": "realdata", "machine": machine_info(), "prepare": prepare_all(everything), "models": {}}
+    earlier = os.path.join(args.out, "realdata.json")
+    if os.path.exists(earlier):  # models measured before in this folder stay in the table
+        with open(earlier, encoding="utf-8") as handle:
+            result["models"] = json.load(handle).get("models", {})
     print(json.dumps(result["prepare"], indent=1), flush=True)
     if args.prepare_only:
         return
@@ -184,7 +201,8 @@ def main() -> None:
         run = os.path.join(args.out, f"run-{model}")
         started = time.perf_counter()
         command = ["train", "--data", train, "--model", model, "--out", run, "--device", "cpu"]
-        summary = uad(*command, *([] if model == "normative" else CPU_SCHEDULE))
+        schedule = CPU_SCHEDULES.get(model, CPU_SCHEDULE)
+        summary = uad(*command, *schedule)
         train_s = round(time.perf_counter() - started, 1)
         from uadcore.models import MODELS
 
@@ -193,7 +211,7 @@ def main() -> None:
         groups = evaluate_groups(run, healthy_test, lesions, args.out, kind)
         result["models"][model] = {"map": kind, "train_s": train_s, "evaluate_s": round(time.perf_counter() - started, 1),
                                    "removed": summary["removed"], "excluded": summary.get("excluded", 0),
-                                   "command": "uad " + " ".join(command + ([] if model == "normative" else CPU_SCHEDULE)),
+                                   "command": "uad " + " ".join(command + schedule),
                                    "groups": groups, "pictures": pictures(run, lesions, args.out, kind)}
         print(json.dumps({model: result["models"][model]}, indent=1), flush=True)
         with open(os.path.join(args.out, "realdata.json"), "w", encoding="utf-8") as handle:

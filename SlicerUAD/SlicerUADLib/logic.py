@@ -15,10 +15,12 @@ from SlicerUADLib.jobs import Job
 from SlicerUADLib.overlay import add_map_volume, show_map
 from SlicerUADLib.scene import scan_from_node
 from uadcore.models import MODELS as _MODELS
+from uadcore.score.calibration import STATISTICS as _STATISTICS
 
 # what the panels offer: the engine's registry (models, and every map kind of any model)
 MODELS = tuple(_MODELS)
 MAP_KINDS = tuple(dict.fromkeys(kind for entry in _MODELS.values() for kind in entry["maps"]))
+STATISTICS = _STATISTICS  # the sample scores a map gives
 
 
 @dataclass
@@ -78,36 +80,46 @@ class UADLogic:
 
     @staticmethod
     def export_curated(run: str, keep_removed, manifest: str) -> str:
-        """The kept scans plus the removed ones marked keep, as a manifest for a new run."""
+        """The kept scans, the removed ones marked keep and the validation scans, as a
+        manifest for a new run (never over an input)."""
         from uadcore.io import write_manifest
         from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
         from uadcore.train.outliers import curated_entries
 
-        state = load_checkpoint(os.path.join(run, CHECKPOINT_NAME))
-        return write_manifest(curated_entries(state, keep_removed), manifest)
+        from uadcore.io.outputs import check_output, data_folders
 
-    def scorer(self, run: str):
+        state = load_checkpoint(os.path.join(run, CHECKPOINT_NAME))
+        entries = curated_entries(state, keep_removed)
+        # the file dialog has asked about replacing an existing file; an input is never replaced
+        check_output(manifest, [state["config"].get("data"), *(e.path for e in entries)], data_folders(entries), force=True)
+        return write_manifest(entries, manifest)
+
+    def scorer(self, run: str, raw: bool = False, statistic: str | None = None):
         from uadcore.score.scorer import Scorer
 
-        run = os.path.abspath(run)
-        if run not in self._scorers:
-            self._scorers[run] = Scorer(run)
-        return self._scorers[run]
+        key = (os.path.abspath(run), raw, statistic)
+        if key not in self._scorers:
+            self._scorers[key] = Scorer(key[0], raw=raw, statistic=statistic)
+        return self._scorers[key]
 
     # ---- anomaly maps --------------------------------------------------------------
-    def compute_map(self, volume_node, run: str, kind: str | None = None, opacity: float = 0.5, fpr: str = "0.05") -> dict:
+    def compute_map(self, volume_node, run: str, kind: str | None = None, opacity: float = 0.5, fpr: str = "0.05",
+                    raw: bool = False, statistic: str | None = None) -> dict:
         """Score the loaded ``volume_node`` with ``run``; add its map (in the volume's
-        geometry) and overlay it, transparent below the healthy-data threshold at
-        false-positive rate ``fpr`` when the run stored one. Returns the map node,
-        score, percentile against healthy scans and the thresholds."""
-        scorer = self.scorer(run)
+        geometry; calibrated on healthy scans unless ``raw``) and overlay it,
+        transparent below the healthy-data threshold at false-positive rate ``fpr``
+        when the run stored one. ``statistic``: the sample score (default: the
+        run's). Returns the map node, score, which map and score, percentile against
+        healthy scans and the thresholds."""
+        scorer = self.scorer(run, raw, statistic)
         kind = kind or scorer.kinds[0]
         result = scorer.score(scan_from_node(volume_node), kind=kind)
         name = f"{volume_node.GetName()} {kind} map"
         map_node = add_map_volume(self.scene, volume_node, result.scan_map(), name)
         thresholds = scorer.thresholds.get(kind, {})
         show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
-        return {"map_node": map_node, "kind": kind, "score": result.score, "percentile": scorer.percentile(result.score, kind),
+        return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
+                "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
                 "thresholds": thresholds, "sample_scores": result.sample_scores}
 
     def load_with_map(self, scan_path: str, run: str, kind: str | None = None) -> dict:

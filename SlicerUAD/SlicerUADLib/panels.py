@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from SlicerUADLib.logic import MAP_KINDS, MODELS, TrainSettings
+from SlicerUADLib.logic import MAP_KINDS, MODELS, STATISTICS, TrainSettings
 from SlicerUADLib.overlay import MAP_ATTRIBUTE, map_to_segmentation, set_opacity, set_threshold
 from SlicerUADLib.qtcompat import qt, read
 from SlicerUADLib.run_nodes import loss_chart, outlier_table
@@ -233,7 +233,8 @@ class TrainPanel:
         elif kind == "done":
             self.progress.setValue(read(self.progress, "maximum"))
             self.status.setText(f"done: {event['epochs']} epochs, {event['removed']} scans removed ({event['removed_unhealthy']} "
-                                f"labelled unhealthy); run in {event['run']}")
+                                f"labelled unhealthy); run in {event['run']}"
+                                + ("; the validation loss was still falling: train longer" if event.get("still_improving") else ""))
             if self.on_finished:
                 self.on_finished(event["run"])
         elif kind == "error":
@@ -370,6 +371,10 @@ class MapPanel:
         self.kind = qt.QComboBox()
         self.kind.addItem("(the model's default)")
         self.kind.addItems(list(MAP_KINDS))
+        self.raw = qt.QCheckBox("raw (not calibrated on healthy scans)")
+        self.statistic = qt.QComboBox()
+        self.statistic.addItem("(the run's choice)")
+        self.statistic.addItems(list(STATISTICS))
         self.compute = qt.QPushButton("Compute anomaly map")
         self.opacity = qt.QSlider(qt.Qt.Horizontal)
         self.opacity.setRange(0, 100)
@@ -384,7 +389,7 @@ class MapPanel:
         self.score.setWordWrap(True)
         self.segment = qt.QPushButton("Create segmentation")
         for label, widget in (("Input volume", _row(self.volume, self.refresh)), ("Trained run", run_row), ("Map", self.kind),
-                              ("", self.compute), ("Opacity", self.opacity), ("Threshold", self.threshold),
+                              ("", self.raw), ("Sample score", self.statistic), ("", self.compute), ("Opacity", self.opacity), ("Threshold", self.threshold),
                               ("Threshold at FPR", self.fpr), ("Score", self.score), ("", self.segment)):
             form.addRow(label, widget)
         self.refresh.clicked.connect(self.list_volumes)
@@ -416,14 +421,17 @@ class MapPanel:
             _message(self.widget, "No volume", "load a scan first, then choose it as the input volume")
             return None
         kind = None if int(read(self.kind, "currentIndex")) == 0 else read(self.kind, "currentText")
+        statistic = None if int(read(self.statistic, "currentIndex")) == 0 else read(self.statistic, "currentText")
         try:
             self.result = self.logic.compute_map(node, read(self.run, "text").strip(), kind, opacity=int(read(self.opacity, "value")) / 100.0,
-                                                 fpr=FPR_CHOICES[int(read(self.fpr, "currentIndex"))][1] or "none")
+                                                 fpr=FPR_CHOICES[int(read(self.fpr, "currentIndex"))][1] or "none",
+                                                 raw=bool(self.raw.isChecked()), statistic=statistic)
         except Exception as error:
             _message(self.widget, "Cannot compute the map", str(error))
             return None
         percentile = self.result["percentile"]
-        self.score.setText(f"{self.result['kind']} score {self.result['score']:.5f}"
+        made = f"{self.result['sample_score']} of the {'calibrated' if self.result['calibrated'] else 'raw'} map"
+        self.score.setText(f"{self.result['kind']} score {self.result['score']:.5f} ({made})"
                            + (f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""))
         self._sync_threshold_slider()
         return self.result

@@ -4,7 +4,7 @@ trained run on labelled scans it did not train on."""
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
-from uadcore.cli.score import map_help
+from uadcore.cli.score import add_map_options, map_help
 
 
 def add_parser(commands) -> None:
@@ -20,7 +20,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
     parser.add_argument("--map", metavar="KIND", help=map_help() + "; 'all' compares every kind")
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
-    parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    add_map_options(parser)
     parser.add_argument("--postprocess", action="store_true", help="median filter 5^3, brain mask eroded by 1 voxel, components <= 7 voxels removed for Dice")
     parser.add_argument("--unit-overlap", type=float, default=0.0, metavar="F",
                         help="slice and patch models: an input is positive when lesion covers more than F of it (default 0: any lesion voxel)")
@@ -37,10 +38,15 @@ def run(args) -> int:
     from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
 
-    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference)
+    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
     entries = load_dataset(args.data)
     _refuse_training_scans(scorer, entries, args.data)
     args.map = args.map or scorer.kinds[0]
+    if args.plot:
+        from uadcore.io.outputs import check_output, data_folders
+
+        check_output(args.plot, [args.data, *(e.path for e in entries), *(e.mask for e in entries if e.mask)],
+                     data_folders(entries), force=args.force)
     kinds = scorer.kinds if args.map == "all" else [args.map]
     for kind in kinds:
         scorer.check_kind(kind)
@@ -60,10 +66,10 @@ def run(args) -> int:
         payload = reports[args.map] if args.map != "all" else {"maps": reports}
         print_json({**payload, "roc_plot": plot} if plot else payload)
         return 0
-    keys = ["map", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap"]
+    keys = ["map", "calibrated", "sample_score", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap"]
     if scorer.preset.unit:
         keys += [f"{scorer.preset.unit}_auroc", f"{scorer.preset.unit}_ap"]
-    keys += ["voxel_auroc", "voxel_ap", "dice", "best_dice"]
+    keys += ["voxel_auroc", "voxel_ap", "dice", "best_dice", "peak_in_lesion"]
     print_table([{key: _fmt(report.get(key)) for key in keys} for report in reports.values()], keys)
     say("scores per scan with --json" + (f"; ROC curves in {plot}" if plot else ""))
     return 0

@@ -15,7 +15,9 @@ def add_parser(commands) -> None:
         description="List the scans removed during training (from RUN/outliers.csv) with epoch, loss and threshold.",
     )
     parser.add_argument("run_dir", metavar="RUN", help="a run folder")
-    parser.add_argument("--export-kept", metavar="MANIFEST", help="write the kept training scans as a manifest for a new run")
+    parser.add_argument("--export-kept", metavar="MANIFEST",
+                        help="write every scan not removed (validation scans included) as a manifest for a new run")
+    parser.add_argument("--force", action="store_true", help="replace an existing --export-kept file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -29,9 +31,14 @@ def run(args) -> int:
     rows = state["audit"]
     kept = curated_entries(state)
     if args.export_kept:
+        from uadcore.io.outputs import check_output, data_folders
+
+        manifest = state["config"].get("data")
+        check_output(args.export_kept, [manifest, *(e.path for e in kept)], data_folders(kept), force=args.force)
         write_manifest(kept, args.export_kept)
     payload = {"run": os.path.abspath(args.run_dir), "epoch": state["epoch"], "gamma": state["config"]["gamma"],
-               "training_scans": len(state["train_entries"]), "kept": len(kept), "removed": rows}
+               "training_scans": len(state["train_entries"]), "kept": int(state["kept"].sum()),
+               "validation_scans": len(state["validation"]["entries"]), "removed": rows}
     if args.export_kept:
         payload["kept_manifest"] = os.path.abspath(args.export_kept)
     if args.json:
@@ -46,5 +53,5 @@ def run(args) -> int:
         print_table(excluded, ["path", "label", "reason"])
         say(f"{len(excluded)} scans left out before training: they could not be prepared")
     if args.export_kept:
-        say(f"kept scans written to {payload['kept_manifest']}")
+        say(f"{len(kept)} scans (kept and validation) written to {payload['kept_manifest']}")
     return 0

@@ -30,12 +30,15 @@ def add_parser(commands) -> None:
     parser.add_argument("--gamma", type=float, metavar="G", help="outlier threshold factor (default 1.4)")
     parser.add_argument("--no-outlier-removal", dest="outlier_removal", action="store_false", default=None, help="train on every scan")
     parser.add_argument("--outlier-every", type=int, metavar="N", help="epochs between outlier removals (default 5)")
+    parser.add_argument("--removal-start", choices=["settled", "paper"],
+                        help="when outlier removal starts: settled (default: once the loss fell by under 5 %% over "
+                             "--outlier-every epochs, again after each re-initialisation) or paper (at the first removal epoch)")
     parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help="epochs of the second stage of two-stage models (mae2d's anomaly classifier; default 100)")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
                         help="brain models: deepbet skull stripping (default auto: unless a scan is already skull-stripped; "
                              "a manifest's brain column gives masks instead)")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32)")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32, smaller when that would give under 16 steps an epoch)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
     parser.add_argument("--plateau-patience", type=int, metavar="N", help="LR x 0.1 after N epochs without a better validation loss (0: off; VAE default 1)")
@@ -61,7 +64,7 @@ def config_from_args(args):
     values.update(TrainConfig.from_file(args.config) if args.config else {})
     flags = {
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
-        "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every,
+        "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every, "removal_start": args.removal_start,
         "batch_size": args.batch_size, "lr": args.lr, "classifier_epochs": args.classifier_epochs, "val_fraction": args.val_fraction,
         "checkpoint_every": args.checkpoint_every, "seed": args.seed,
         "plateau_patience": args.plateau_patience, "early_stop_patience": args.early_stop_patience, "device": args.device,
@@ -115,6 +118,9 @@ def run(args) -> int:
                 f"trained {summary['epochs']} epochs on {summary['scans']} scans: {summary['removed']} removed "
                 f"({summary['removed_unhealthy']} labelled unhealthy), final loss {summary['final_loss']}"
             )
+            if summary.get("still_improving"):
+                say("the validation loss was still falling at the end: the model has not converged; "
+                    "train longer (--epochs) for better maps")
             if summary.get("excluded"):
                 say(f"{summary['excluded']} scans could not be prepared and were left out (see uad outliers {summary['run']})")
             say(f"run: {summary['run']}  (uad outliers {summary['run']} lists the removed scans)")

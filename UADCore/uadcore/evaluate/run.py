@@ -10,6 +10,12 @@ and AP: a slice or patch is positive when lesion voxels cover more than
 score of that input (classifier probability, patch RMSE) or else the mean of its
 map inside the brain.
 
+The map is the scorer's: calibrated on the run's healthy validation scans unless
+raw (see `uadcore.score.calibration`); the sample score is the scorer's statistic
+of it, and every other sample score is reported under ``sample_scores``.
+``peak_in_lesion`` is the share of scans with a lesion mask whose map is highest
+(inside the brain) at a lesion voxel.
+
 Dice is reported three ways: at the threshold best on a fifth of the scans
 (reported on the rest), the best over all (an upper bound), and at the threshold
 training stored from healthy validation scans alone (1 % of their brain voxels
@@ -51,7 +57,8 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     results = scorer.score_prepared([p for p, _ in prepared], [e.path for e in entries], kind)
 
     labelled = [(r.score, e.label == "unhealthy") for r, e in zip(results, entries) if e.label]
-    report = {"n": len(entries), "map": kind, "healthy": sum(e.label == "healthy" for e in entries),
+    report = {"n": len(entries), "map": kind, "calibrated": scorer.calibrated(kind), "sample_score": scorer.statistic(kind),
+              "healthy": sum(e.label == "healthy" for e in entries),
               "unhealthy": sum(e.label == "unhealthy" for e in entries), "postprocess": POSTPROCESS if postprocess else None}
     report.update(sample_metrics([s for s, _ in labelled], [y for _, y in labelled]))
     # the model's other sample scores (rec, and kl, elbo for a VAE), each on its own
@@ -63,7 +70,7 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     }
 
     # voxels inside the brain of the scans whose voxel truth is known
-    voxels, units = [], []
+    voxels, units, peaks = [], [], []
     for result, (one, mask), entry in zip(results, prepared, entries):
         if mask is None and entry.label != "healthy":
             continue
@@ -73,6 +80,8 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             anomaly = ndimage.median_filter(anomaly, size=POSTPROCESS["median_filter"])
             region = ndimage.binary_erosion(region, iterations=POSTPROCESS["brain_erosion"])
         voxels.append((anomaly, truth, region))
+        if mask is not None and mask.any():  # is the map's highest brain voxel in the lesion?
+            peaks.append(bool(truth.flat[int(np.argmax(np.where(region, anomaly, -np.inf)))]))
         units.append(_unit_truth_and_scores(one, result, truth, unit_overlap))
     if voxels and any(t[r].any() for _, t, r in voxels):
         report.update(voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]), np.concatenate([t[r] for _, t, r in voxels])))
@@ -84,6 +93,7 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             predicted = np.concatenate([(v > healthy_threshold)[r] for v, _, r in voxels])
             report.update({"healthy_fpr": HEALTHY_FPR, "healthy_fpr_threshold": healthy_threshold,
                            "dice_at_healthy_fpr": dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))})
+    report["peak_in_lesion"] = float(np.mean(peaks)) if peaks else None
     unit = scorer.preset.unit
     if unit and units:
         truth, scores = np.concatenate([t for t, _ in units]), np.concatenate([s for _, s in units])

@@ -8,12 +8,15 @@ model grid in MNI space:
 4. intensities scaled by the deep white matter (`intensity`).
 
 Each step is timed; the result says how well the registration went. A step that
-fails raises `ScanError` naming the scan and the step.
+fails raises `ScanError` naming the scan and the step. The brain mask and the
+registration (steps 1 and 3, most of the time) are kept in the disk cache under
+``brain/``, keyed by the scan's voxels, grid and options, so every preset shares them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ import numpy as np
 from uadcore.errors import ScanError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan
+from uadcore.preprocess import cache as disk_cache
 from uadcore.preprocess.bias import correct_bias
 from uadcore.preprocess.intensity import DEEP_WHITE_MATTER_PROBABILITY, normalise_intensity, white_matter_reference
 from uadcore.preprocess.register import MIN_CORRELATION, register_to_template
@@ -65,12 +69,14 @@ _PREPARED_BYTES = 1 << 30
 
 def prepare_brain(scan: Scan, brain: np.ndarray | None = None, skull_strip: str = "auto", device: str = "cpu") -> BrainScan:
     """Steps 1-4 on ``scan``; ``brain`` (bool on the scan's grid) replaces step 1.
-    Remembered in this process (the same voxels, grid and options give the same result)."""
+    Remembered in this process (the same voxels, grid and options give the same
+    result); the brain mask and the registration are also kept in the disk cache,
+    so another preset, or another process, only repeats the cheap steps 2 and 4."""
     key = _content(scan, brain, skull_strip)
     if key in _PREPARED:
         _PREPARED.move_to_end(key)
         return _PREPARED[key]
-    result = _prepare_brain(scan, brain, skull_strip, device)
+    result = _prepare_brain(scan, brain, skull_strip, device, key)
     _PREPARED[key] = result
     while sum(b.image.nbytes + b.brain.nbytes for b in _PREPARED.values()) > _PREPARED_BYTES and len(_PREPARED) > 1:
         _PREPARED.popitem(last=False)
@@ -80,42 +86,52 @@ def prepare_brain(scan: Scan, brain: np.ndarray | None = None, skull_strip: str 
 def _content(scan: Scan, brain: np.ndarray | None, skull_strip: str) -> str:
     digest = hashlib.blake2b(np.ascontiguousarray(scan.array).tobytes(), digest_size=20)
     digest.update(np.asarray(scan.grid.affine).tobytes() + repr(scan.grid.shape).encode() + skull_strip.encode())
+    digest.update(f"revision {REVISION}".encode())
     if brain is not None:
         digest.update(b"brain" + np.packbits(np.asarray(brain, bool)).tobytes())
     return digest.hexdigest()
 
 
-def _prepare_brain(scan: Scan, brain: np.ndarray | None, skull_strip: str, device: str) -> BrainScan:
+def _prepare_brain(scan: Scan, brain: np.ndarray | None, skull_strip: str, device: str, key: str) -> BrainScan:
     if scan.is_2d or min(scan.grid.shape) < 8:
         raise ScanError(f"{scan.path}: is not a 3D brain volume ({scan.grid.describe()})")
     if not np.isfinite(scan.array).all():
         raise ScanError(f"{scan.path}: has NaN or infinite values")
     seconds = {}
-    started = time.perf_counter()
-    if brain is not None:
-        brain, source = np.asarray(brain, bool), "mask"
-        if not brain.any():
-            raise ScanError(f"{scan.path}: its brain mask is empty")
+    located = _load_located(key, scan.grid.shape)
+    if located is not None:  # skull stripping and registration done before: only N4 again
+        brain, source, to_template, correlation = located
+        started = time.perf_counter()
+        corrected = correct_bias(scan, brain)
+        seconds["bias"] = time.perf_counter() - started
     else:
-        brain, source = brain_mask(scan, skull_strip, device)
-    seconds["skull_strip"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if brain is not None:
+            brain, source = np.asarray(brain, bool), "mask"
+            if not brain.any():
+                raise ScanError(f"{scan.path}: its brain mask is empty")
+        else:
+            brain, source = brain_mask(scan, skull_strip, device)
+        seconds["skull_strip"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    corrected = correct_bias(scan, brain)
-    seconds["bias"] = time.perf_counter() - started
+        started = time.perf_counter()
+        corrected = correct_bias(scan, brain)
+        seconds["bias"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    registration = register_to_template(corrected, scan)
-    seconds["register"] = time.perf_counter() - started
-    if not registration.ok:
-        raise ScanError(
-            f"{scan.path}: registration to MNI152 failed (correlation {registration.correlation:.2f} with the "
-            f"template, under {MIN_CORRELATION}); is it a T1 brain scan?"
-        )
+        started = time.perf_counter()
+        registration = register_to_template(corrected, scan)
+        seconds["register"] = time.perf_counter() - started
+        if not registration.ok:
+            raise ScanError(
+                f"{scan.path}: registration to MNI152 failed (correlation {registration.correlation:.2f} with the "
+                f"template, under {MIN_CORRELATION}); is it a T1 brain scan?"
+            )
+        to_template, correlation = registration.to_template, registration.correlation
+        _store_located(key, brain, source, to_template, correlation)
 
     started = time.perf_counter()
     template = load_template()
-    scan_in_template = Grid(scan.grid.shape, registration.to_template @ scan.grid.affine)
+    scan_in_template = Grid(scan.grid.shape, to_template @ scan.grid.affine)
     white_matter = (resample(template.wm, template.grid, scan_in_template) > DEEP_WHITE_MATTER_PROBABILITY) & brain
     reference = white_matter_reference(corrected, white_matter, scan.path)
     image = normalise_intensity(corrected, brain, reference)
@@ -124,8 +140,36 @@ def _prepare_brain(scan: Scan, brain: np.ndarray | None, skull_strip: str, devic
     quality = {
         "brain_ml": round(volume_ml(brain, scan), 1),
         "skull_stripped_by": source,
-        "registration_correlation": round(registration.correlation, 4),
+        "registration_correlation": round(correlation, 4),
         "white_matter_reference": reference,
         "seconds": {step: round(value, 3) for step, value in seconds.items()},
     }
-    return BrainScan(image, brain, registration.to_template, quality)
+    return BrainScan(image, brain, to_template, quality)
+
+
+# The disk cache of steps 1 and 3 (the brain mask and the registration): most of the
+# preparation's time, and the same for every preset
+def _brain_root() -> str | None:
+    root = disk_cache.cache_root()
+    return os.path.join(root, "brain") if root else None
+
+
+def _load_located(key: str, shape: tuple) -> tuple | None:
+    """(brain, source, to_template, correlation) stored for ``key``, or None."""
+    root = _brain_root()
+    entry = disk_cache.load_entry(root, key) if root else None
+    if entry is None:
+        return None
+    arrays, meta = entry
+    try:
+        brain = np.unpackbits(np.asarray(arrays["brain"]), count=int(np.prod(shape))).reshape(shape).astype(bool)
+        return brain, meta["source"], np.asarray(meta["to_template"], float), float(meta["correlation"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _store_located(key: str, brain: np.ndarray, source: str, to_template: np.ndarray, correlation: float) -> None:
+    root = _brain_root()
+    if root:
+        disk_cache.store_entry(root, key, {"brain": np.packbits(brain.ravel())},
+                               {"source": source, "to_template": np.asarray(to_template).tolist(), "correlation": correlation})

@@ -7,6 +7,9 @@ miss. Entries are plain ``.npy`` files opened memory-mapped, written into a
 temporary folder renamed into place (atomic; concurrent runs cannot see half an
 entry). The cache lives in ``$UAD_CACHE_DIR`` or ``$XDG_CACHE_HOME/uad/prepared``
 (``~/.cache/uad/prepared``), never beside the scans; ``UAD_CACHE=off`` turns it off.
+Its ``brain/`` folder holds the brain preparation's masks and registrations
+(`uadcore.preprocess.brain`). An entry that cannot be written (a full disk) is
+skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -58,38 +62,61 @@ def load(root: str, key: str, preset):
     """(Prepared, mask or None) from the cache, arrays memory-mapped; None on a miss."""
     from uadcore.preprocess.preset import Prepared
 
-    folder = os.path.join(root, key[:2], key)
-    try:
-        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as handle:
-            meta = json.load(handle)
-        arrays = {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in meta["arrays"]}
-    except (OSError, ValueError, KeyError):
+    entry = load_entry(root, key)
+    if entry is None:
         return None
-    prepared = Prepared(arrays["image"], np.asarray(arrays["region"]), _grid(meta["grid"]), _grid(meta["scan_grid"]), preset,
-                        np.asarray(arrays["units"]), np.asarray(meta["to_template"], float), meta["quality"])
+    arrays, meta = entry
+    try:
+        prepared = Prepared(arrays["image"], np.asarray(arrays["region"]), _grid(meta["grid"]), _grid(meta["scan_grid"]),
+                            preset, np.asarray(arrays["units"]), np.asarray(meta["to_template"], float), meta["quality"])
+    except (KeyError, TypeError, ValueError):
+        return None
     return prepared, (np.asarray(arrays["mask"]) if "mask" in arrays else None)
 
 
 def store(root: str, key: str, prepared, mask) -> None:
-    """Write one entry atomically (a concurrent writer of the same entry wins)."""
-    folder = os.path.join(root, key[:2], key)
-    if os.path.isdir(folder):
-        return
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".incoming-", dir=os.path.dirname(folder))
+    """Write one prepared scan (and its lesion mask on the model grid)."""
     arrays = {"image": prepared.image, "region": prepared.region, "units": prepared.units}
     if mask is not None:
         arrays["mask"] = mask
-    for name, array in arrays.items():
-        np.save(os.path.join(temporary, f"{name}.npy"), np.ascontiguousarray(array))
-    meta = {"arrays": list(arrays), "grid": _plain(prepared.grid), "scan_grid": _plain(prepared.scan_grid),
+    meta = {"grid": _plain(prepared.grid), "scan_grid": _plain(prepared.scan_grid),
             "to_template": np.asarray(prepared.to_template).tolist(), "quality": prepared.quality}
-    with open(os.path.join(temporary, "meta.json"), "w", encoding="utf-8") as handle:
-        json.dump(meta, handle)
+    store_entry(root, key, arrays, meta)
+
+
+def load_entry(root: str, key: str) -> tuple[dict, dict] | None:
+    """(arrays memory-mapped, meta) of the entry ``key`` under ``root``; None on a miss
+    or an unreadable entry."""
+    folder = os.path.join(root, key[:2], key)
     try:
+        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in meta["arrays"]}, meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
+    """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON) as the entry ``key``
+    under ``root``, atomically: a temporary folder renamed into place (a concurrent
+    writer of the same entry wins)."""
+    folder = os.path.join(root, key[:2], key)
+    if os.path.isdir(folder):
+        return
+    temporary = None
+    try:
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".incoming-", dir=os.path.dirname(folder))
+        for name, array in arrays.items():
+            np.save(os.path.join(temporary, f"{name}.npy"), np.ascontiguousarray(array))
+        with open(os.path.join(temporary, "meta.json"), "w", encoding="utf-8") as handle:
+            json.dump({**meta, "arrays": list(arrays)}, handle)
         os.rename(temporary, folder)
-    except OSError:  # another process stored it first
-        shutil.rmtree(temporary, ignore_errors=True)
+    except OSError as error:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+        if not os.path.isdir(folder):  # not "another process stored it first"
+            warnings.warn(f"cache {root}: entry not written ({error.strerror or error}); going on without it")
 
 
 def _plain(grid: Grid) -> dict:

@@ -5,14 +5,20 @@ the axial slices of 3D volumes:
 
 - a 2D image keeps its own plane and orientation; only its pixel size changes when
   ``spacing_mm`` is set;
-- a 3D volume is resampled onto a RAS-aligned grid of ``spacing_mm`` voxels
-  (default: its finest spacing) covering its nonzero region, cut in axial slices.
+- a 3D volume is a brain scan (version 2, ``brain`` true): it goes through the
+  brain preparation (`uadcore.preprocess.brain`) and is cut in axial slices of a
+  RAS-aligned grid in MNI space of ``spacing_mm`` voxels (default 1 mm) around the
+  template's brain;
+- any other 3D volume (``brain`` false, or version 1) is resampled onto a
+  RAS-aligned grid of ``spacing_mm`` voxels (default: its finest spacing) covering
+  its nonzero region, cut in axial slices.
 
 Each slice is padded to at least one patch and tiled by ``patch`` x ``patch``
 tiles every ``stride`` pixels, the last tile flush with the edge, so every pixel is
 covered. Tiles with less than ``min_foreground`` of their pixels in the foreground
-(nonzero voxels) are not given to the model. Intensities are scaled to [0, 1] with
-the 99.5th percentile of the foreground.
+(the brain, or the nonzero voxels) are not given to the model. Intensities are
+those of the brain preparation, or scaled to [0, 1] with the 99.5th percentile of
+the foreground.
 
 Model input: (N, 1, patch, patch), N kept tiles; `Prepared.units` holds each tile's
 corner (i0, j0, k) on the model grid.
@@ -29,7 +35,8 @@ from uadcore.preprocess.preset import Prepared, Preset, region_bounds
 
 class Patches2D(Preset):
     name = "patches2d"
-    version = 1
+    version = 2
+    brain_from_version = 2
     unit = "patch"  # what one model input is
     needs_3d = False
     zero_outside_region = False
@@ -38,13 +45,24 @@ class Patches2D(Preset):
         "stride": 64,
         "spacing_mm": None,
         "min_foreground": 0.05,
-        "upper_percentile": 99.5,
+        "upper_percentile": 99.5,  # not for brain scans
+        "brain": True,  # version 2: 3D volumes are brain scans (false: any other 3D image)
+        "skull_strip": "auto",  # auto | yes | no, for brain scans (see uadcore.preprocess.skullstrip)
     }
+
+    @property
+    def prepares_brain(self) -> bool:
+        return super().prepares_brain and bool(self.params["brain"])
 
     def model_grid(self, scan: Scan, region: np.ndarray) -> Grid:
         patch = int(self.params["patch"])
         if scan.is_2d:
             plane = _plane_grid(scan.grid, self.params["spacing_mm"])
+        elif self.prepares_brain:
+            from uadcore.preprocess.template import load_template
+
+            template = load_template()
+            plane = _axial_grid(template.grid, template.brain, self.params["spacing_mm"] or 1.0)
         else:
             plane = _axial_grid(scan.grid, region, self.params["spacing_mm"])
         shape = (max(plane.shape[0], patch), max(plane.shape[1], patch), plane.shape[2])

@@ -134,7 +134,7 @@ class Preset:
         """
         if self.needs_3d and scan.is_2d:
             raise ScanError(f"{scan.path}: is 2D ({scan.grid.describe()}); preset {self.name} needs a 3D volume")
-        if self.prepares_brain:
+        if self.prepares_brain and not scan.is_2d:
             return self._prepare_brain(scan, region)
         region = scan.array != 0 if region is None else np.asarray(region, bool)
         if not region.any():

@@ -62,14 +62,3 @@ def scan_scores(outputs: dict, regions, item_scan, n_scans: int) -> dict:
         else:
             scores[name] = mean_per_scan(values, item_scan, n_scans)
     return scores
-
-
-def score_items(model, items, regions, item_scan, n_scans: int, kind: str, device, batch_size: int = 8,
-                amp_dtype=None, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``kind`` outputs of every item and the sample score of every scan.
-
-    items, regions: (M, C, ...); item_scan: (M,). Returns (outputs, scores): outputs
-    are maps (M, C, ...) or, for an item kind, scores (M,); scores are (N,) float64.
-    """
-    outputs = item_outputs(model, items, device, kind, batch_size, amp_dtype, reference)[kind]
-    return outputs, scan_scores({kind: outputs}, regions, item_scan, n_scans)[kind]

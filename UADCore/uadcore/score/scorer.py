@@ -15,6 +15,8 @@ from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import Prepared, preset_from_dict
+from uadcore.score.calibration import ITEM_STATISTIC, SHARE_FPR, STATISTICS, Calibration
+from uadcore.score.calibration import statistics as map_statistics
 from uadcore.score.maps import ITEM_KINDS
 from uadcore.score.sample import item_outputs, scan_scores
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -25,15 +27,18 @@ from uadcore.train.data import stack_inputs
 class ScanScore:
     """One scan's result.
 
-    score: the sample score: the mean of the map inside the brain, or for a kind
-        that scores each slice or patch, the highest of those scores.
+    score: the sample score: ``statistic`` of the map inside the brain (mean, top1,
+        share), or for a kind that scores each slice or patch, the highest of those
+        scores ("max").
     model_map: float32 map on the model grid (prepared.grid.shape), 0 outside the
-        brain; for per-slice or per-patch kinds each input's score painted over it.
+        brain, calibrated on healthy scans when ``calibrated``; for per-slice or
+        per-patch kinds each input's score painted over it.
     item_scores: for those kinds, the score of each model input (slice or patch).
     prepared: the scan on the model grid (the map's grid and region).
-    sample_scores: every sample score the model offers: "rec" (the mean
-        reconstruction error inside the brain) and, for a VAE, "kl" and "elbo"
-        (means over the scan's items, e.g. its slices).
+    sample_scores: every sample score the model offers: "rec" (the mean raw
+        reconstruction error inside the brain), for a VAE "kl" and "elbo" (means
+        over the scan's items, e.g. its slices), and "KIND-STATISTIC" for each
+        statistic of each map scored so far (e.g. "rec-top1").
     """
 
     path: str
@@ -42,6 +47,8 @@ class ScanScore:
     prepared: Prepared
     sample_scores: dict = field(default_factory=dict)
     item_scores: np.ndarray | None = None
+    statistic: str = "mean"
+    calibrated: bool = False
 
     def scan_map(self) -> np.ndarray:
         """The map on the scan's own grid."""
@@ -62,24 +69,58 @@ def auto_batch_size(input_shape, device) -> int:
 
 
 class Scorer:
-    """Scores scans with the finished run in ``run_dir``."""
+    """Scores scans with the finished run in ``run_dir``.
 
-    def __init__(self, run_dir: str, device: str = "auto", batch_size: int | None = None, reference: bool = False):
+    Voxel maps are calibrated on the run's healthy validation scans where the run
+    has a calibration (`uadcore.score.calibration`), unless ``raw`` or
+    ``reference``; ``statistic`` picks the sample score read from the map (default:
+    the one the run chose on pseudo-lesions, see `calibration.choose_statistic`).
+    """
+
+    def __init__(self, run_dir: str, device: str = "auto", batch_size: int | None = None, reference: bool = False,
+                 raw: bool = False, statistic: str | None = None):
         self.run_dir = os.path.abspath(run_dir)
         state = load_checkpoint(os.path.join(self.run_dir, CHECKPOINT_NAME))
         if not state.get("done"):
             raise UADError(f"{self.run_dir}: training has not finished (epoch {state['epoch']}); resume it first")
-        self.config = state["config"]
-        self.preset = preset_from_dict(state["preset"])
+        self._setup(state["config"], preset_from_dict(state["preset"]), device, batch_size, reference, raw, statistic,
+                    state["validation"], state.get("calibration", {}))
+        self.trained_on = {entry["path"] for entry in state["train_entries"]}
+        self._weights = state["model"]
+
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, config: dict, preset, device) -> "Scorer":
+        """A scorer of a model in memory (training's end): raw maps, no healthy reference."""
+        scorer = cls.__new__(cls)
+        scorer.run_dir = None
+        scorer._setup(config, preset, device, None, False, True, "mean", {}, {})
+        scorer.trained_on = set()
+        scorer._model = model.eval()
+        return scorer
+
+    def _setup(self, config, preset, device, batch_size, reference, raw, statistic, validation, calibration) -> None:
+        if statistic is not None and statistic not in STATISTICS:
+            raise UADError(f"sample score '{statistic}' is not one UAD has; sample scores are {', '.join(STATISTICS)}")
+        self.config = config
+        self.preset = preset
         self.device = pick_device(device)
         self.amp_dtype = amp_dtype(self.device, self.config.get("amp", True))
         self.batch_size = batch_size  # model inputs per pass; None: `auto_batch_size`
         self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)
         self.kinds = MODELS[self.config["model"]]["maps"]
-        self.validation_scores = {kind: np.asarray(scores, float) for kind, scores in state["validation"].get("scores", {}).items()}
-        self.thresholds = state["validation"].get("thresholds", {})  # kind -> {fpr: map value}
-        self.trained_on = {entry["path"] for entry in state["train_entries"]}
-        self._weights = state["model"]
+        self.calibrations = {} if raw or reference else {kind: Calibration.from_state(c) for kind, c in calibration.items()}
+        healthy = validation.get("maps") or _older_reference(validation)
+        # per kind: the statistic of the sample score, and the healthy reference of
+        # the map as this scorer makes it (calibrated or raw)
+        self.statistics, self.thresholds, self.validation_scores = {}, {}, {}
+        for kind, entry in healthy.items():
+            mode = entry.get("calibrated") if kind in self.calibrations else entry.get("raw")
+            chosen = ITEM_STATISTIC if kind in ITEM_KINDS else (statistic or entry.get("sample_score", "mean"))
+            self.statistics[kind] = chosen
+            self.thresholds[kind] = (mode or {}).get("thresholds", {})
+            if (mode or {}).get("scores", {}).get(chosen) is not None:
+                self.validation_scores[kind] = np.asarray(mode["scores"][chosen], float)
+        self._default_statistic = statistic or "mean"
         self._model = None
         self._sample_scores = weakref.WeakKeyDictionary()  # Prepared -> {sample kind: score}, while the scan is in use
 
@@ -89,6 +130,15 @@ class Scorer:
             model.load_state_dict(self._weights)
             self._model = model.to(self.device).eval()
         return self._model
+
+    def calibrated(self, kind: str) -> bool:
+        """True when ``kind`` maps come calibrated on the healthy validation scans."""
+        return kind in self.calibrations
+
+    def statistic(self, kind: str) -> str:
+        """The sample score of ``kind``: a statistic of the map, or for a kind that
+        scores each slice or patch, the highest of those scores."""
+        return ITEM_STATISTIC if kind in ITEM_KINDS else self.statistics.get(kind, self._default_statistic)
 
     def score(self, scan: Scan | str, kind: str = "rec") -> ScanScore:
         """Sample score and map of one scan (a path or a `Scan`)."""
@@ -117,19 +167,34 @@ class Scorer:
         # every sample score the model offers, whatever the map: from this pass, from an
         # earlier call on the same prepared scans (`uad evaluate --map all`), or a pass of its own
         for name in self.sample_kinds:
-            if name not in outputs and not all(name in self._sample_scores.get(one, {}) for one in prepared):
+            if name not in outputs and not all(name in self._sample_scores.get(scan, {}) for scan in prepared):
                 outputs[name] = run(name)[name]
         per_scan = scan_scores(outputs, regions, owners, len(prepared))
         # the sample scores: the sample kinds and a VAE's terms (kl, elbo), not the mean of a gradient map
-        offered = [name for name in per_scan if name in self.sample_kinds or name not in self.kinds]
+        model_sample_kinds = [name for name in per_scan if name in self.sample_kinds or name not in self.kinds]
+        statistic = self.statistic(kind)
         results = []
-        for index, (one, path) in enumerate(zip(prepared, paths)):
-            known = self._sample_scores.setdefault(one, {})
-            known.update({name: float(per_scan[name][index]) for name in offered})
-            own = outputs[kind][owners == index].numpy()
-            model_map = one.assemble(own if kind not in ITEM_KINDS else one.paint(own)) * one.region
-            results.append(ScanScore(path, float(per_scan[kind][index]), model_map.astype(np.float32), one, dict(known),
-                                     own if kind in ITEM_KINDS else None))
+        for index, (scan, path) in enumerate(zip(prepared, paths)):
+            scores = self._sample_scores.setdefault(scan, {})
+            scores.update({name: float(per_scan[name][index]) for name in model_sample_kinds})
+            scan_outputs = outputs[kind][owners == index].numpy()
+            if kind in ITEM_KINDS:
+                model_map = scan.assemble(scan.paint(scan_outputs)) * scan.region
+                score = float(per_scan[kind][index])
+            else:
+                model_map = scan.assemble(scan_outputs) * scan.region
+                if kind in self.calibrations:
+                    model_map = self.calibrations[kind].apply(model_map, scan.region)
+                seen = scan.assemble(scan.inputs(scan.region)) > 0.5  # the brain voxels the model saw
+                share_at = self.thresholds.get(kind, {}).get(str(SHARE_FPR))
+                for name, value in map_statistics(model_map, seen, share_at).items():
+                    scores[f"{kind}-{name}"] = value
+                if f"{kind}-{statistic}" not in scores:
+                    raise UADError(f"{self.run_dir}: sample score '{statistic}' needs the healthy voxel threshold of "
+                                   "validation scans, and this run has none (trained with --val-fraction 0)")
+                score = scores[f"{kind}-{statistic}"]
+            results.append(ScanScore(path, score, model_map.astype(np.float32), scan, dict(scores),
+                                     scan_outputs if kind in ITEM_KINDS else None, statistic, kind in self.calibrations))
         return results
 
     @property
@@ -143,8 +208,17 @@ class Scorer:
             raise UADError(f"map kind '{kind}' is not available for model {self.config['model']}; kinds: {', '.join(self.kinds)}")
 
     def percentile(self, score: float, kind: str = "rec") -> float | None:
-        """Percentage of the healthy validation scans whose ``kind`` score is below ``score``."""
+        """Percentage of the healthy validation scans whose ``kind`` sample score (as
+        this scorer computes it) is below ``score``."""
         reference = self.validation_scores.get(kind)
         if reference is None or len(reference) == 0:
             return None
         return float(100.0 * np.mean(reference < score))
+
+
+def _older_reference(validation: dict) -> dict:
+    """The healthy reference of a run trained before calibration: raw maps, the
+    mean as sample score."""
+    return {kind: {"raw": {"scores": {ITEM_STATISTIC if kind in ITEM_KINDS else "mean": scores},
+                           "thresholds": validation.get("thresholds", {}).get(kind, {})}}
+            for kind, scores in validation.get("scores", {}).items()}

@@ -9,6 +9,22 @@ from dataclasses import asdict, dataclass, field, fields
 
 from uadcore.errors import UADError
 
+PAPER_BATCH = 32
+MIN_STEPS_PER_EPOCH = 16
+# outlier removal waits until the training loss has settled: until it fell by less
+# than this share over the last `outlier_every` epochs (after the start and after
+# each re-initialisation); from then on the paper's rule, every `outlier_every` epochs
+SETTLED = 0.05
+REMOVAL_STARTS = ("settled", "paper")
+
+
+def training_batch_size(n_items: int) -> int:
+    """The batch size when none is set: the paper's 32, smaller when the training
+    set holds too few model inputs for `MIN_STEPS_PER_EPOCH` optimiser steps an epoch
+    (the paper's epochs over ~600 scans take ~19 steps; 54 scans at 32 take 2, and
+    the model does not learn in the epochs a CPU user can give it)."""
+    return max(1, min(PAPER_BATCH, n_items // MIN_STEPS_PER_EPOCH))
+
 
 @dataclass
 class TrainConfig:
@@ -17,11 +33,12 @@ class TrainConfig:
     model_params: dict = field(default_factory=dict)  # e.g. {"channels": [8, 16, 32, 64], "latent": 128}
     preset_params: dict = field(default_factory=dict)  # options of the model's preprocessing preset
     epochs: int = 500  # the paper: 100 epochs with two re-initialisations, then 400 more
-    batch_size: int = 32
+    batch_size: int | None = None  # None: `training_batch_size` of the training set
     lr: float = 1e-3
     outlier_removal: bool = True
     gamma: float = 1.4  # remove a sample when its loss > gamma x the epoch's mean loss
     outlier_every: int = 5  # epochs between removals
+    removal_start: str = "settled"  # settled: once the loss has settled (see SETTLED); paper: from the first removal epoch
     reinit_at: list = field(default_factory=lambda: [50, 100])  # re-initialise weights after these epochs
     plateau_patience: int = 0  # LR x 0.1 after this many epochs without a better validation loss (0: off)
     early_stop_patience: int = 0  # stop after this many epochs without a better validation loss (0: off)
@@ -41,7 +58,7 @@ class TrainConfig:
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if not self.lr > 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
@@ -55,6 +72,8 @@ class TrainConfig:
             problems.append("outlier_every and checkpoint_every must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.removal_start not in REMOVAL_STARTS:
+            problems.append(f"removal_start must be one of {', '.join(REMOVAL_STARTS)} (got {self.removal_start})")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be auto, cpu or cuda (got {self.device})")
         if problems:

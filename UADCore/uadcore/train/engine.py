@@ -30,22 +30,20 @@ import torch
 
 from uadcore.device import amp_dtype, describe, pick_device
 from uadcore.errors import UADError
-from uadcore.evaluate.metrics import threshold_at_fpr
 from uadcore.io import ScanEntry, load_dataset, write_manifest
 from uadcore.io.atomic import atomic_path
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
-from uadcore.score.sample import mean_per_scan, score_items
+from uadcore.score.sample import mean_per_scan
 from uadcore.train import distributed
 from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from uadcore.train.config import TrainConfig
-from uadcore.train.data import prepare_set
+from uadcore.train.config import SETTLED, TrainConfig, training_batch_size
+from uadcore.train.data import prepare_scans, prepare_set
 from uadcore.train.events import Events
 from uadcore.train.outliers import find_outliers, write_audit
 
 STOP_FILE = "STOP"
-FPR_LEVELS = (0.01, 0.05, 0.1)  # false-positive rates of the stored healthy-data thresholds
 SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
 
 
@@ -103,6 +101,8 @@ def _train(config, run_dir, stored, events, ranks):
         events.emit("excluded", path=row["path"], reason=row["reason"])
     train_entries, val_entries = train_set.entries, (val_set.entries if val_set is not None else [])
     n_scans = len(train_set)
+    if config.batch_size is None:  # resolved once and stored with the run: a resumed run takes the same steps
+        config.batch_size = training_batch_size(len(train_set.items))
 
     # ---- model, optimiser, state -----------------------------------------------
     torch.manual_seed(config.seed)
@@ -142,7 +142,7 @@ def _train(config, run_dir, stored, events, ranks):
             trained = torch.nn.parallel.DistributedDataParallel(trained)
         return torch.compile(trained) if config.compile else trained
 
-    watch_validation = val_set is not None and (config.plateau_patience > 0 or config.early_stop_patience > 0)
+    watch_validation = val_set is not None
     # validation-loss bookkeeping for the LR plateau schedule and early stopping
     plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
@@ -188,7 +188,8 @@ def _train(config, run_dir, stored, events, ranks):
 
     stop_requested = _StopRequest(run_dir)
     events.emit("start", run=run_dir, model=config.model, scans=n_scans, validation=len(val_entries),
-                epochs=last_epoch(), first_epoch=first_epoch, device=describe(device), ranks=ranks.world)
+                epochs=last_epoch(), first_epoch=first_epoch, device=describe(device), ranks=ranks.world,
+                batch_size=config.batch_size)
     last = snapshot(first_epoch - 1)
     bar = progress_bar(total=last_epoch(), desc="train", unit="epoch", enabled=show_progress)
     bar.update(first_epoch - 1)
@@ -247,7 +248,11 @@ def _train(config, run_dir, stored, events, ranks):
             losses_now = mean_per_scan(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
             epoch_mean = float(losses_now[kept].mean())
             removed_now = []
+            removal = None  # at a removal epoch: "on", or "waiting" for the loss to settle
             if first_stage and config.outlier_removal and epoch % config.outlier_every == 0:
+                waits = config.removal_start == "settled" and not closed_form  # a closed-form fit is always converged
+                removal = "waiting" if waits and not removal_allowed(history, epoch, epoch_mean, config) else "on"
+            if removal == "on":
                 remove, threshold, mean = find_outliers(losses_now, kept, config.gamma)
                 for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
                     entry = train_entries[index]
@@ -261,11 +266,14 @@ def _train(config, run_dir, stored, events, ranks):
                     events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
             record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": _removed(audit),
                       "seconds": round(time.perf_counter() - started, 3)}
+            if removal:
+                record["removal"] = removal
             if len(stages) > 1:
                 record["stage"] = stage
             if watch_validation and first_stage:
                 record["val_loss"] = round(_validation_loss(model, val_set, device, autocast_dtype), 6)
-                record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
+                if optimizer is not None:
+                    record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
             history.append(record)
             events.emit("epoch", **history[-1], epochs=last_epoch())
             bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=_removed(audit))
@@ -288,24 +296,63 @@ def _train(config, run_dir, stored, events, ranks):
         stop_requested.restore()
     bar.close()
 
-    # the healthy validation scans' scores, per map kind: what a new scan's score is ranked against
-    # and, per kind, the map values above which 1, 5 and 10 % of healthy brain voxels lie
-    validation = {"scores": {}, "thresholds": {}}
+    # the healthy validation scans, per map kind: the per-voxel calibration of the maps,
+    # the sample scores a new scan is ranked against, the voxel thresholds at 1, 5 and
+    # 10 % false positives, and the sample score chosen on pseudo-lesions
+    validation, calibration = {}, {}
     if val_set is not None:
-        for kind in MODELS[config.model]["maps"]:
-            outputs, scores = score_items(model, val_set.items, val_set.regions, val_set.item_scan, len(val_set), kind, device, amp_dtype=autocast_dtype)
-            validation["scores"][kind] = scores.tolist()
-            # per-input kinds: the values of the slices or patches; maps: of the brain voxels
-            values = outputs.numpy() if outputs.dim() == 1 else outputs[val_set.regions].numpy()
-            validation["thresholds"][kind] = {str(fpr): threshold_at_fpr(values, fpr) for fpr in FPR_LEVELS}
-    final = {**last, "validation": validation}
+        from uadcore.score.calibration import healthy_reference
+        from uadcore.score.scorer import Scorer
+
+        val_prepared = [result[0] for result in prepare_scans(val_entries, preset, config.workers or None, progress=False)]
+        scorer = Scorer.of_model(model, config.to_dict(), preset, device)
+        validation, calibrations = healthy_reference(scorer, val_prepared, MODELS[config.model]["maps"], seed=config.seed)
+        calibration = {kind: c.to_state() for kind, c in calibrations.items()}
+    final = {**last, "validation": validation, "calibration": calibration}
     write(final, done=True)
+    falling = still_falling(history, config)
+    if falling is not None:
+        events.emit("still_improving", epoch=last["epoch"], fell_percent=round(100 * falling, 1))
     summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
+               "batch_size": config.batch_size, "still_improving": falling is not None,
                "removed": _removed(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit if r["epoch"]),
                "excluded": len(audit) - _removed(audit),
                "final_loss": history[-1]["loss"] if history else None}
     events.emit("done", **summary)
     return summary
+
+
+def removal_allowed(history: list[dict], epoch: int, loss: float, config: TrainConfig) -> bool:
+    """May outlier removal run at ``epoch`` (epoch mean loss ``loss``)? Once the loss
+    has settled (fell by under `SETTLED` over the last ``outlier_every`` epochs) since
+    the start or the last re-initialisation, and at every removal epoch after that:
+    removal on an unconverged model throws healthy scans away."""
+    since = max([0] + [e for e in config.reinit_at if e < epoch])  # weights re-initialised after this epoch
+    records = [r for r in history if r["epoch"] > since]
+    if any(r.get("removal") == "on" for r in records):
+        return True
+    before = [r["loss"] for r in records if r["epoch"] == epoch - config.outlier_every]
+    return bool(before) and before[0] - loss <= SETTLED * before[0]
+
+
+CONVERGED = 0.02  # a validation loss that fell less than this over the last epochs has settled
+
+
+def still_falling(history: list[dict], config: TrainConfig) -> float | None:
+    """How much the validation loss (or, without validation scans, the training loss)
+    fell over the last tenth of the first stage's epochs since the last
+    re-initialisation (at least 3), compared with the tenth before; None when it has
+    settled (fell less than `CONVERGED`) or there are too few epochs to say."""
+    since = max([0] + [e for e in config.reinit_at if e < (history[-1]["epoch"] if history else 0)])
+    records = [r for r in history if r["epoch"] > since and r.get("stage", "model") == history[0].get("stage", "model")]
+    key = "val_loss" if records and all("val_loss" in r for r in records) else "loss"
+    width = max(3, len(records) // 10)
+    if len(records) < 2 * width:
+        return None
+    last = sum(r[key] for r in records[-width:]) / width
+    before = sum(r[key] for r in records[-2 * width : -width]) / width
+    fell = (before - last) / before if before > 0 else 0.0
+    return fell if fell > CONVERGED else None
 
 
 @torch.no_grad()
@@ -425,6 +472,7 @@ def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry])
 
 def _write_history(history: list[dict], path: str) -> None:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]) if history else ["epoch", "loss", "kept", "removed", "seconds"])
+        columns = list(dict.fromkeys(key for record in history for key in record))  # some only at some epochs (removal)
+        writer = csv.DictWriter(handle, fieldnames=columns or ["epoch", "loss", "kept", "removed", "seconds"])
         writer.writeheader()
         writer.writerows(history)

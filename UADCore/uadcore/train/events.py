@@ -1,5 +1,6 @@
 """Training events as JSON lines on stdout (``--events``), for a GUI following a
-background run: start, epoch, removed, reinit, checkpoint, stopped, done, error.
+background run: start, excluded, epoch, removed, reinit, stage, early_stop,
+checkpoint, still_improving, stopped, done, error.
 Each line is one JSON object with an ``event`` key."""
 
 from __future__ import annotations

@@ -29,14 +29,17 @@ def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tup
 
 
 def curated_entries(state: dict, keep_removed=()) -> list:
-    """The training scans of a run's checkpoint ``state`` that a new run should use:
-    those outlier removal kept, plus the removed ones a reviewer decided to keep
-    (paths in ``keep_removed``), in the original order."""
+    """The scans of a run's checkpoint ``state`` that a new run should use: the
+    training scans outlier removal kept, the removed ones a reviewer decided to keep
+    (paths in ``keep_removed``), in the original order, and the held-out
+    validation scans (never removed: without them every curate-and-retrain round
+    would shrink the data)."""
     from uadcore.io import ScanEntry
 
     keep_removed = set(keep_removed)
-    return [ScanEntry(**entry) for entry, kept in zip(state["train_entries"], state["kept"].tolist())
+    kept = [ScanEntry(**entry) for entry, kept in zip(state["train_entries"], state["kept"].tolist())
             if kept or entry["path"] in keep_removed]
+    return kept + [ScanEntry(**entry) for entry in state.get("validation", {}).get("entries", [])]
 
 
 def write_audit(rows: list[dict], path: str) -> None:
