@@ -28,11 +28,11 @@ MARGIN_MM = 6.0  # room around the moved brain, for deformation and air
 ROTATION_DEG = 3.0  # about each axis, +-
 SCALE = (0.96, 1.04)  # per axis
 SHIFT_MM = 5.0  # per axis, +-
-WARP_MM = (1.5, 3.0)  # amplitude of the smooth non-linear deformation
+WARP_MM = (2.0, 4.0)  # amplitude of the smooth non-linear deformation
 CONTRAST_GAMMA = (0.9, 1.1)
-TISSUE_GAIN = 0.05  # +- relative gain of grey and of white matter
+TISSUE_GAIN = 0.08  # +- relative gain of grey and of white matter
 BIAS_STRENGTH = (0.02, 0.12)  # log-amplitude of the multiplicative bias field
-NOISE_SIGMA = (0.01, 0.025)  # Rician noise, relative to the white-matter level
+NOISE_SIGMA = (0.03, 0.06)  # Rician noise, relative to the white-matter level
 SCANNER_GAIN = (400.0, 1200.0)  # arbitrary units of the written int16 values
 _UNIT = {"R": (1, 0, 0), "L": (-1, 0, 0), "A": (0, 1, 0), "P": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
 
