@@ -60,6 +60,11 @@ class Prepared:
         """Model outputs (one per input) -> float32 volume of shape grid.shape."""
         return self.preset.assemble(self, np.asarray(outputs, dtype=np.float32))
 
+    def seen_region(self) -> np.ndarray:
+        """bool, grid shape: the region's voxels that some model input covers (the
+        kept slices or patches; the whole region for a whole-volume preset)."""
+        return self.assemble(self.inputs(self.region)) > 0.5
+
     def paint(self, values: np.ndarray) -> np.ndarray:
         """One score per model input (N,) -> arrays shaped like the inputs, each
         filled with its input's score (for `assemble`)."""

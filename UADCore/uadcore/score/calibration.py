@@ -169,8 +169,7 @@ def pseudo_lesioned(prepared, rng: np.random.Generator):
 
 def shares_grid(prepared: list) -> bool:
     """True when every prepared scan has the same model grid (calibration needs it)."""
-    first = prepared[0].grid
-    return all(p.grid.shape == first.shape and np.allclose(p.grid.affine, first.affine, atol=1e-4) for p in prepared)
+    return all(p.grid.matches(prepared[0].grid) for p in prepared)
 
 
 def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dict, dict]:
@@ -184,7 +183,7 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
     from uadcore.score.maps import ITEM_KINDS
 
     paths = [f"validation {i}" for i in range(len(prepared))]
-    insides = [p.assemble(p.inputs(p.region)) > 0.5 for p in prepared]
+    insides = [p.seen_region() for p in prepared]
     rng = np.random.default_rng(seed)
     lesioned = [pseudo_lesioned(p, rng) for p in prepared]
     can_calibrate = len(prepared) >= MIN_SCANS and shares_grid(prepared)
@@ -202,9 +201,9 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
         chosen_from = entry["raw"]
         share_threshold = entry["raw"]["thresholds"][str(SHARE_FPR)]
         if can_calibrate and kind not in UNCALIBRATED_KINDS:
-            regions = np.stack([p.region for p in prepared])
-            calibrations[kind] = fit(np.stack(maps), regions)
-            own_out = leave_one_out(np.stack(maps), regions)
+            stacked, regions = np.stack(maps), np.stack([p.region for p in prepared])
+            calibrations[kind] = fit(stacked, regions)
+            own_out = leave_one_out(stacked, regions)
             maps = [c.apply(m, p.region) for c, m, p in zip(own_out, maps, prepared)]
             pseudo_maps = [c.apply(m, p.region) for c, m, p in zip(own_out, pseudo_maps, lesioned)]
             entry["calibrated"] = chosen_from = reference(maps, insides)

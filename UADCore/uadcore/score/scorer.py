@@ -185,9 +185,8 @@ class Scorer:
                 model_map = scan.assemble(scan_outputs) * scan.region
                 if kind in self.calibrations:
                     model_map = self.calibrations[kind].apply(model_map, scan.region)
-                seen = scan.assemble(scan.inputs(scan.region)) > 0.5  # the brain voxels the model saw
                 share_at = self.thresholds.get(kind, {}).get(str(SHARE_FPR))
-                for name, value in map_statistics(model_map, seen, share_at).items():
+                for name, value in map_statistics(model_map, scan.seen_region(), share_at).items():
                     scores[f"{kind}-{name}"] = value
                 if f"{kind}-{statistic}" not in scores:
                     raise UADError(f"{self.run_dir}: sample score '{statistic}' needs the healthy voxel threshold of "

@@ -327,12 +327,17 @@ def removal_allowed(history: list[dict], epoch: int, loss: float, config: TrainC
     has settled (fell by under `SETTLED` over the last ``outlier_every`` epochs) since
     the start or the last re-initialisation, and at every removal epoch after that:
     removal on an unconverged model throws healthy scans away."""
-    since = max([0] + [e for e in config.reinit_at if e < epoch])  # weights re-initialised after this epoch
+    since = _last_reinit(config, epoch)
     records = [r for r in history if r["epoch"] > since]
     if any(r.get("removal") == "on" for r in records):
         return True
     before = [r["loss"] for r in records if r["epoch"] == epoch - config.outlier_every]
     return bool(before) and before[0] - loss <= SETTLED * before[0]
+
+
+def _last_reinit(config: TrainConfig, epoch: int) -> int:
+    """The epoch after which the weights were last re-initialised before ``epoch`` (0: never)."""
+    return max([0] + [e for e in config.reinit_at if e < epoch])
 
 
 CONVERGED = 0.02  # a validation loss that fell less than this over the last epochs has settled
@@ -343,7 +348,7 @@ def still_falling(history: list[dict], config: TrainConfig) -> float | None:
     fell over the last tenth of the first stage's epochs since the last
     re-initialisation (at least 3), compared with the tenth before; None when it has
     settled (fell less than `CONVERGED`) or there are too few epochs to say."""
-    since = max([0] + [e for e in config.reinit_at if e < (history[-1]["epoch"] if history else 0)])
+    since = _last_reinit(config, history[-1]["epoch"] if history else 0)
     records = [r for r in history if r["epoch"] > since and r.get("stage", "model") == history[0].get("stage", "model")]
     key = "val_loss" if records and all("val_loss" in r for r in records) else "loss"
     width = max(3, len(records) // 10)
