@@ -2,12 +2,14 @@
 part of the Slicer module (`SlicerUADLib`, used by `uad gui`)."""
 
 import re
+import runpy
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "(.+)"', (HERE / "UADCore/uadcore/__init__.py").read_text()).group(1)
+REQUIREMENTS = runpy.run_path(str(HERE / "UADCore/uadcore/requirements.py"))["REQUIREMENTS"]  # the one list
 
 setup(
     name="uadcore",
@@ -19,21 +21,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"uadcore": "UADCore/uadcore", "SlicerUADLib": "SlicerUAD/SlicerUADLib"},
     packages=["uadcore", *("uadcore." + p for p in find_packages("UADCore/uadcore")), "SlicerUADLib"],
-    install_requires=[
-        "torch>=2.1",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "nibabel>=5.0",
-        "SimpleITK>=2.2",
-        "monai>=1.3",
-        "einops>=0.6",  # MONAI's transformer blocks (the MAE) need it
-        "scikit-learn>=1.3",
-        "nilearn>=0.10",
-        "tqdm>=4.60",
-        "threadpoolctl>=3",
-        "matplotlib>=3.6",
-        "deepbet>=1.0.2",  # skull stripping; its weights ship inside the wheel
-    ],
+    install_requires=REQUIREMENTS,
     extras_require={
         "test": ["pytest>=7", "pytest-qt>=4"],
         "gui": ["PyQt5>=5.15", "slicer-core"],

@@ -30,9 +30,11 @@ _SOURCE_ENGINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 if importlib.util.find_spec("uadcore") is None and os.path.isdir(_SOURCE_ENGINE):
     sys.path.insert(0, _SOURCE_ENGINE)
 
-MINIMUM_TORCH = "2.1"
-REQUIREMENTS = ["monai>=1.3", "einops>=0.6", "nibabel>=5.0", "scikit-learn>=1.3", "scipy>=1.10", "tqdm>=4.60",
-                "threadpoolctl>=3", "nilearn>=0.10", "deepbet>=1.0.2"]
+from uadcore.requirements import REQUIREMENTS as _ENGINE_REQUIREMENTS, TORCH  # noqa: E402 (after the path above)
+
+MINIMUM_TORCH = TORCH.split(">=")[1]
+# torch comes through PyTorchUtils (the right CUDA build); pip installs the rest
+REQUIREMENTS = [r for r in _ENGINE_REQUIREMENTS if r != TORCH]
 PARAMETERS = ("model", "size", "epochs", "gamma", "outlier_removal", "run")
 
 

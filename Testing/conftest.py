@@ -45,3 +45,14 @@ def cohort(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("cohort") / "cohort"
     return synthesize_cohort(str(out), healthy=3, unhealthy=3, seed=7, workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory):
+    """9 healthy and 2 unhealthy synthetic scans (a manifest's entries): enough
+    healthy ones to hold out 5 for calibration. Tests must not write into it."""
+    from uadcore.io import read_manifest
+    from uadcore.synth import synthesize_cohort
+
+    base = tmp_path_factory.mktemp("small-cohort")
+    return read_manifest(synthesize_cohort(str(base / "cohort"), healthy=9, unhealthy=2, seed=5, workers=2, progress=False))

@@ -136,6 +136,20 @@ def test_mask_whose_geometry_does_not_match_its_scan(tmp_path, capsys):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,label,mask\ngood.nii.gz,unhealthy,mask.nii.gz\n")
     assert_rejected(capsys, manifest, tmp_path / "mask.nii.gz", "does not match its scan")
+    assert_rejected(capsys, manifest, tmp_path / "mask.nii.gz", "axes LPS instead of RAS")
+
+
+def test_a_mask_on_a_shifted_grid_says_by_how_much(tmp_path, capsys):
+    good_scan(str(tmp_path))
+    array, grid, _ = marker_volume("RAS", shape=(31, 35, 17), spacing=(3.0, 3.0, 4.0))
+    shifted = grid.affine.copy()
+    shifted[:3, 3] += (0.0, 2.0, 0.0)
+    from uadcore.io import Grid
+
+    write_nifti((array > 500).astype(np.uint8), Grid(grid.shape, shifted), str(tmp_path / "mask.nii.gz"))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,mask\ngood.nii.gz,unhealthy,mask.nii.gz\n")
+    assert_rejected(capsys, manifest, tmp_path / "mask.nii.gz", "the same voxel size and axes, shifted by 2 mm")
 
 
 def test_a_scan_that_is_all_zero(tmp_path, capsys):
@@ -172,3 +186,251 @@ def test_check_writes_nothing_into_a_good_cohort(cohort, capsys):
     code, _ = run_check(capsys, cohort)
     assert code == 0
     assert folder_state(os.path.dirname(cohort)) == before
+
+
+# ---- settings, divergence, removal that would empty the run, strict JSON -----------
+
+def _tiny_settings(tmp_path, **values):
+    import json
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"model_params": {"channels": [2, 4, 8, 16], "latent": 16}, "epochs": 2, "batch_size": 2,
+                                "reinit_at": [], "val_fraction": 0.0, "workers": 1, **values}))
+    return str(path)
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"epochs": "5"}, 'epochs must be a whole number (got "5")'),
+    ({"gamma": 1e-9}, "gamma must be a number >= 1"),
+    ({"lr": 1e400}, "lr must be a number > 0 (got inf)"),
+    ({"reinit_at": ["ten"]}, "reinit_at must be a list of whole numbers"),
+])
+def test_a_setting_of_the_wrong_type_or_range_is_exit_2_naming_the_file(tmp_path, capsys, cohort, values, reason):
+    settings = _tiny_settings(tmp_path, **values)
+    code = main(["train", "--data", cohort, "--config", settings, "--out", str(tmp_path / "run")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and settings in lines[0] and reason in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_gamma_inf_on_the_command_line_is_refused(tmp_path, capsys, cohort):
+    assert main(["train", "--data", cohort, "--gamma", "inf", "--out", str(tmp_path / "run")]) == 2
+    assert "gamma must be a number >= 1 (got inf)" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path, capsys, cohort):
+    settings = _tiny_settings(tmp_path, lr=1e30, epochs=3)
+    assert main(["train", "--data", cohort, "--config", settings, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the weights diverged; start a new run with a lower --lr" in error and "at learning rate 1e+30" in error
+
+
+def test_outlier_removal_never_leaves_fewer_than_a_quarter_of_the_scans(tmp_path, cohort):
+    from uadcore.errors import UADWarning
+    from uadcore.train import TrainConfig, train
+
+    config = TrainConfig.from_dict({"data": cohort, "model_params": {"channels": [2, 4, 8, 16], "latent": 16}, "epochs": 5,
+                                    "batch_size": 2, "reinit_at": [], "val_fraction": 0.0, "workers": 1, "gamma": 1.0,
+                                    "outlier_every": 1, "removal_start": "paper"})
+    with pytest.warns(UADWarning, match=r"outlier removal would keep only \d of the 6 training scans \(under 25%\)"):
+        summary = train(config, str(tmp_path / "run"))
+    assert summary["kept"] >= 2
+
+
+def test_json_output_is_strict_even_for_nan():
+    import json
+    import math
+
+    from uadcore.cli.output import strict_json
+
+    text = strict_json({"score": math.nan, "scores": [1.0, math.inf], "nested": {"x": -math.inf}})
+    assert text == '{"score":null,"scores":[1.0,null],"nested":{"x":null}}'
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))
+
+
+# ---- headers that lie, masks given as scans ------------------------------------------
+
+def _nifti(path, array, affine=None, **header_fields):
+    image = nib.Nifti1Image(array, np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine)
+    for name, value in header_fields.items():
+        image.header[name] = value
+    image.to_filename(str(path))
+    return path
+
+
+def _brainish(shape=(20, 20, 20)):
+    return np.random.default_rng(0).uniform(10, 100, shape).astype(np.float32)
+
+
+def test_a_header_claiming_far_more_voxels_than_the_file_holds(tmp_path, capsys):
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((1200, 1200, 1200))
+    header.set_data_dtype(np.uint8)
+    path = tmp_path / "huge.nii.gz"
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    assert path.stat().st_size < 200
+    assert_rejected(capsys, tmp_path, path, "claims 1200x1200x1200 voxels")
+
+
+def test_absurd_voxel_sizes_are_refused(tmp_path, capsys):
+    path = _nifti(tmp_path / "wide.nii.gz", _brainish(), affine=np.diag([1e6, 1e6, 1e6, 1.0]))
+    assert_rejected(capsys, tmp_path, path, "is outside 0.05-20 mm")
+
+
+def test_a_zero_voxel_size_is_refused(tmp_path, capsys):
+    import struct
+
+    image = nib.Nifti1Image(_brainish(), np.eye(4))
+    image.header["qform_code"], image.header["sform_code"] = 1, 0
+    path = tmp_path / "flat.nii"
+    image.to_filename(str(path))
+    raw = bytearray(path.read_bytes())
+    raw[80:92] = struct.pack("<3f", 0.0, 0.0, 0.0)  # pixdim[1:4], as a broken writer leaves them (nibabel would not)
+    path.write_bytes(bytes(raw))
+    assert_rejected(capsys, tmp_path, path, "a voxel size of 0 in its header")
+
+
+def test_a_nan_affine_says_so(tmp_path, capsys):
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[0, 3] = np.nan
+    path = _nifti(tmp_path / "lost.nii.gz", _brainish(), affine=affine)
+    image = nib.load(str(path))
+    if np.isfinite(image.affine).all():
+        pytest.skip("nibabel replaced the NaN affine")
+    assert_rejected(capsys, tmp_path, path, "affine (voxel-to-world matrix) holds NaN")
+
+
+def test_complex_voxels_are_refused(tmp_path, capsys):
+    path = _nifti(tmp_path / "phase.nii.gz", _brainish().astype(np.complex64))
+    assert_rejected(capsys, tmp_path, path, "complex voxel values")
+
+
+def test_rgb_voxels_are_refused(tmp_path, capsys):
+    rgb = np.zeros((20, 20, 20), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = _nifti(tmp_path / "colour.nii.gz", rgb)
+    assert_rejected(capsys, tmp_path, path, "3 values per voxel")
+
+
+def test_an_empty_file_says_it_is_empty(tmp_path, capsys):
+    path = tmp_path / "nothing.nii.gz"
+    path.write_bytes(b"")
+    assert_rejected(capsys, tmp_path, path, "is empty (0 bytes)")
+
+
+def test_a_binary_mask_given_as_a_scan_is_refused(tmp_path, capsys):
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1
+    path = _nifti(tmp_path / "brain.nii.gz", mask)
+    assert_rejected(capsys, tmp_path, path, "holds only the values 0 and 1: a mask, not a scan")
+
+
+def test_qform_and_sform_that_disagree_are_warned_about(tmp_path, capsys):
+    image = nib.Nifti1Image(_brainish(), np.diag([2.0, 2.0, 2.0, 1.0]))
+    shifted = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted[:3, 3] = 50.0
+    image.set_qform(shifted, code=1)
+    image.set_sform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    path = tmp_path / "two.nii.gz"
+    image.to_filename(str(path))
+    from uadcore.errors import UADWarning
+    from uadcore.io import read_scan
+
+    with pytest.warns(UADWarning, match=r"qform and sform place the voxels up to 87 mm apart; using the sform"):
+        scan = read_scan(str(path))
+    assert np.allclose(scan.grid.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def test_an_empty_lesion_mask_of_an_unhealthy_scan_is_warned_about(tmp_path, capsys, cohort):
+    from uadcore.io import read_manifest, read_scan
+
+    sick = next(e for e in read_manifest(cohort) if e.label == "unhealthy")
+    grid = read_scan(sick.path).grid
+    empty = write_nifti(np.zeros(grid.shape, np.uint8), grid, str(tmp_path / "empty_mask.nii.gz"))
+    (tmp_path / "list.csv").write_text(f"path,label,mask\n{sick.path},unhealthy,{empty}\n")
+    assert main(["check", str(tmp_path / "list.csv")]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warning) == 1 and f"{empty}: the lesion mask of the unhealthy scan {sick.path} is empty" in warning[0]
+
+
+# ---- exit codes and messages --------------------------------------------------------
+
+def test_an_out_folder_that_cannot_be_made_is_exit_2(tmp_path, capsys, cohort):
+    """Under a read-only folder (as a user) or under a file (root writes anywhere)."""
+    (tmp_path / "locked").mkdir()
+    if os.geteuid() == 0:
+        os.rmdir(tmp_path / "locked")
+        (tmp_path / "locked").write_text("a file, not a folder")
+    else:
+        os.chmod(tmp_path / "locked", 0o500)
+    code = main(["train", "--data", cohort, "--config", _tiny_settings(tmp_path), "--out", str(tmp_path / "locked" / "run")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(lines) == 1 and str(tmp_path / "locked") in lines[0], lines
+
+
+def test_random_bytes_as_a_checkpoint_never_suggest_weights_only_false(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(os.urandom(3000))
+    assert main(["score", str(tmp_path / "run"), str(tmp_path / "x.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a UAD checkpoint" in err and "weights_only" not in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_model_is_one_line(tmp_path, capsys, cohort):
+    import shutil
+
+    import torch
+
+    from uadcore.train import TrainConfig, train
+    from uadcore.train.checkpoint import load_checkpoint, save_checkpoint
+
+    config = TrainConfig.from_dict({"data": cohort, "model_params": {"channels": [2, 4, 8, 16], "latent": 16}, "epochs": 1,
+                                    "batch_size": 2, "reinit_at": [], "val_fraction": 0.0, "workers": 1})
+    train(config, str(tmp_path / "run"))
+    state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    state["model"] = {name: torch.zeros(3) for name in state["model"]}
+    save_checkpoint(state, str(tmp_path / "run" / "checkpoint.pt"))
+    scan = os.path.join(os.path.dirname(cohort), "healthy", sorted(os.listdir(os.path.join(os.path.dirname(cohort), "healthy")))[0])
+    assert main(["score", str(tmp_path / "run"), scan]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "its weights do not fit model ae3d" in err[0] and "size mismatch" not in err[0]
+    shutil.rmtree(tmp_path / "run")
+
+
+def test_a_plot_that_is_not_a_png_is_refused_before_any_work(tmp_path, capsys, cohort):
+    assert main(["evaluate", str(tmp_path / "no-run"), "--data", cohort, "--plot", str(tmp_path / "x.nii.gz")]) == 2
+    assert "--plot " + str(tmp_path / "x.nii.gz") + ": the ROC plot is a PNG picture" in capsys.readouterr().err
+
+
+def test_gui_with_an_unreadable_scan_is_exit_2(tmp_path):
+    bad = tmp_path / "noise.nii.gz"
+    bad.write_bytes(os.urandom(500))
+    result = subprocess.run([sys.executable, "-m", "uadcore", "gui", "--scan", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and str(bad) in result.stderr
+
+
+def test_train_events_and_json_give_only_events_the_last_being_the_summary(tmp_path, cohort):
+    import json
+
+    result = subprocess.run([sys.executable, "-m", "uadcore", "train", "--data", cohort, "--config", _tiny_settings(tmp_path),
+                             "--out", str(tmp_path / "run"), "--events", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "done" and "kept" in events[-1] and all("event" in e for e in events)
+
+
+def test_library_chatter_is_hidden_unless_debug():
+    script = ("import warnings, logging, numpy as np\n"
+              "from uadcore.libraries import quiet_libraries\n"
+              "from uadcore.errors import warn\n"
+              "import sys\n"
+              "quiet_libraries(sys.argv[1] == 'debug', prefix='uad test')\n"
+              "np.log(np.zeros(1))\n"
+              "warnings.warn('from a library', FutureWarning)\n"
+              "logging.getLogger('nibabel').warning('pixdim[1,2,3] should be non-zero')\n"
+              "warn('/data/a.nii.gz: something the user should know')\n")
+    quiet = subprocess.run([sys.executable, "-c", script, "quiet"], capture_output=True, text=True)
+    assert quiet.stderr == "uad test: warning: /data/a.nii.gz: something the user should know\n"
+    loud = subprocess.run([sys.executable, "-c", script, "debug"], capture_output=True, text=True)
+    assert "RuntimeWarning" in loud.stderr and "from a library" in loud.stderr and "pixdim" in loud.stderr

@@ -2,6 +2,7 @@
 statistics, leave-one-out, pseudo-lesions, the choice of the sample score, and a
 trained run's scorer and CLI with and without calibration."""
 
+import csv
 import json
 import os
 
@@ -79,16 +80,27 @@ def test_a_pseudo_lesion_changes_a_sphere_inside_the_brain_of_a_copy():
     assert 4 / 3 * np.pi * (low - 2) ** 3 <= volume_mm3 <= 4 / 3 * np.pi * (high + 2) ** 3
 
 
+def test_healthy_scorer_calibrates_on_the_healthy_maps_and_ranks_a_lesion_first():
+    maps, regions = _healthy_maps()
+    scorer = calibration.HealthyScorer(maps, regions)
+    scans = _healthy_maps(3, seed=2)[0]
+    scans[1, 14:17, 14:17, 14:17] += 0.3
+    top1 = [scorer(m, regions[0], "top1") for m in scans]
+    assert top1[1] > 2 * max(top1[0], top1[2])
+    expected = calibration.statistics(calibration.fit(maps, regions).apply(scans[1], regions[0]), regions[0], None)["top1"]
+    assert top1[1] == pytest.approx(expected)
+    assert scorer(scans[1], regions[0], "share") > scorer(scans[0], regions[0], "share")
+
+
 @pytest.fixture(scope="module")
-def calibrated_run(tmp_path_factory):
+def calibrated_run(tmp_path_factory, small_cohort):
     """A small AE3D run with 5 healthy validation scans (enough to calibrate) and a
     test manifest of unseen scans."""
-    from uadcore.io import read_manifest, write_manifest
-    from uadcore.synth import synthesize_cohort
+    from uadcore.io import write_manifest
     from uadcore.train import TrainConfig, train
 
     base = tmp_path_factory.mktemp("calibrated")
-    entries = read_manifest(synthesize_cohort(str(base / "cohort"), healthy=9, unhealthy=2, seed=5, workers=2, progress=False))
+    entries = small_cohort
     healthy = [e for e in entries if e.label == "healthy"]
     train_manifest = write_manifest(healthy[:8], str(base / "train.csv"))
     test_manifest = write_manifest(healthy[8:] + [e for e in entries if e.label == "unhealthy"], str(base / "test.csv"))
@@ -151,3 +163,41 @@ def test_score_and_evaluate_say_which_map_and_sample_score_they_used(calibrated_
     assert report["calibrated"] is True and report["sample_score"] == "top1"
     assert {"rec", "rec-mean", "rec-top1", "rec-share"} <= set(report["sample_scores"])
     assert report["peak_in_lesion"] is not None and 0 <= report["peak_in_lesion"] <= 1
+
+
+def test_outlier_removal_can_rank_by_the_calibrated_maps_top1(tmp_path, small_cohort):
+    """removal_score rec-top1: at a removal epoch every training scan's calibrated
+    top-1 % score (validation scans as the healthy reference) against gamma x their
+    mean; at the last epoch it is the score the finished run's scorer gives."""
+    from uadcore.io import write_manifest
+    from uadcore.score.scorer import Scorer
+    from uadcore.train import TrainConfig, train
+
+    healthy = [e for e in small_cohort if e.label == "healthy"]
+    train_manifest = write_manifest(healthy[:8] + [e for e in small_cohort if e.label == "unhealthy"], str(tmp_path / "train.csv"))
+    config = TrainConfig.from_dict({"data": train_manifest, "model_params": {"channels": [2, 4, 8, 16], "latent": 16},
+                                    "epochs": 2, "outlier_every": 2, "removal_start": "paper", "removal_score": "rec-top1",
+                                    "gamma": 1.0001, "reinit_at": [], "val_fraction": 0.6, "workers": 1})
+    summary = train(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "outliers.csv", newline="") as handle:
+        audit = list(csv.DictReader(handle))
+    assert summary["removed"] == len(audit) >= 1
+    scorer = Scorer(str(tmp_path / "run"), device="cpu", statistic="top1")
+    for row in audit:
+        assert row["score"] == "rec-top1" and float(row["loss_over_mean"]) > 1.0001
+        assert float(row["loss"]) == pytest.approx(scorer.score(row["path"]).score, rel=1e-3)
+
+
+def test_a_removal_score_the_run_cannot_compute_is_refused_before_the_run_folder(tmp_path, small_cohort):
+    from uadcore.errors import UADError
+    from uadcore.io import write_manifest
+    from uadcore.train import TrainConfig, train
+
+    manifest = write_manifest(small_cohort, str(tmp_path / "all.csv"))
+    for values, message in (({"model": "vae2d"}, "whole-volume"), ({"val_fraction": 0.1}, "at least 5 validation scans")):
+        config = TrainConfig.from_dict({"data": manifest, "removal_score": "rec-share", "epochs": 1, "workers": 1, **values})
+        with pytest.raises(UADError, match=message):
+            train(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(UADError, match="removal_score must be one of loss, rec-mean, rec-top1, rec-share"):
+        TrainConfig.from_dict({"data": manifest, "removal_score": "top1"})

@@ -15,8 +15,8 @@ def test_injected_counts_make_the_requested_share():
 
 @pytest.mark.slow
 def test_tiny_impurity_experiment(tmp_path):
-    plan = ImpurityPlan(levels_percent=(0, 20), gammas=(1.02, 1.5), healthy_train=4, healthy_test=2, unhealthy_test=2,
-                        train={"epochs": 2, "outlier_every": 1, "reinit_at": [], "batch_size": 2, "val_fraction": 0.0},
+    plan = ImpurityPlan(levels_percent=(0, 20), gammas=(1.02, 1.5), removal_scores=("loss",), healthy_train=4, healthy_validation=0,
+                        healthy_test=2, unhealthy_test=2, train={"epochs": 2, "outlier_every": 1, "reinit_at": [], "batch_size": 2},
                         model_params={"channels": [2, 4, 8, 16], "latent": 16})
     result = run_impurity(str(tmp_path / "impurity"), plan, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "impurity" / "results.csv")))

@@ -18,8 +18,26 @@ def test_cmake_configures(tmp_path):
 
 def test_setup_declares_torch_loosely_and_the_command():
     setup = open(os.path.join(ROOT, "setup.py")).read()
-    assert '"torch>=2.1"' in setup
     assert "uad = uadcore.cli:main" in setup
+    from uadcore.requirements import REQUIREMENTS, TORCH
+
+    assert TORCH == "torch>=2.1" and TORCH in REQUIREMENTS
+
+
+def test_one_list_of_requirements_for_setup_and_the_slicer_module():
+    """setup.py and the module derive theirs from uadcore.requirements (matplotlib
+    was once missing from the module's copy, and evaluate failed inside Slicer)."""
+    import importlib.metadata
+    import re
+
+    from uadcore.requirements import REQUIREMENTS
+
+    installed = [re.sub(r"\s+", "", r) for r in importlib.metadata.requires("uadcore") if "extra ==" not in r]
+    assert sorted(installed, key=str.lower) == sorted(REQUIREMENTS, key=str.lower)
+    assert "matplotlib>=3.6" in REQUIREMENTS
+    module = open(os.path.join(ROOT, "SlicerUAD", "SlicerUAD.py")).read()
+    assert "from uadcore.requirements import REQUIREMENTS" in module
+    assert not re.search(r'"(monai|nibabel|matplotlib|deepbet)[<>=]', module)  # no copied list
 
 
 def test_the_module_build_lists_every_python_file():

@@ -193,3 +193,15 @@ def test_no_command_writes_over_or_beside_its_inputs(trained, tmp_path, capsys):
     assert "is an input" in capsys.readouterr().err and _bytes(manifest) == manifest_before
     assert main(["evaluate", run, "--data", test_manifest, "--plot", scan]) == 2
     assert "is an input" in capsys.readouterr().err and _bytes(scan) == before
+
+
+def test_evaluate_without_labels_or_masks_is_exit_2(trained, tmp_path, capsys):
+    from uadcore.io import write_nifti
+    from volumes import marker_volume
+
+    run, _ = trained
+    for name, orientation in (("a.nii.gz", "RAS"), ("b.nii.gz", "LPS")):
+        array, grid, _ = marker_volume(orientation, shape=(31, 35, 17), spacing=(3.0, 3.0, 4.0))
+        write_nifti(array, grid, str(tmp_path / "scans" / name))
+    assert main(["evaluate", run, "--data", str(tmp_path / "scans")]) == 2
+    assert "none of its 2 scan(s) has a label or a lesion mask; evaluation needs them" in capsys.readouterr().err

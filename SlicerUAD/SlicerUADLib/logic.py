@@ -16,11 +16,13 @@ from SlicerUADLib.overlay import add_map_volume, show_map
 from SlicerUADLib.scene import scan_from_node
 from uadcore.models import MODELS as _MODELS
 from uadcore.score.calibration import STATISTICS as _STATISTICS
+from uadcore.train.config import REMOVAL_SCORES as _REMOVAL_SCORES
 
 # what the panels offer: the engine's registry (models, and every map kind of any model)
 MODELS = tuple(_MODELS)
 MAP_KINDS = tuple(dict.fromkeys(kind for entry in _MODELS.values() for kind in entry["maps"]))
 STATISTICS = _STATISTICS  # the sample scores a map gives
+REMOVAL_SCORES = _REMOVAL_SCORES  # what outlier removal can rank the training scans by
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TrainSettings:
     outlier_removal: bool = True
     gamma: float = 1.4
     outlier_every: int = 5
+    removal_score: str = "loss"
     reinit_at: str = "15"  # epochs after which weights are re-initialised, "none" for none
     device: str = "auto"
     extra: list = field(default_factory=list)  # more `uad train` flags, as given
@@ -44,6 +47,7 @@ class TrainSettings:
             raise ValueError("choose the training scans (a folder or manifest) and a new output folder")
         args = ["train", "--data", self.data, "--out", self.out, "--model", self.model, "--size", self.size,
                 "--epochs", str(self.epochs), "--gamma", f"{self.gamma:g}", "--outlier-every", str(self.outlier_every),
+                "--removal-score", self.removal_score,
                 "--reinit-at", self.reinit_at or "none", "--device", self.device, "--events"]
         if not self.outlier_removal:
             args.append("--no-outlier-removal")

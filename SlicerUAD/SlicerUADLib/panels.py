@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from SlicerUADLib.logic import MAP_KINDS, MODELS, STATISTICS, TrainSettings
+from SlicerUADLib.logic import MAP_KINDS, MODELS, REMOVAL_SCORES, STATISTICS, TrainSettings
 from SlicerUADLib.overlay import MAP_ATTRIBUTE, map_to_segmentation, set_opacity, set_threshold
 from SlicerUADLib.qtcompat import qt, read
 from SlicerUADLib.run_nodes import loss_chart, outlier_table
@@ -140,6 +140,11 @@ class TrainPanel:
         self.outlier_every = qt.QSpinBox()
         self.outlier_every.setRange(1, 1000)
         self.outlier_every.setValue(5)
+        self.removal_score = qt.QComboBox()
+        self.removal_score.addItems(list(REMOVAL_SCORES))
+        self.removal_score.setCurrentText(TrainSettings.removal_score)
+        self.removal_score.setToolTip("what is compared with γ × its mean: the training loss (the paper's rule), or a sample "
+                                      "score of the reconstruction-error map calibrated on the validation scans (3D models)")
         self.device = qt.QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
         self.start = qt.QPushButton("Start training")
@@ -154,10 +159,11 @@ class TrainPanel:
         for label, widget in (("Healthy scans", data_row), ("Output folder", out_row), ("Settings file", config_row), ("Model", self.model),
                               ("Size", self.size), ("Epochs", self.epochs), ("Re-initialise after", self.reinit_at),
                               ("", self.outlier_removal), ("γ (gamma)", self.gamma), ("Remove every (epochs)", self.outlier_every),
+                              ("Removal score", self.removal_score),
                               ("Device", self.device), ("", _row(self.start, self.cancel)), ("Progress", self.progress),
                               ("Status", self.status), ("Loss", self.plot.widget)):
             form.addRow(label, widget)
-        self.outlier_removal.toggled.connect(lambda on: (self.gamma.setEnabled(on), self.outlier_every.setEnabled(on)))
+        self.outlier_removal.toggled.connect(lambda on: [w.setEnabled(on) for w in (self.gamma, self.outlier_every, self.removal_score)])
         self.start.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_training)
         self.timer = qt.QTimer()
@@ -170,6 +176,7 @@ class TrainPanel:
             size=read(self.size, "currentText"), epochs=int(read(self.epochs, "value")),
             outlier_removal=self.outlier_removal.isChecked(),
             gamma=float(read(self.gamma, "value")), outlier_every=int(read(self.outlier_every, "value")),
+            removal_score=read(self.removal_score, "currentText"),
             reinit_at=read(self.reinit_at, "text").strip() or "none", device=read(self.device, "currentText"),
             extra=["--config", read(self.config, "text").strip()] if read(self.config, "text").strip() else [],
         )
@@ -228,6 +235,12 @@ class TrainPanel:
             self.chart_node = loss_chart(self.logic.scene, self.history, gamma, chart=self.chart_node)
         elif kind == "removed":
             self.removed.extend(event["samples"])
+        elif kind == "estimate":
+            self.status.setText(f"epoch {event['epoch']} took {event['seconds']:.0f} s: about {event['hours']:.1f} hours "
+                                f"for {event['epochs']} epochs" + (f"; {event['advice']}" if event.get("advice") else ""))
+        elif kind == "removal_held":
+            self.status.setText(f"epoch {event['epoch']}: outlier removal would keep only {event['would_keep']} of "
+                                f"{event['scans']} scans; removed none (γ too low?)")
         elif kind == "stopped":
             self.status.setText(f"stopped after epoch {event['epoch']}; resume with: {event['resume']}")
         elif kind == "done":

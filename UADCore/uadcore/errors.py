@@ -15,3 +15,16 @@ class ScanError(UADError):
 
 class ManifestError(UADError):
     """A folder or manifest CSV that does not describe a usable data set."""
+
+
+class UADWarning(UserWarning):
+    """Something the user should know that does not stop the command (a scan left
+    out, a threshold resting on few scans). The CLI shows each as one line on
+    stderr; library warnings are hidden unless --debug (see `uadcore.cli`)."""
+
+
+def warn(message: str) -> None:
+    """Tell the user ``message`` (one line, naming the file it is about)."""
+    import warnings
+
+    warnings.warn(message, UADWarning, stacklevel=2)

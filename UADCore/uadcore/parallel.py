@@ -16,8 +16,10 @@ def _one_thread_per_process(initializer):
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
+    from uadcore.libraries import quiet_libraries
     from uadcore.malloc import keep_freed_memory
 
+    quiet_libraries()  # as the `uad` process decided (--debug or not)
     keep_freed_memory()  # as in the `uad` process, where a worker is not forked from it
     threadpool_limits(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)

@@ -1,7 +1,8 @@
 """The `uad` command (also `python -m uadcore`).
 
 Exit codes: 0 success; 2 bad input (one line on stderr naming the file and the
-problem); 1 anything else (an internal error).
+problem, also for a file or folder the system refuses: no permission, no space);
+1 anything else (an internal error).
 With --json a command prints exactly one JSON object on stdout; progress and
 messages go to stderr.
 """
@@ -14,6 +15,7 @@ import sys
 from uadcore import __version__
 from uadcore.cli import check, demo, evaluate, experiment, gui, outliers, score, synth, train
 from uadcore.errors import UADError
+from uadcore.libraries import quiet_libraries
 from uadcore.malloc import keep_freed_memory
 
 
@@ -23,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unsupervised anomaly detection for brain MRI and other medical images.",
     )
     parser.add_argument("--version", action="version", version=f"uad {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an internal error and the libraries' own warnings")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     synth.add_parser(commands)
     check.add_parser(commands)
@@ -41,10 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()  # every command makes and drops arrays of a few MB (see uadcore.malloc)
+    quiet_libraries(args.debug, prefix=f"uad {args.command}")
     try:
         return args.handler(args) or 0
     except UADError as error:
         print(f"uad {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path the user gave: a bug or the machine
+            if args.debug:
+                raise
+            print(f"uad {args.command}: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+                  file=sys.stderr)
+            return 1
+        # a folder that cannot be written, a file that vanished: the user's to fix
+        print(f"uad {args.command}: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"uad {args.command}: interrupted", file=sys.stderr)

@@ -34,19 +34,23 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     import os
 
+    from uadcore.errors import UADError
     from uadcore.evaluate.run import evaluate
     from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
 
-    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
     entries = load_dataset(args.data)
-    _refuse_training_scans(scorer, entries, args.data)
-    args.map = args.map or scorer.kinds[0]
-    if args.plot:
+    if args.plot:  # refused before any work: over an input, then not a picture
         from uadcore.io.outputs import check_output, data_folders
 
         check_output(args.plot, [args.data, *(e.path for e in entries), *(e.mask for e in entries if e.mask)],
                      data_folders(entries), force=args.force)
+        if not args.plot.lower().endswith(".png"):
+            raise UADError(f"--plot {args.plot}: the ROC plot is a PNG picture; give a name ending in .png")
+    scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
+    _refuse_unlabelled(entries, args.data)
+    _refuse_training_scans(scorer, entries, args.data)
+    args.map = args.map or scorer.kinds[0]
     kinds = scorer.kinds if args.map == "all" else [args.map]
     for kind in kinds:
         scorer.check_kind(kind)
@@ -71,8 +75,20 @@ def run(args) -> int:
         keys += [f"{scorer.preset.unit}_auroc", f"{scorer.preset.unit}_ap"]
     keys += ["voxel_auroc", "voxel_ap", "dice", "best_dice", "peak_in_lesion"]
     print_table([{key: _fmt(report.get(key)) for key in keys} for report in reports.values()], keys)
+    for kind, report in reports.items():
+        if report.get("dice_missing"):
+            say(f"{kind}: no Dice: {report['dice_missing']}")
     say("scores per scan with --json" + (f"; ROC curves in {plot}" if plot else ""))
     return 0
+
+
+def _refuse_unlabelled(entries, data) -> None:
+    """Accuracy needs the truth: labels for the sample metrics, masks for the voxel ones."""
+    from uadcore.errors import UADError
+
+    if not any(e.label or e.mask for e in entries):
+        raise UADError(f"{data}: none of its {len(entries)} scan(s) has a label or a lesion mask; evaluation needs them: "
+                       "give a manifest with a label column (healthy, unhealthy) and, for voxel metrics, a mask column")
 
 
 def _refuse_training_scans(scorer, entries, data) -> None:

@@ -30,7 +30,7 @@ def run(args) -> int:
     plan = ImpurityPlan(healthy_train=args.healthy_train)
     train = {**plan.train, "epochs": args.epochs}
     if args.paper:
-        train = {"epochs": 500, "outlier_every": 5, "reinit_at": [50, 100], "batch_size": 32, "val_fraction": 0.0}
+        train = {"epochs": 500, "outlier_every": 5, "reinit_at": [50, 100], "batch_size": 32, "removal_start": "paper"}
         plan = ImpurityPlan(healthy_train=args.healthy_train, train=train, model_params={})
     else:
         plan = ImpurityPlan(healthy_train=args.healthy_train, train=train)

@@ -19,6 +19,11 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from uadcore.errors import UADError
 
+    if args.scan:
+        from uadcore.io import read_scan
+
+        read_scan(args.scan)  # an unreadable scan is exit 2 here, before any window opens
+
     try:
         from SlicerUADLib.gui import run_gui
     except ImportError as error:

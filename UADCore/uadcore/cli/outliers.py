@@ -47,7 +47,7 @@ def run(args) -> int:
     removed = [row for row in rows if row["epoch"]]
     excluded = [row for row in rows if not row["epoch"]]
     if removed:
-        print_table(removed, ["path", "epoch", "loss", "threshold", "loss_over_mean", "label"])
+        print_table(removed, ["path", "epoch", "loss", "threshold", "loss_over_mean", "label", "score"])
     say(f"{len(removed)} of {len(state['train_entries'])} training scans removed by epoch {state['epoch']} (gamma {payload['gamma']})")
     if excluded:
         print_table(excluded, ["path", "label", "reason"])

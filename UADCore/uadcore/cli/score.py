@@ -62,6 +62,7 @@ def run(args) -> int:
     payload = {"scan": os.path.abspath(args.scan), "map": args.map, "calibrated": result.calibrated,
                "sample_score": result.statistic, "score": result.score,
                "percentile_vs_healthy": scorer.percentile(result.score, args.map),
+               "healthy_reference_scans": len(scorer.validation_scores.get(args.map, [])),
                "thresholds_at_fpr": scorer.thresholds.get(args.map, {}), "sample_scores": result.sample_scores}
     if args.out:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
@@ -69,7 +70,8 @@ def run(args) -> int:
         print_json(payload)
     else:
         percentile = payload["percentile_vs_healthy"]
-        rank = f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""
+        n = payload["healthy_reference_scans"]
+        rank = f", above {percentile:.0f} % of the {n} healthy validation scans" if percentile is not None else ""
         map_name = f"{'calibrated ' if result.calibrated else ''}{args.map} map"
         print(f"score {result.score:.5f} ({result.statistic} of the {map_name}){rank}")
         if args.out:

@@ -10,6 +10,7 @@ from uadcore.cli.output import print_json, say
 
 def add_parser(commands) -> None:
     from uadcore.models import MODELS
+    from uadcore.train.config import REMOVAL_SCORES
 
     parser = commands.add_parser(
         "train",
@@ -33,6 +34,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--removal-start", choices=["settled", "paper"],
                         help="when outlier removal starts: settled (default: once the loss fell by under 5 %% over "
                              "--outlier-every epochs, again after each re-initialisation) or paper (at the first removal epoch)")
+    parser.add_argument("--removal-score", choices=list(REMOVAL_SCORES),
+                        help="what outlier removal compares with gamma x its mean: loss (default, the paper's: the training "
+                             "loss) or a sample score of the reconstruction-error map calibrated on the validation scans "
+                             "(rec-top1: the mean of its highest 1 %%; whole-volume models with >= 5 validation scans)")
     parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help="epochs of the second stage of two-stage models (mae2d's anomaly classifier; default 100)")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
@@ -49,7 +54,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
     parser.add_argument("--events", action="store_true", help="print JSON-lines events on stdout instead of a progress bar")
-    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object (with --events: the last event)")
     parser.set_defaults(handler=run)
 
 
@@ -65,6 +70,7 @@ def config_from_args(args):
     flags = {
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
         "outlier_removal": args.outlier_removal, "outlier_every": args.outlier_every, "removal_start": args.removal_start,
+        "removal_score": args.removal_score,
         "batch_size": args.batch_size, "lr": args.lr, "classifier_epochs": args.classifier_epochs, "val_fraction": args.val_fraction,
         "checkpoint_every": args.checkpoint_every, "seed": args.seed,
         "plateau_patience": args.plateau_patience, "early_stop_patience": args.early_stop_patience, "device": args.device,
@@ -108,9 +114,11 @@ def run(args) -> int:
     except Exception as error:
         events.emit("error", message=str(error), kind="bad input" if isinstance(error, UADError) else type(error).__name__)
         raise
+    if args.events:
+        return 0  # stdout holds the events; the last one ("done" or "stopped") is the summary
     if args.json:
         print_json(summary)
-    elif not args.events:
+    else:
         if summary.get("stopped"):
             say(f"stopped after epoch {summary['epoch']}; continue with: uad train --resume {summary['run']}")
         else:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from uadcore.errors import UADError
+from uadcore.errors import UADError, warn
 from uadcore.evaluate.metrics import best_dice_threshold, dice, sample_metrics, voxel_metrics
 from uadcore.io import ScanEntry
 from uadcore.score.scorer import Scorer
@@ -74,6 +74,9 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     for result, (one, mask), entry in zip(results, prepared, entries):
         if mask is None and entry.label != "healthy":
             continue
+        if mask is not None and entry.label == "unhealthy" and not mask.any():
+            warn(f"{entry.mask}: the lesion mask of the unhealthy scan {entry.path} is empty on the model grid; "
+                 "its voxels count as healthy")
         truth = np.zeros(one.grid.shape, bool) if mask is None else mask
         anomaly, region = result.model_map, one.region
         if postprocess:
@@ -153,6 +156,9 @@ def _dice(volumes, fraction: float, seed: int, postprocess: bool) -> dict:
     if len(report_on) and chosen_truth.any():
         threshold, _ = best_dice_threshold(chosen_values, chosen_truth)
         result.update({"dice": pooled_dice(report_on, threshold), "dice_threshold": threshold})
+    else:
+        result["dice_missing"] = (f"no lesion voxel in the {len(choose)} scan(s) drawn to choose the threshold"
+                                  if len(report_on) else "too few scans to split into threshold and report parts")
     return result
 
 

@@ -2,8 +2,11 @@
 
 Training sets of the same healthy scans with 0, 3, 6 and 12 % unhealthy scans
 injected; for each, a baseline without outlier removal and runs with outlier
-removal for every gamma; each run's sample AUROC on one independent test set, and
-the fractions of healthy and of unhealthy training scans it removed.
+removal for every gamma and removal score (the paper's training loss, and the
+calibrated map's top 1 %); each run's sample AUROC on one independent test set
+(with the run's calibrated map and its chosen sample score), and the fractions of
+healthy and of unhealthy training scans it removed. Every run holds out the same
+`healthy_validation` healthy scans for calibration, on top of `healthy_train`.
 
 Output folder: cohort/, runs/<level>-<variant>/, results.csv, results.json,
 results.md and impurity.png.
@@ -22,11 +25,16 @@ from uadcore.errors import UADError
 @dataclass(frozen=True)
 class ImpurityPlan:
     levels_percent: tuple = (0, 3, 6, 12)
-    gammas: tuple = (1.3, 1.35, 1.4, 1.45, 1.5)
+    gammas: tuple = (1.3, 1.4, 1.5)
+    removal_scores: tuple = ("loss", "rec-top1")
     healthy_train: int = 48
+    healthy_validation: int = 8  # held out of every run for calibration (>= MIN_SCANS to calibrate)
     healthy_test: int = 20
     unhealthy_test: int = 20
-    train: dict = field(default_factory=lambda: {"epochs": 30, "outlier_every": 5, "reinit_at": [10], "batch_size": 4, "val_fraction": 0.0})
+    # the paper's protocol: removal from the first removal epoch on (`uad train`'s default waits for the loss to
+    # settle, which in 30 epochs with a re-initialisation at 10 came only at epoch 30: removal then changes nothing)
+    train: dict = field(default_factory=lambda: {"epochs": 30, "outlier_every": 5, "reinit_at": [10], "batch_size": 4,
+                                                 "removal_start": "paper"})
     model_params: dict = field(default_factory=lambda: {"channels": [8, 16, 32, 64], "latent": 128})
 
     def injected(self, level_percent: float) -> int:
@@ -46,28 +54,34 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
     if os.path.exists(out) and os.listdir(out):
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the experiment")
     most = max(plan.injected(level) for level in plan.levels_percent)
-    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_test,
+    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_validation + plan.healthy_test,
                                  unhealthy=most + plan.unhealthy_test, seed=seed, progress=progress, lesion_kinds=("tumour",))
     entries = read_manifest(manifest)
     healthy = [e for e in entries if e.label == "healthy"]
     unhealthy = [e for e in entries if e.label == "unhealthy"]
-    test_entries = healthy[plan.healthy_train :] + unhealthy[most:]
+    n_healthy = plan.healthy_train + plan.healthy_validation
+    test_entries = healthy[n_healthy:] + unhealthy[most:]
     test_manifest = write_manifest(test_entries, os.path.join(out, "test.csv"))
+    # the engine holds out this share of the scans not labelled unhealthy: exactly healthy_validation of them
+    val_fraction = plan.healthy_validation / n_healthy
 
     rows = []
     for level in plan.levels_percent:
         n_injected = plan.injected(level)
-        train_manifest = write_manifest(healthy[: plan.healthy_train] + unhealthy[:n_injected], os.path.join(out, f"train-{level}pct.csv"))
-        variants = [("baseline", False, plan.gammas[0])] + [(f"gamma{g}", True, g) for g in plan.gammas]
-        for name, removal, gamma in variants:
+        train_manifest = write_manifest(healthy[:n_healthy] + unhealthy[:n_injected], os.path.join(out, f"train-{level}pct.csv"))
+        variants = [("baseline", False, plan.gammas[0], "loss")] + [
+            (f"{'' if score == 'loss' else score + '-'}gamma{g}", True, g, score) for score in plan.removal_scores for g in plan.gammas]
+        for name, removal, gamma, removal_score in variants:
             run_dir = os.path.join(out, "runs", f"{level}pct-{name}")
             config = TrainConfig.from_dict({"data": train_manifest, "model_params": dict(plan.model_params), "seed": seed,
-                                            "device": device, "outlier_removal": removal, "gamma": gamma, **plan.train})
+                                            "device": device, "outlier_removal": removal, "gamma": gamma,
+                                            "removal_score": removal_score, "val_fraction": val_fraction, **plan.train})
             summary = train(config, run_dir, events=Events(progress=progress))
             report = evaluate(Scorer(run_dir, device=device), read_manifest(test_manifest), progress=progress)
             removed_unhealthy = summary["removed_unhealthy"]
             rows.append({
                 "impurity_percent": level, "injected": n_injected, "variant": name, "gamma": gamma if removal else None,
+                "removal_score": removal_score if removal else None, "sample_score": report["sample_score"],
                 "sample_auroc": report["sample_auroc"],
                 "removed_healthy_fraction": (summary["removed"] - removed_unhealthy) / plan.healthy_train,
                 "removed_unhealthy_fraction": removed_unhealthy / n_injected if n_injected else None,
@@ -83,10 +97,11 @@ def _write_results(out: str, plan: ImpurityPlan, seed: int, rows: list[dict]) ->
     result = {"plan": asdict(plan), "seed": seed, "rows": rows}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
-    lines = ["| impurity | injected | variant | sample AUROC | removed healthy | removed unhealthy |", "|---:|---:|---|---:|---:|---:|"]
+    lines = ["| impurity | injected | variant | sample score | sample AUROC | removed healthy | removed unhealthy |",
+             "|---:|---:|---|---|---:|---:|---:|"]
     for r in rows:
         unhealthy = "-" if r["removed_unhealthy_fraction"] is None else f"{r['removed_unhealthy_fraction']:.2f}"
-        lines.append(f"| {r['impurity_percent']} % | {r['injected']} | {r['variant']} | {r['sample_auroc']:.3f} | {r['removed_healthy_fraction']:.2f} | {unhealthy} |")
+        lines.append(f"| {r['impurity_percent']} % | {r['injected']} | {r['variant']} | {r['sample_score']} | {r['sample_auroc']:.3f} | {r['removed_healthy_fraction']:.2f} | {unhealthy} |")
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     result["table"] = os.path.join(out, "results.md")
@@ -106,17 +121,19 @@ def _plot(rows, plan, path) -> str:
     for column, level in enumerate(levels):
         mine = [r for r in rows if r["impurity_percent"] == level]
         baseline = next(r for r in mine if r["variant"] == "baseline")
-        removal = [r for r in mine if r["variant"] != "baseline"]
-        gammas = [r["gamma"] for r in removal]
         top, bottom = axes[0][column], axes[1][column]
-        top.plot(gammas, [r["sample_auroc"] for r in removal], "o-", label="outlier removal")
+        for score, colour in zip(plan.removal_scores, ("tab:blue", "tab:orange", "tab:green")):
+            removal = [r for r in mine if r["removal_score"] == score]
+            gammas = [r["gamma"] for r in removal]
+            top.plot(gammas, [r["sample_auroc"] for r in removal], "o-", color=colour, label=f"removal by {score}")
+            bottom.plot(gammas, [r["removed_healthy_fraction"] for r in removal], "o-", color=colour, label=f"healthy ({score})")
+            if level:
+                bottom.plot(gammas, [r["removed_unhealthy_fraction"] for r in removal], "s--", color=colour,
+                            label=f"unhealthy ({score})")
         top.axhline(baseline["sample_auroc"], color="gray", linestyle="--", label="baseline")
         top.set_title(f"train {level} % unhealthy", fontsize=9)
         top.set_ylabel("sample AUROC" if column == 0 else "")
         top.set_ylim(min(0.45, lowest - 0.02), 1.0)  # a fixed scale: small differences look small
-        bottom.plot(gammas, [r["removed_healthy_fraction"] for r in removal], "o-", label="healthy")
-        if level:
-            bottom.plot(gammas, [r["removed_unhealthy_fraction"] for r in removal], "s-", label="unhealthy")
         bottom.set_xlabel("gamma")
         bottom.set_ylabel("fraction removed" if column == 0 else "")
         bottom.set_ylim(-0.05, 1.05)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+
+# what `atomic_path` and the cache's `store_entry` leave behind when a process dies mid-write
+_TEMPORARY = re.compile(r"^\.(?:tmp|incoming)-(\d+)-")
 
 
 @contextlib.contextmanager
@@ -20,3 +25,37 @@ def atomic_path(path: str):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def remove_stale_temporaries(folder: str) -> int:
+    """Remove the temporary files and folders in ``folder`` that a killed process
+    left (``.tmp-PID-*``, ``.incoming-PID-*`` whose PID is no longer running);
+    returns how many. Never touches another live process's files."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its files alone
+    return True

@@ -9,22 +9,33 @@ optional, extra columns ignored)::
 
 ``label`` is ``healthy``, ``unhealthy`` or empty (unknown); ``mask`` a lesion mask;
 ``brain`` a brain mask on the scan's grid, which replaces skull stripping. Relative paths are
-relative to the manifest's folder. A DICOM series is named by its folder.
+relative to the manifest's folder. A DICOM series is named by its folder. A scan
+listed twice (or one file under two labels) is refused with both line numbers.
+
+A folder given as a data set is read through its ``manifest.csv`` when it has one
+(with a note saying so). Without one it is searched for scans; files and folders
+named like masks or segmentations (``*_mask*``, ``*_seg*``, ``masks/``,
+``labels/``, ...) are never taken for scans (a note says how many were passed over).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 
-from uadcore.errors import ManifestError
+from uadcore.errors import ManifestError, warn
 from uadcore.io.atomic import atomic_path
 from uadcore.io.scans import SCAN_SUFFIXES, has_scan_suffix
 
 LABELS = ("healthy", "unhealthy")
 MANIFEST_COLUMNS = ("path", "label", "mask")
 OPTIONAL_COLUMNS = ("brain",)
+FOLDER_MANIFEST = "manifest.csv"  # a folder with this file is the data set it lists
+# a word of a file or folder name that marks a mask or segmentation, never a scan
+MASK_WORD = re.compile(r"(?:^|[_\-.])(?:mask|masks|brainmask|seg|segs|segmentation|segmentations|label|labels|labelmap)(?=$|[_\-.])",
+                       re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,10 @@ def load_dataset(source: str) -> list[ScanEntry]:
     """The scans of a folder (searched recursively), of a manifest CSV, or one scan."""
     source = os.fspath(source)
     if os.path.isdir(source):
+        manifest = os.path.join(source, FOLDER_MANIFEST)
+        if os.path.isfile(manifest):
+            warn(f"{source}: reading the scans its {FOLDER_MANIFEST} lists (with their labels and masks)")
+            return read_manifest(manifest)
         return find_scans(source)
     if os.path.isfile(source) and source.lower().endswith(".csv"):
         return read_manifest(source)
@@ -55,15 +70,22 @@ def load_dataset(source: str) -> list[ScanEntry]:
 def find_scans(folder: str) -> list[ScanEntry]:
     """Every scan file under ``folder``, and every sub-folder of DICOM files as one
     series, sorted by path. Labels are unknown."""
-    found = []
+    found, passed_over = [], []
     for root, folders, files in os.walk(folder):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        passed_over += [os.path.join(root, f) for f in folders if not f.startswith(".") and looks_like_mask(f)]
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and not looks_like_mask(f))
         visible = [f for f in files if not f.startswith(".")]
-        dicom = [f for f in visible if f.lower().endswith(".dcm") or "." not in f]
-        if dicom and _is_dicom(os.path.join(root, dicom[0])):
+        # a folder is a DICOM series when any of its files is DICOM (decided from all
+        # of them: one stray file must not flip it); other files there are not scans
+        dicom = [f for f in visible if (f.lower().endswith(".dcm") or "." not in f) and _is_dicom(os.path.join(root, f))]
+        if dicom:
             found.append(os.path.abspath(root))
-            visible = [f for f in visible if f not in dicom]
-        found += [os.path.abspath(os.path.join(root, f)) for f in visible if has_scan_suffix(f)]
+            visible = [f for f in visible if f not in dicom and not f.lower().endswith(".dcm") and "." in f]
+        for name in (f for f in visible if has_scan_suffix(f)):
+            (passed_over if looks_like_mask(name) else found).append(os.path.abspath(os.path.join(root, name)))
+    if passed_over:
+        warn(f"{folder}: passed over {len(passed_over)} file(s) or folder(s) named like masks or segmentations "
+             f"(e.g. {os.path.relpath(passed_over[0], folder)}); list scans and masks in a manifest to use them")
     if not found:
         raise ManifestError(
             f"{folder}: no scans found (looked for {', '.join(SCAN_SUFFIXES)} files "
@@ -87,7 +109,7 @@ def read_manifest(manifest: str) -> list[ScanEntry]:
         raise ManifestError(f"{manifest}: header {rows[0]} has no 'path' column (expected 'path,label,mask')")
     column = {name: header.index(name) for name in MANIFEST_COLUMNS + OPTIONAL_COLUMNS if name in header}
 
-    entries = []
+    entries, first_line = [], {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -109,6 +131,11 @@ def read_manifest(manifest: str) -> list[ScanEntry]:
         brain = _resolve(base, cell["brain"]) if cell.get("brain") else None
         if brain is not None and not os.path.exists(brain):
             raise ManifestError(f"{manifest} line {line}: brain mask not found: {brain}")
+        identity = os.path.realpath(path)
+        if identity in first_line:
+            raise ManifestError(f"{manifest} lines {first_line[identity]} and {line}: the same scan twice ({path}); "
+                                "list each scan once (a scan in training and validation would contaminate the thresholds)")
+        first_line[identity] = line
         entries.append(ScanEntry(path, label, mask, brain))
     if not entries:
         raise ManifestError(f"{manifest}: lists no scans")
@@ -129,6 +156,17 @@ def write_manifest(entries: list[ScanEntry], manifest: str) -> str:
                 row.append(_relative(base, entry.brain) if entry.brain else "")
             writer.writerow(row)
     return manifest
+
+
+def looks_like_mask(name: str) -> bool:
+    """True for a file or folder name that marks a mask or segmentation
+    (``sub-01_mask.nii.gz``, ``seg.nii.gz``, ``masks``), never a scan by itself."""
+    stem = name
+    for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return bool(MASK_WORD.search(stem))
 
 
 def _resolve(base: str, path: str) -> str:

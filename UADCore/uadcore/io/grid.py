@@ -121,6 +121,19 @@ class Grid:
         drift = np.abs(self.index_to_world(other.world_to_index(self.corners())) - self.corners())
         return bool(drift.max() <= tolerance * self.spacing.min())
 
+    def difference(self, other: "Grid") -> str:
+        """What differs between this grid and ``other``, in words, for messages
+        (the shape, the voxel size, the axes, or how far the voxels are shifted)."""
+        if self.shape != other.shape:
+            return f"{'x'.join(map(str, other.shape))} voxels instead of {'x'.join(map(str, self.shape))}"
+        if not np.allclose(self.spacing, other.spacing, rtol=1e-3):
+            return (f"voxels of {'x'.join(f'{v:g}' for v in np.round(other.spacing, 3))} mm instead of "
+                    f"{'x'.join(f'{v:g}' for v in np.round(self.spacing, 3))} mm")
+        if not np.allclose(self.direction, other.direction, atol=1e-3):
+            return f"axes {orientation_code(other.direction)} instead of {orientation_code(self.direction)} (or rotated)"
+        shift = other.index_to_world(np.zeros((1, 3)))[0] - self.index_to_world(np.zeros((1, 3)))[0]
+        return f"the same voxel size and axes, shifted by {np.linalg.norm(shift):.3g} mm ({', '.join(f'{v:+.3g}' for v in shift)} mm RAS)"
+
     def describe(self) -> str:
         """One line for messages: size, spacing and axis orientation code."""
         size = "x".join(str(n) for n in self.shape)

@@ -54,6 +54,8 @@ def read_scan(path: str, need_3d: bool = False) -> Scan:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ScanError(f"{path}: no such file or folder")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ScanError(f"{path}: is empty (0 bytes)")
     try:
         if os.path.isdir(path):
             array, grid = _read_dicom_series(path)
@@ -63,9 +65,12 @@ def read_scan(path: str, need_3d: bool = False) -> Scan:
             array, grid = _read_with_sitk(path)
     except ScanError:
         raise
+    except MemoryError as error:
+        raise ScanError(f"{path}: too large to read into this machine's memory") from error
     except Exception as error:  # every reader failure is bad input, reported in one line
         raise ScanError(f"{path}: cannot read it as an image ({_one_line(error)})") from error
 
+    _check_geometry(grid, path)
     scan = Scan(array, grid, path)
     if need_3d and scan.is_2d:
         raise ScanError(
@@ -77,6 +82,36 @@ def read_scan(path: str, need_3d: bool = False) -> Scan:
     return scan
 
 
+SPACING_RANGE_MM = (0.05, 20.0)  # voxel sizes a medical image can have; anything else is a broken header
+MAX_VOXELS = 1 << 30  # 4 GB as float32: larger than any scan, smaller than a corrupt header's claim
+
+
+def _check_geometry(grid: Grid, path: str) -> None:
+    """Refuse a geometry no scan has: NaN in the affine, a voxel size of 0 (a
+    header without pixdim) or outside `SPACING_RANGE_MM` (where resampling would
+    blur without end)."""
+    affine = np.asarray(grid.affine, float)
+    if not np.isfinite(affine).all():
+        raise ScanError(f"{path}: its affine (voxel-to-world matrix) holds NaN or infinite values")
+    spacing = np.asarray(grid.spacing, float)
+    low, high = SPACING_RANGE_MM
+    thin = grid.shape[2] == 1  # a 2D image: its third axis has no real extent
+    checked = spacing[:2] if thin else spacing
+    if (checked <= 0).any():
+        raise ScanError(f"{path}: a voxel size of 0 mm ({' x '.join(f'{v:g}' for v in spacing)}): the header has no voxel sizes")
+    if ((checked < low) | (checked > high)).any():
+        raise ScanError(f"{path}: voxel size {' x '.join(f'{v:.3g}' for v in spacing)} mm is outside {low:g}-{high:g} mm; "
+                        "the header's geometry is broken")
+
+
+def refuse_a_mask(scan: Scan) -> None:
+    """Refuse a "scan" whose voxels are all 0 or 1: a binary mask given where a
+    scan belongs (a manifest's columns swapped, a mask in a folder of scans)."""
+    array = scan.array
+    if array.max() == 1.0 and array.min() == 0.0 and np.array_equal(array, array.astype(bool)):
+        raise ScanError(f"{scan.path}: holds only the values 0 and 1: a mask, not a scan")
+
+
 def read_mask(path: str, scan: Scan) -> np.ndarray:
     """Read a lesion or brain mask that must lie on exactly the grid of ``scan``.
 
@@ -85,8 +120,7 @@ def read_mask(path: str, scan: Scan) -> np.ndarray:
     mask = read_scan(path)
     if not mask.grid.matches(scan.grid):
         raise ScanError(
-            f"{mask.path}: mask geometry ({mask.grid.describe()}) does not match its "
-            f"scan {scan.path} ({scan.grid.describe()})"
+            f"{mask.path}: mask geometry does not match its scan {scan.path}: {scan.grid.difference(mask.grid)}"
         )
     return mask.array > 0
 
@@ -170,9 +204,51 @@ def _read_nifti(path: str) -> tuple[np.ndarray, Grid]:
         image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
     else:
         image = nib.load(path)
+        with open(path, "rb") as handle:
+            data = handle.read(540)  # the header, as written (nibabel's own copy is already "fixed")
+    size = int(image.header.sizeof_hdr)  # 348 (NIfTI-1) or 540 (NIfTI-2): the header without its extensions
+    as_written = type(image.header)(binaryblock=bytes(data[:size]), endianness=image.header.endianness, check=False)
+    _check_nifti_header(image, path, len(data) if path.lower().endswith(".gz") else os.path.getsize(path), as_written)
     array = np.asarray(image.dataobj, dtype=np.float32)
     array = _as_volume(array, path)
     return array, Grid(array.shape, image.affine)
+
+
+def _check_nifti_header(image, path: str, file_bytes: int, as_written) -> None:
+    """What a NIfTI header claims, checked before its voxels are read: data there
+    is (a header claiming 1200^3 voxels in a 71-byte file is refused before
+    anything is allocated), one real grey value per voxel, voxel sizes, and
+    whether its two geometries (qform, sform) agree."""
+    from uadcore.errors import warn
+
+    header = image.header
+    dtype = header.get_data_dtype()
+    if dtype.names:  # RGB or RGBA voxels
+        raise ScanError(f"{path}: has {len(dtype.names)} values per voxel ({dtype}); UAD needs one grey value per voxel")
+    if dtype.kind == "c":
+        raise ScanError(f"{path}: has complex voxel values ({dtype}); UAD needs real grey values (magnitude images)")
+    shape = image.shape
+    voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    claimed = voxels * dtype.itemsize
+    offset = int(header.get("vox_offset", 0) or 0) if "vox_offset" in header else 0
+    if voxels > MAX_VOXELS:
+        raise ScanError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels, more than any scan has; it is corrupt")
+    if claimed > max(file_bytes - offset, 0):
+        raise ScanError(f"{path}: cannot read it as an image (the header claims {'x'.join(map(str, shape))} voxels of {dtype}, "
+                        f"{claimed} bytes, the file holds {max(file_bytes - offset, 0)}: cut short or corrupt)")
+    # nibabel turns a pixdim of 0 into 1 mm while reading; the header as written says what the scan gave
+    zooms = [float(z) for z in as_written["pixdim"][1 : 1 + min(3, len(shape))]]
+    if zooms and min(zooms) <= 0 and not as_written["sform_code"] > 0:
+        raise ScanError(f"{path}: a voxel size of 0 in its header (pixdim {' '.join(f'{z:g}' for z in zooms)}) and no sform: "
+                        "the header has no voxel sizes")
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if qcode and scode and qform is not None and sform is not None:
+        corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                            for k in (0, (shape[2] - 1) if len(shape) > 2 else 0)])
+        apart = float(np.max(np.linalg.norm((corners @ qform.T - corners @ sform.T)[:, :3], axis=1)))
+        if apart > 1.0:
+            warn(f"{path}: its qform and sform place the voxels up to {apart:.0f} mm apart; using the sform, as nibabel does")
 
 
 def _gunzip(path: str) -> bytes:
@@ -210,8 +286,44 @@ def _read_dicom_series(folder: str) -> tuple[np.ndarray, Grid]:
             f"{folder}: folder holds {len(series)} DICOM series; point to a folder with one"
         )
     files = reader.GetGDCMSeriesFileNames(folder, series[0])
+    _check_slice_positions(files, folder)
     reader.SetFileNames(files)
     return _from_sitk(reader.Execute(), folder)
+
+
+SLICE_GAP_TOLERANCE = 0.01  # of the typical slice distance: positions written with few decimals
+
+
+def _check_slice_positions(files, folder: str) -> None:
+    """Refuse a series whose slices are not evenly spaced along their normal (a
+    missing or broken slice, two slices at one position): read as a volume, its
+    voxels would be placed up to a slice off."""
+    import SimpleITK as sitk
+
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    reader = sitk.ImageFileReader()
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+            if normal is None:
+                row_col = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(row_col[:3], row_col[3:])
+        except RuntimeError:
+            return  # no positions to check (e.g. a secondary capture): SimpleITK's own reading decides
+    distances = np.diff(np.asarray(positions) @ normal)
+    typical = float(np.median(np.abs(distances)))
+    off = np.abs(np.abs(distances) - typical) > SLICE_GAP_TOLERANCE * max(typical, 1e-6)
+    if typical == 0 or off.any():
+        first = int(np.argmax(off)) if off.any() else 0
+        raise ScanError(
+            f"{folder}: DICOM slices are not evenly spaced (files {os.path.basename(files[first])} and "
+            f"{os.path.basename(files[first + 1])} are {abs(distances[first]):.3g} mm apart, the others {typical:.3g} mm): "
+            "a slice is missing, broken or doubled; UAD would place the voxels wrongly"
+        )
 
 
 def _from_sitk(image, path: str) -> tuple[np.ndarray, Grid]:

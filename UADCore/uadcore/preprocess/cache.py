@@ -19,10 +19,11 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 
 import numpy as np
 
+from uadcore.errors import warn
+from uadcore.io.atomic import remove_stale_temporaries
 from uadcore.io.grid import Grid
 
 FORMAT = 2  # bump when what is stored changes (2: the registration and the preparation's quality)
@@ -106,7 +107,8 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
     temporary = None
     try:
         os.makedirs(os.path.dirname(folder), exist_ok=True)
-        temporary = tempfile.mkdtemp(prefix=".incoming-", dir=os.path.dirname(folder))
+        remove_stale_temporaries(os.path.dirname(folder))  # what a killed writer left here
+        temporary = tempfile.mkdtemp(prefix=f".incoming-{os.getpid()}-", dir=os.path.dirname(folder))
         for name, array in arrays.items():
             np.save(os.path.join(temporary, f"{name}.npy"), np.ascontiguousarray(array))
         with open(os.path.join(temporary, "meta.json"), "w", encoding="utf-8") as handle:
@@ -116,7 +118,7 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
         if not os.path.isdir(folder):  # not "another process stored it first"
-            warnings.warn(f"cache {root}: entry not written ({error.strerror or error}); going on without it")
+            warn(f"cache {root}: entry not written ({error.strerror or error}); going on without it")
 
 
 def _plain(grid: Grid) -> dict:

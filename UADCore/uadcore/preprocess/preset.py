@@ -19,7 +19,7 @@ import numpy as np
 
 from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
-from uadcore.io.scans import Scan
+from uadcore.io.scans import Scan, refuse_a_mask
 from uadcore.preprocess.resample import nonzero_box, resample
 from uadcore.preprocess.skullstrip import SKULL_STRIP_CHOICES
 
@@ -139,6 +139,7 @@ class Preset:
         """
         if self.needs_3d and scan.is_2d:
             raise ScanError(f"{scan.path}: is 2D ({scan.grid.describe()}); preset {self.name} needs a 3D volume")
+        refuse_a_mask(scan)
         if self.prepares_brain and not scan.is_2d:
             return self._prepare_brain(scan, region)
         region = scan.array != 0 if region is None else np.asarray(region, bool)

@@ -167,6 +167,27 @@ def pseudo_lesioned(prepared, rng: np.random.Generator):
     return replace(prepared, image=image)
 
 
+class HealthyScorer:
+    """Sample scores of scans' maps calibrated on a set of healthy maps, for scans
+    that are not among them (training scans during outlier removal).
+
+    healthy_maps: (V, I, J, K) maps of healthy scans on the model grid, 0 outside
+    their ``healthy_regions`` ((V, I, J, K) bool), V >= `MIN_SCANS`. The share
+    threshold is the healthy 1 %-FPR voxel value of the healthy maps calibrated
+    leave-one-out, as for a run's stored reference.
+    """
+
+    def __init__(self, healthy_maps: np.ndarray, healthy_regions: np.ndarray):
+        own_out = leave_one_out(healthy_maps, healthy_regions)
+        calibrated = [c.apply(m, r) for c, m, r in zip(own_out, healthy_maps, healthy_regions)]
+        self.share_threshold = reference(calibrated, list(healthy_regions))["thresholds"][str(SHARE_FPR)]
+        self.calibration = fit(healthy_maps, healthy_regions)
+
+    def __call__(self, model_map: np.ndarray, region: np.ndarray, statistic: str) -> float:
+        """``statistic`` (of `STATISTICS`) of one scan's calibrated map (I, J, K)."""
+        return statistics(self.calibration.apply(model_map, region), region, self.share_threshold)[statistic]
+
+
 def shares_grid(prepared: list) -> bool:
     """True when every prepared scan has the same model grid (calibration needs it)."""
     return all(p.grid.matches(prepared[0].grid) for p in prepared)

@@ -127,7 +127,12 @@ class Scorer:
     def _network(self, in_shape) -> torch.nn.Module:
         if self._model is None:
             model = make_model(self.config["model"], in_shape, **self.config["model_params"])
-            model.load_state_dict(self._weights)
+            try:
+                model.load_state_dict(self._weights)
+            except (RuntimeError, KeyError, TypeError) as error:  # torch lists every mismatched tensor: say it in one line
+                raise UADError(f"{os.path.join(self.run_dir or '', CHECKPOINT_NAME)}: its weights do not fit model "
+                               f"{self.config['model']} with options {self.config['model_params']}; the checkpoint is damaged "
+                               "or was edited") from error
             self._model = model.to(self.device).eval()
         return self._model
 

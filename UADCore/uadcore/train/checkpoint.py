@@ -26,33 +26,72 @@ JSON_FIELDS = ("config", "preset", "history", "audit", "train_entries", "validat
 
 
 def save_checkpoint(state: dict, path: str) -> str:
-    """Write ``state`` atomically. JSON_FIELDS are stored as JSON text."""
+    """Write ``state`` atomically. JSON_FIELDS are stored as JSON text. A write
+    that fails (a full disk) keeps the previous checkpoint and raises UADError."""
     payload = {"format": FORMAT, "version": VERSION}
     for key, value in state.items():
         payload[key] = json.dumps(value) if key in JSON_FIELDS else value
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+    try:
+        with atomic_path(path) as temporary:
+            torch.save(payload, temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+        raise write_failure(path, error) from error
     return path
+
+
+def write_failure(path: str, error: Exception) -> UADError:
+    """The one-line error for a run file that could not be written: what happened
+    (no space left on the device holding it, ...) and that nothing older was lost."""
+    import errno
+    import shutil
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        full = shutil.disk_usage(folder).free < (64 << 20)
+    except OSError:
+        full = False
+    if getattr(error, "errno", None) == errno.ENOSPC or full:
+        reason = f"no space left on the device holding {folder}"
+    elif isinstance(error, OSError):
+        reason = error.strerror or str(error)
+    else:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return UADError(f"{path}: could not be written ({reason}); the previous checkpoint is kept: "
+                    f"free space and continue with uad train --resume {folder}")
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Read a checkpoint safely; bad files raise UADError naming the file."""
     if not os.path.isfile(path):
         raise UADError(f"{path}: no checkpoint here (is this a UAD run folder?)")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise UADError(f"{path}: is not a UAD checkpoint (not a file torch.save wrote)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "forbidden content"
-        raise UADError(f"{path}: refused to load: it holds objects other than weights and plain data ({first})") from error
+        # torch's message advises weights_only=False, which would run the file's code: never pass that on
+        found = [line.strip() for line in str(error).splitlines() if "unsupported" in line.lower() and "weights_only" not in line]
+        detail = f" ({found[0].rstrip('.')})" if found else ""
+        raise UADError(f"{path}: refused to load: it holds objects other than weights and plain data, which could run code{detail}") from error
     except Exception as error:
-        raise UADError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from error
+        raise UADError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {_first_line(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UADError(f"{path}: is not a UAD checkpoint")
     if payload.get("version") != VERSION:
         raise UADError(f"{path}: checkpoint version {payload.get('version')} is not supported (this UAD reads {VERSION})")
     for key in JSON_FIELDS:
         if key in payload:
-            payload[key] = json.loads(payload[key])
+            try:
+                payload[key] = json.loads(payload[key])
+            except (TypeError, ValueError) as error:
+                raise UADError(f"{path}: its {key} is not valid JSON ({error}); the checkpoint is damaged") from error
     return payload
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -5,9 +5,11 @@ checkpoint and in RUN/config.json."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from uadcore.errors import UADError
+from uadcore.score.calibration import STATISTICS
 
 PAPER_BATCH = 32
 MIN_STEPS_PER_EPOCH = 16
@@ -16,6 +18,11 @@ MIN_STEPS_PER_EPOCH = 16
 # each re-initialisation); from then on the paper's rule, every `outlier_every` epochs
 SETTLED = 0.05
 REMOVAL_STARTS = ("settled", "paper")
+# what outlier removal compares with gamma x its mean over the kept scans: the paper's
+# training loss, or a sample score of the reconstruction-error map calibrated on the
+# healthy validation scans at that epoch (whole-volume models; see
+# uadcore.score.calibration), which a lesion of 1 % of the brain can decide
+REMOVAL_SCORES = ("loss",) + tuple(f"rec-{statistic}" for statistic in STATISTICS)
 
 
 def training_batch_size(n_items: int) -> int:
@@ -24,6 +31,19 @@ def training_batch_size(n_items: int) -> int:
     (the paper's epochs over ~600 scans take ~19 steps; 54 scans at 32 take 2, and
     the model does not learn in the epochs a CPU user can give it)."""
     return max(1, min(PAPER_BATCH, n_items // MIN_STEPS_PER_EPOCH))
+
+
+# the Python types a setting may have in a config file or a checkpoint, by its annotation, and their names
+_TYPES = {"str": ((str,), "text"), "int": ((int,), "a whole number"), "float": ((float, int), "a number"),
+          "bool": ((bool,), "true or false"), "dict": ((dict,), "an object of options"), "list": ((list,), "a list"),
+          "int | None": ((int, type(None)), "a whole number or null")}
+
+
+def _shown(value) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 @dataclass
@@ -39,6 +59,7 @@ class TrainConfig:
     gamma: float = 1.4  # remove a sample when its loss > gamma x the epoch's mean loss
     outlier_every: int = 5  # epochs between removals
     removal_start: str = "settled"  # settled: once the loss has settled (see SETTLED); paper: from the first removal epoch
+    removal_score: str = "loss"  # see REMOVAL_SCORES; "loss" is the paper's rule
     reinit_at: list = field(default_factory=lambda: [50, 100])  # re-initialise weights after these epochs
     plateau_patience: int = 0  # LR x 0.1 after this many epochs without a better validation loss (0: off)
     early_stop_patience: int = 0  # stop after this many epochs without a better validation loss (0: off)
@@ -55,17 +76,19 @@ class TrainConfig:
     workers: int = 0  # processes to preprocess scans (0: one per core)
 
     def validate(self, source: str = "configuration") -> "TrainConfig":
-        problems = []
+        problems = [problem for problem in map(self._type_problem, fields(self)) if problem]
+        if problems:  # the checks below compare values: they need the right types first
+            raise UADError(f"{source}: " + "; ".join(problems))
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1 (got {self.epochs})")
         if self.batch_size is not None and self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"lr must be a number > 0 (got {self.lr})")
         if self.classifier_epochs < 0 or not self.classifier_lr > 0 or self.classifier_weight_decay < 0:
             problems.append("classifier_epochs must be >= 0, classifier_lr > 0 and classifier_weight_decay >= 0")
-        if not self.gamma > 0:
-            problems.append(f"gamma must be > 0 (got {self.gamma})")
+        if not 1.0 <= self.gamma < math.inf:  # below 1, about half the scans are above gamma x the mean
+            problems.append(f"gamma must be a number >= 1 (got {self.gamma}); the paper uses 1.3-1.5")
         if self.plateau_patience < 0 or self.early_stop_patience < 0:
             problems.append("plateau_patience and early_stop_patience must be >= 0")
         if self.outlier_every < 1 or self.checkpoint_every < 1:
@@ -74,12 +97,25 @@ class TrainConfig:
             problems.append(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
         if self.removal_start not in REMOVAL_STARTS:
             problems.append(f"removal_start must be one of {', '.join(REMOVAL_STARTS)} (got {self.removal_start})")
+        if self.removal_score not in REMOVAL_SCORES:
+            problems.append(f"removal_score must be one of {', '.join(REMOVAL_SCORES)} (got {self.removal_score})")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be auto, cpu or cuda (got {self.device})")
         if problems:
             raise UADError(f"{source}: " + "; ".join(problems))
         self.reinit_at = sorted(int(e) for e in self.reinit_at)
         return self
+
+    def _type_problem(self, spec) -> str | None:
+        """What is wrong with the type of the setting ``spec`` (a dataclass field), if anything."""
+        value, (wanted, described) = getattr(self, spec.name), _TYPES[spec.type]
+        if isinstance(value, wanted) and not (isinstance(value, bool) and bool not in wanted):  # True is no number to a user
+            if wanted[0] is float:
+                setattr(self, spec.name, float(value))  # 1 for a float setting is fine
+            if spec.name == "reinit_at" and not all(isinstance(e, int) and not isinstance(e, bool) for e in value):
+                return f"reinit_at must be a list of whole numbers (got {_shown(value)})"
+            return None
+        return f"{spec.name} must be {described} (got {_shown(value)})"
 
     def to_dict(self) -> dict:
         return asdict(self)

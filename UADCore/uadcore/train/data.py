@@ -145,6 +145,11 @@ def prepare_set(entries: list[ScanEntry], preset: Preset, workers: int | None = 
     ``problems`` dict, bad scans are left out and recorded there (see `prepare_scans`)."""
     results = prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries], preset, workers, progress, problems)
     kept = [(entry, result[0]) for entry, result in zip(entries, results) if result is not None]
+    if problems is not None:  # a scan that gives the model nothing to see (no slice or patch inside its brain)
+        for entry, prepared in kept:
+            if len(prepared.inputs(prepared.region)) == 0:
+                problems[entry.path] = f"{entry.path}: no {preset.unit or 'input'} of it lies inside the brain; nothing to train on"
+        kept = [(entry, prepared) for entry, prepared in kept if entry.path not in problems]
     if not kept:
         raise UADError(f"none of the {len(entries)} scans could be prepared; the first: {next(iter((problems or {}).values()), '?')}")
     return PreparedSet([e for e, _ in kept], *stack_inputs([p for _, p in kept]))

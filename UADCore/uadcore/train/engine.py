@@ -18,6 +18,7 @@ Run folder:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -26,24 +27,28 @@ import random
 import signal
 import time
 
+import numpy as np
 import torch
 
 from uadcore.device import amp_dtype, describe, pick_device
-from uadcore.errors import UADError
+from uadcore.errors import UADError, warn
 from uadcore.io import ScanEntry, load_dataset, write_manifest
-from uadcore.io.atomic import atomic_path
+from uadcore.io.atomic import atomic_path, remove_stale_temporaries
 from uadcore.models import MODELS, make_model
 from uadcore.preprocess import make_preset
 from uadcore.progress import progress_bar
 from uadcore.score.sample import mean_per_scan
 from uadcore.train import distributed
-from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, write_failure
 from uadcore.train.config import SETTLED, TrainConfig, training_batch_size
 from uadcore.train.data import prepare_scans, prepare_set
 from uadcore.train.events import Events
 from uadcore.train.outliers import find_outliers, write_audit
 
 STOP_FILE = "STOP"
+CONFIG_NAME = "config.json"
+FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
+MIN_KEPT_SHARE = 0.25  # outlier removal never leaves fewer of the training scans than this
 SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
 
 
@@ -52,20 +57,48 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     events = events or Events()
     run_dir = os.path.abspath(run_dir)
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_NAME)
-    stored = load_checkpoint(checkpoint_path) if resume else None
-    if stored is not None:
+    config_path = os.path.join(run_dir, CONFIG_NAME)
+    stored, restart = None, False
+    if resume and not os.path.isfile(checkpoint_path) and os.path.isfile(config_path):
+        # a start that ended before its first checkpoint (killed while preparing
+        # the scans): start it again from the configuration it wrote
+        config, restart = TrainConfig.from_dict(TrainConfig.from_file(config_path), source=config_path), True
+        warn(f"{run_dir}: no checkpoint yet (the run ended before its first one); starting it again from {CONFIG_NAME}")
+    elif resume:
+        stored = load_checkpoint(checkpoint_path)
         config = TrainConfig.from_dict(stored["config"], source=checkpoint_path)
         if stored.get("done"):
             raise UADError(f"{run_dir}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
+    existed = os.path.isdir(run_dir)
+    ours_to_forget = not resume and not os.path.exists(config_path)  # never another start's config.json
+    remove_stale_temporaries(run_dir)
     ranks = distributed.start(config.device)
     events.enabled_here = ranks.is_main
     try:
-        return _train(config, run_dir, stored, events, ranks)
+        return _train(config, run_dir, stored, events, ranks, restart)
+    except BaseException:
+        if ours_to_forget and ranks.is_main:
+            _forget_failed_start(run_dir, remove_folder=not existed)
+        raise
     finally:
         distributed.stop(ranks)
 
 
-def _train(config, run_dir, stored, events, ranks):
+def _forget_failed_start(run_dir: str, remove_folder: bool) -> None:
+    """A fresh start that failed before its first checkpoint leaves nothing: its
+    config.json (and the folder, when this start made it) go. A failure after a
+    checkpoint leaves the run, resumable."""
+    if os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
+        return
+    for name in (CONFIG_NAME, STOP_FILE):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(run_dir, name))
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            os.rmdir(run_dir)  # only when empty: never anything else that is there
+
+
+def _train(config, run_dir, stored, events, ranks, restart=False):
     device = pick_device(config.device, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -79,10 +112,11 @@ def _train(config, run_dir, stored, events, ranks):
     if stored is None:
         entries = load_dataset(config.data)
         train_entries, val_entries = _split(entries, config)
+        _check_removal_score(config, preset, len(val_entries))
         created = False
         try:
             if ranks.is_main:
-                _create_run_dir(run_dir, config, entries)
+                _create_run_dir(run_dir, config, entries, restart)
             created = True
         finally:
             distributed.agree(created, ranks, device, "creating the run folder")
@@ -181,15 +215,21 @@ def _train(config, run_dir, stored, events, ranks):
              "validation": {"entries": [vars(e) for e in val_entries], **state.get("validation", {})}},
             os.path.join(run_dir, CHECKPOINT_NAME),
         )
-        write_audit(state["audit"], os.path.join(run_dir, "outliers.csv"))
-        _write_history(state["history"], os.path.join(run_dir, "history.csv"))
-        write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], os.path.join(run_dir, "kept.csv"))
+        path = run_dir
+        try:  # the readable copies; the checkpoint above is what a resume needs
+            for path, write_one in ((os.path.join(run_dir, "outliers.csv"), lambda p: write_audit(state["audit"], p)),
+                                    (os.path.join(run_dir, "history.csv"), lambda p: _write_history(state["history"], p)),
+                                    (os.path.join(run_dir, "kept.csv"),
+                                     lambda p: write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], p))):
+                write_one(path)
+        except OSError as error:
+            raise write_failure(path, error) from error
         events.emit("checkpoint", epoch=state["epoch"], path=os.path.join(run_dir, CHECKPOINT_NAME))
 
     stop_requested = _StopRequest(run_dir)
     events.emit("start", run=run_dir, model=config.model, scans=n_scans, validation=len(val_entries),
                 epochs=last_epoch(), first_epoch=first_epoch, device=describe(device), ranks=ranks.world,
-                batch_size=config.batch_size)
+                batch_size=config.batch_size, parameters=sum(p.numel() for p in model.parameters()))
     last = snapshot(first_epoch - 1)
     bar = progress_bar(total=last_epoch(), desc="train", unit="epoch", enabled=show_progress)
     bar.update(first_epoch - 1)
@@ -233,6 +273,8 @@ def _train(config, run_dir, stored, events, ranks):
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
                         torch.set_grad_enabled(not closed_form):
                     losses = trained(x)
+                if distributed.any_rank(not bool(torch.isfinite(losses.detach()).all()), ranks, device):  # every rank stops
+                    raise UADError(_diverged(run_dir, epoch, optimizer, losses))
                 if not closed_form:
                     optimizer.zero_grad(set_to_none=True)
                     step_loss = (losses * weight.to(device)).sum() * (ranks.world / step_samples)
@@ -253,12 +295,20 @@ def _train(config, run_dir, stored, events, ranks):
                 waits = config.removal_start == "settled" and not closed_form  # a closed-form fit is always converged
                 removal = "waiting" if waits and not removal_allowed(history, epoch, epoch_mean, config) else "on"
             if removal == "on":
-                remove, threshold, mean = find_outliers(losses_now, kept, config.gamma)
+                measured = losses_now if config.removal_score == "loss" else \
+                    _removal_scores(model, train_set, val_set, device, autocast_dtype, config.removal_score)
+                remove, threshold, mean = find_outliers(measured, kept, config.gamma)
+                would_keep = int((kept & ~remove).sum())
+                if remove.any() and would_keep < MIN_KEPT_SHARE * n_scans:
+                    events.emit("removal_held", epoch=epoch, would_keep=would_keep, scans=n_scans)
+                    warn(f"{run_dir}: epoch {epoch}: outlier removal would keep only {would_keep} of the {n_scans} training "
+                         f"scans (under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {config.gamma:g} too low?)")
+                    remove = torch.zeros_like(kept)
                 for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
                     entry = train_entries[index]
-                    row = {"path": entry.path, "epoch": epoch, "loss": round(float(losses_now[index]), 6),
-                           "threshold": round(threshold, 6), "loss_over_mean": round(float(losses_now[index]) / mean, 4),
-                           "label": entry.label or ""}
+                    row = {"path": entry.path, "epoch": epoch, "loss": round(float(measured[index]), 6),
+                           "threshold": round(threshold, 6), "loss_over_mean": round(float(measured[index]) / mean, 4),
+                           "label": entry.label or "", "score": config.removal_score}
                     audit.append(row)
                     removed_now.append(row)
                 kept = kept & ~remove
@@ -276,6 +326,8 @@ def _train(config, run_dir, stored, events, ranks):
                     record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
             history.append(record)
             events.emit("epoch", **history[-1], epochs=last_epoch())
+            if epoch == first_epoch:
+                _estimate(events, record["seconds"], epoch, last_epoch(), device, config)
             bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=_removed(audit))
             bar.update()
             if first_stage and watch_validation and config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
@@ -308,18 +360,51 @@ def _train(config, run_dir, stored, events, ranks):
         scorer = Scorer.of_model(model, config.to_dict(), preset, device)
         validation, calibrations = healthy_reference(scorer, val_prepared, MODELS[config.model]["maps"], seed=config.seed)
         calibration = {kind: c.to_state() for kind, c in calibrations.items()}
+    if not val_entries:
+        warn(f"{run_dir}: no validation scans held out: scores get no healthy percentile, thresholds or calibrated maps")
+    elif len(val_entries) < FEW_VALIDATION_SCANS:
+        warn(f"{run_dir}: the healthy reference (percentiles, the 1/5/10 % thresholds{', the calibration' if calibration else ''}) "
+             f"rests on {len(val_entries)} validation scan(s); it is rough below {FEW_VALIDATION_SCANS}: "
+             "hold out more scans (--val-fraction) for a firmer one")
     final = {**last, "validation": validation, "calibration": calibration}
     write(final, done=True)
     falling = still_falling(history, config)
     if falling is not None:
         events.emit("still_improving", epoch=last["epoch"], fell_percent=round(100 * falling, 1))
     summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
-               "batch_size": config.batch_size, "still_improving": falling is not None,
+               "batch_size": config.batch_size, "still_improving": falling is not None, "validation": len(val_entries),
                "removed": _removed(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit if r["epoch"]),
                "excluded": len(audit) - _removed(audit),
                "final_loss": history[-1]["loss"] if history else None}
     events.emit("done", **summary)
     return summary
+
+
+def _diverged(run_dir: str, epoch: int, optimizer, losses: torch.Tensor) -> str:
+    """The error for a loss that is NaN or infinite: the weights diverged (a
+    learning rate too high) and every later step would train on garbage."""
+    lr = f" at learning rate {optimizer.param_groups[0]['lr']:g}" if optimizer is not None else ""
+    values = losses.detach().float()
+    bad = values[~torch.isfinite(values)]
+    what = f"became {bad[0].item()}" if len(bad) else "became non-finite (on another rank)"
+    return (f"{run_dir}: the training loss {what} in epoch {epoch}{lr}: the weights diverged; "
+            "start a new run with a lower --lr (the last checkpoint holds the weights before this epoch)")
+
+
+LONG_RUN_HOURS = 1.0  # a run expected to take longer is announced with its estimate
+
+
+def _estimate(events: Events, seconds: float, epoch: int, last: int, device, config: TrainConfig) -> None:
+    """After the first epoch: what the whole run will cost here, when that is long,
+    and on a CPU how to choose a configuration that trains in minutes."""
+    hours = seconds * (last - epoch + 1) / 3600
+    if hours < LONG_RUN_HOURS:
+        return
+    advice = None
+    if device.type == "cpu" and not config.model_params:  # the paper-size model
+        advice = ("the paper's configuration is made for a GPU; on a CPU, --size small --epochs 40 (a small model) "
+                  "trains in minutes")
+    events.emit("estimate", epoch=epoch, seconds=round(seconds, 1), epochs=last, hours=round(hours, 2), advice=advice)
 
 
 def removal_allowed(history: list[dict], epoch: int, loss: float, config: TrainConfig) -> bool:
@@ -358,6 +443,48 @@ def still_falling(history: list[dict], config: TrainConfig) -> float | None:
     before = sum(r[key] for r in records[-2 * width : -width]) / width
     fell = (before - last) / before if before > 0 else 0.0
     return fell if fell > CONVERGED else None
+
+
+def _check_removal_score(config: TrainConfig, preset, n_validation: int) -> None:
+    """A removal score other than the loss needs what its calibration needs: the
+    reconstruction-error map of a whole-volume model on the shared brain grid and
+    at least `MIN_SCANS` validation scans. Checked before the run folder exists."""
+    from uadcore.score.calibration import MIN_SCANS
+
+    if not config.outlier_removal or config.removal_score == "loss":
+        return
+    if "rec" not in MODELS[config.model]["maps"] or preset.unit is not None or not preset.prepares_brain:
+        raise UADError(f"removal_score {config.removal_score}: needs a whole-volume brain model (ae3d, vae3d, normative); "
+                       f"{config.model} scores {preset.unit or 'volume'}s on its own grid; use removal_score loss")
+    if n_validation < MIN_SCANS:
+        raise UADError(f"removal_score {config.removal_score}: needs at least {MIN_SCANS} validation scans to calibrate "
+                       f"the map, this run holds out {n_validation}; raise --val-fraction or use removal_score loss")
+
+
+@torch.no_grad()
+def _removal_scores(model, train_set, val_set, device, autocast_dtype, removal_score: str, batch_size: int = 8) -> torch.Tensor:
+    """Each training scan's removal score, (N,) float64: the statistic named in
+    ``removal_score`` ("rec-top1", ...) of its reconstruction-error map calibrated
+    on the validation scans' maps at this epoch. Whole-volume items (one per scan)."""
+    from uadcore.score.calibration import HealthyScorer
+    from uadcore.score.maps import batched_map_outputs
+
+    statistic = removal_score.split("-", 1)[1]
+    was_training = model.training
+    model.eval()
+
+    def maps_of(items, regions):  # (B, I, J, K) maps, 0 outside the brain, and the brains
+        regions = regions[:, 0].numpy()
+        maps = batched_map_outputs(model, items, device, "rec", batch_size, autocast_dtype)["rec"][:, 0].numpy()
+        return np.where(regions, maps, 0.0), regions
+
+    score = HealthyScorer(*maps_of(val_set.items, val_set.regions))
+    values = []
+    for start in range(0, len(train_set.items), batch_size):  # a batch at a time: N maps need not fit in memory
+        maps, regions = maps_of(train_set.items[start : start + batch_size], train_set.regions[start : start + batch_size])
+        values += [score(m, r, statistic) for m, r in zip(maps, regions)]
+    model.train(was_training)
+    return torch.tensor(values, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -462,8 +589,8 @@ def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntr
     return train_entries, [e for i, e in enumerate(entries) if i in held_out]
 
 
-def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry]) -> None:
-    if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry], restart: bool = False) -> None:
+    if not restart and os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
         raise UADError(f"{run_dir}: exists and is not empty; resume it with --resume, or choose a new --out")
     data = os.path.abspath(config.data)
     input_folders = {data} if os.path.isdir(data) else {os.path.dirname(e.path) for e in entries}
@@ -471,7 +598,7 @@ def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry])
         if os.path.commonpath([run_dir, folder]) == folder:
             raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as handle:
+    with atomic_path(os.path.join(run_dir, CONFIG_NAME)) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         json.dump(config.to_dict(), handle, indent=1)
 
 

@@ -4,6 +4,9 @@ scans whose training loss exceeds gamma times the epoch's mean loss.
 The audit trail (RUN/outliers.csv) records for every removed scan when, with what
 loss, against which threshold, and its label where the data set gave one; scans
 left out before training (epoch 0: they could not be prepared) carry the reason.
+``score`` names what ``loss``, ``threshold`` and ``loss_over_mean`` measure: the
+training loss (the paper's rule; empty in runs made before the column) or the
+removal score the run chose (`uadcore.train.config.REMOVAL_SCORES`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 
 from uadcore.io.atomic import atomic_path
 
-AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label", "reason")
+AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label", "reason", "score")
 
 
 def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float, float]:

@@ -1,0 +1,129 @@
+"""Runs that fail or are killed lose nothing: a start that fails before its first
+checkpoint leaves nothing, one killed while preparing is restarted by --resume, a
+write that fails (a full disk) keeps the previous checkpoint, and the temporary
+files a killed process left are cleaned up."""
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from uadcore.cli import main
+from uadcore.io.atomic import remove_stale_temporaries
+from uadcore.train.checkpoint import load_checkpoint
+
+TINY = {"channels": [2, 4, 8, 16], "latent": 16}
+
+
+def uad(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "uadcore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def config_file(tmp_path, **values):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"model_params": TINY, "epochs": 2, "batch_size": 2, "checkpoint_every": 1, "reinit_at": [],
+                                "val_fraction": 0.0, "workers": 1, **values}))
+    return str(path)
+
+
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, cohort, capsys):
+    settings = config_file(tmp_path, model_params={"channels": [2, 4], "latent": "many"})
+    assert main(["train", "--data", cohort, "--config", settings, "--out", str(tmp_path / "run")]) == 2
+    assert "model ae3d: bad options" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    # a folder the user made stays, empty
+    (tmp_path / "mine").mkdir()
+    assert main(["train", "--data", cohort, "--config", settings, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir() and os.listdir(tmp_path / "mine") == []
+
+
+def test_a_second_start_into_a_run_being_prepared_leaves_that_run_alone(tmp_path, cohort, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # another start, still preparing its scans
+    assert main(["train", "--data", cohort, "--config", config_file(tmp_path), "--out", str(run)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == "{}"
+
+
+def test_a_run_killed_while_preparing_is_started_again_by_resume(tmp_path, cohort):
+    run = tmp_path / "run"
+    fresh_cache = {"UAD_CACHE_DIR": str(tmp_path / "cache")}  # so that preparing takes seconds
+    process = uad("train", "--data", cohort, "--config", config_file(tmp_path), "--out", str(run), env=fresh_cache)
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (run / "config.json").exists() and not (run / "checkpoint.pt").exists()
+    resumed = uad("train", "--resume", str(run), env=fresh_cache)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "no checkpoint yet (the run ended before its first one); starting it again from config.json" in err
+    # a log says at the start what the run is
+    assert re.search(r"training ae3d \(\d+\.\d\d M parameters\) on 6 scans \(0 more held out for validation\), batch 2, "
+                     r"epochs 1-2, on CPU", err), err
+    assert load_checkpoint(str(run / "checkpoint.pt"))["done"]
+
+
+def _file_size_limit(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failed_final_save_keeps_the_previous_checkpoint_and_resumes(tmp_path, small_cohort):
+    """The final checkpoint holds the calibration (two maps of the model grid, 2.6 MB)
+    and cannot be written under a 1.2 MB file limit; the epoch checkpoints (tiny
+    model, 0.9 MB) can. (A cache entry that cannot be written: test_brain_preparation.)"""
+    from uadcore.io import write_manifest
+
+    run = tmp_path / "run"
+    settings = config_file(tmp_path, val_fraction=0.6)
+    healthy = write_manifest([e for e in small_cohort if e.label == "healthy"], str(tmp_path / "healthy.csv"))
+    limited = uad("train", "--data", healthy, "--config", settings, "--out", str(run), preexec_fn=_file_size_limit(1_200_000))
+    _, err = limited.communicate(timeout=300)
+    assert limited.returncode == 2, err
+    error = [line for line in err.splitlines() if ": error:" in line]
+    assert len(error) == 1 and f"{run / 'checkpoint.pt'}: could not be written" in error[0]
+    assert f"uad train --resume {run}" in error[0]
+    kept = load_checkpoint(str(run / "checkpoint.pt"))
+    assert kept["epoch"] == 1 and not kept["done"]  # the epoch-1 checkpoint; epoch 2 is the final one
+    assert not [name for name in os.listdir(run) if name.startswith(".tmp-")]
+    resumed = uad("train", "--resume", str(run))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert load_checkpoint(str(run / "checkpoint.pt"))["done"]
+
+
+def test_temporary_files_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name in (f".tmp-{dead.pid}-checkpoint.pt", f".tmp-{os.getpid()}-history.csv", "notes.tmp-1-x"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / f".incoming-{dead.pid}-abc").mkdir()
+    (tmp_path / f".incoming-{dead.pid}-abc" / "image.npy").write_text("x")
+    assert remove_stale_temporaries(str(tmp_path)) == 2
+    assert sorted(os.listdir(tmp_path)) == [f".tmp-{os.getpid()}-history.csv", "notes.tmp-1-x"]
+
+
+def test_a_long_run_says_what_it_will_cost_after_its_first_epoch(capsys):
+    import torch
+
+    from uadcore.train import Events, TrainConfig
+    from uadcore.train.engine import _estimate
+
+    _estimate(Events(), 100.0, 1, 500, torch.device("cpu"), TrainConfig())
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("epoch 1 took 100 s: the 500 epochs will take about 13.9 hours here")
+    assert "--size small --epochs 40" in line
+    _estimate(Events(), 1.0, 1, 40, torch.device("cpu"), TrainConfig())  # minutes: nothing to say
+    assert capsys.readouterr().err == ""
