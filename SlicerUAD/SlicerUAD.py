@@ -100,7 +100,7 @@ class SlicerUADWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         self.logic = SlicerUADLogic()
-        self.panels = None
+        self.panels, self.uad = None, None
         self.device = qt.QLabel("dependencies not checked yet")
         self.prepare = qt.QPushButton("Prepare UAD (installs PyTorch and packages on first use)")
         self.prepare.clicked.connect(self.build_panels)
@@ -115,7 +115,7 @@ class SlicerUADWidget(ScriptedLoadableModuleWidget):
         from SlicerUADLib.panels import EvaluatePanel, MapPanel, OutlierPanel, TrainPanel
 
         python = shutil.which("PythonSlicer") or sys.executable
-        uad = UADLogic(slicer.mrmlScene, lambda path: slicer.util.loadVolume(path), python=python)
+        self.uad = uad = UADLogic(slicer.mrmlScene, lambda path: slicer.util.loadVolume(path), python=python)
         train = TrainPanel(uad)
         outliers = OutlierPanel(uad, train)
         maps = MapPanel(uad)
@@ -154,10 +154,14 @@ class SlicerUADWidget(ScriptedLoadableModuleWidget):
             node.SetParameter(name, values[name])
 
     def cleanup(self):
+        # on module cleanup and application exit: every job stopped (with its
+        # checkpoint), none left training as an orphan
         for panel in (self.panels or {}).values():
             job = getattr(panel, "job", None)
             if job is not None and job.running:
-                job.cancel()
+                job.stop()
+        if self.uad is not None:
+            self.uad.stop_watching()  # the panels observe the scene: Close Scene resets them
 
 
 class SlicerUADLogic(ScriptedLoadableModuleLogic):
@@ -169,6 +173,11 @@ class SlicerUADTest(ScriptedLoadableModuleTest):
     a background process, load a scan, overlay its map in the scan's geometry."""
 
     def runTest(self):
+        # "Reload and Test" may run before anything was installed: install (asking
+        # first) or say the test was skipped, never fail on a missing torch
+        if not ensure_dependencies():
+            self.delayDisplay("UAD's Python packages are not installed; the test was skipped")
+            return
         slicer.mrmlScene.Clear(0)
         self.test_train_and_map()
 

@@ -125,6 +125,18 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     segmentation = maps.create_segmentation()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
 
+    # File > Close Scene: the panels forget the nodes that went with it, and their
+    # controls then act on nothing instead of raising; the volume list follows the scene
+    window.standalone.scene.Clear(0)
+    assert maps.result is None and maps.volume.count() == 0 and maps.score.text() == ""
+    assert train.chart_node is None and review.table_node is None
+    maps.threshold.setValue(500)
+    maps.fpr.setCurrentIndex(2)
+    maps.opacity.setValue(30)
+    assert maps.create_segmentation() is None
+    node = window.load_volume(first["path"])
+    assert maps.volume.findText(node.GetName()) >= 0  # listed without pressing refresh
+
     shots = window.screenshots(str(tmp_path / "shots"))
     assert len(shots) == 4 and all(os.path.getsize(p) > 10_000 for p in shots)
 

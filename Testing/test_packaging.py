@@ -63,3 +63,19 @@ def test_extension_metadata_and_module_file():
     for name in ("class SlicerUAD(ScriptedLoadableModule)", "class SlicerUADWidget(ScriptedLoadableModuleWidget)",
                  "class SlicerUADTest(ScriptedLoadableModuleTest)", "installTorch(", "pip_ensure", "pip_install"):
         assert name in source
+
+
+def test_the_slicer_self_test_checks_its_dependencies_before_importing_them():
+    import ast
+
+    tree = ast.parse(open(os.path.join(ROOT, "SlicerUAD", "SlicerUAD.py")).read())
+    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SlicerUADTest")
+    run_test = next(n for n in test_class.body if isinstance(n, ast.FunctionDef) and n.name == "runTest")
+    calls = [n.func.id if isinstance(n.func, ast.Name) else n.func.attr
+             for n in sorted((n for n in ast.walk(run_test) if isinstance(n, ast.Call)), key=lambda n: (n.lineno, n.col_offset))]
+    assert calls.index("ensure_dependencies") < calls.index("test_train_and_map")
+    # the module's top level imports nothing that needs torch or monai
+    top_imports = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    top_imports += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in top_imports if m and m.split(".")[0] in ("torch", "monai", "SlicerUADLib")]
+    assert "uadcore.requirements" in top_imports  # plain data

@@ -200,6 +200,7 @@ class MainWindow:
         freed (VTK logics outliving their scene crash the garbage collector)."""
         for timer in (self.timer, self.train.timer, self.evaluate.timer):
             timer.stop()
+        self.logic.stop_watching()
         for view in self.views:
             view.logic.SetMRMLScene(None)
         self.views = []

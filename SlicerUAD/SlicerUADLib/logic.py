@@ -17,6 +17,7 @@ from SlicerUADLib.scene import scan_from_node
 from uadcore.models import MODELS as _MODELS
 from uadcore.score.calibration import STATISTICS as _STATISTICS
 from uadcore.train.config import REMOVAL_SCORES as _REMOVAL_SCORES
+from uadcore.train.engine import STOP_FILE
 
 # what the panels offer: the engine's registry (models, and every map kind of any model)
 MODELS = tuple(_MODELS)
@@ -64,13 +65,33 @@ class UADLogic:
         self.load_volume = load_volume
         self.python = python
         self._scorers = {}
+        self._observers = []
+
+    # ---- the scene ----------------------------------------------------------------
+    def watch_scene(self, on_closed=None, on_nodes_changed=None) -> None:
+        """Call ``on_closed()`` after the scene was closed (File > Close Scene: every
+        node a panel kept is gone) and ``on_nodes_changed()`` when a node was added
+        or removed (the volume lists)."""
+        events = []
+        if on_closed is not None:
+            events.append((self.scene.EndCloseEvent, on_closed))
+        if on_nodes_changed is not None:
+            events += [(self.scene.NodeAddedEvent, on_nodes_changed), (self.scene.NodeRemovedEvent, on_nodes_changed)]
+        for event, callback in events:
+            self._observers.append(self.scene.AddObserver(event, lambda caller, name, callback=callback: callback()))
+
+    def stop_watching(self) -> None:
+        """Remove the observers (module cleanup, window close)."""
+        for tag in self._observers:
+            self.scene.RemoveObserver(tag)
+        self._observers = []
 
     # ---- training ---------------------------------------------------------------
     def start_training(self, settings: TrainSettings) -> Job:
-        return Job(settings.arguments(), python=self.python)
+        return Job(settings.arguments(), python=self.python, stop_file=os.path.join(os.path.abspath(settings.out), STOP_FILE))
 
     def resume_training(self, run: str) -> Job:
-        return Job(["train", "--resume", run, "--events"], python=self.python)
+        return Job(["train", "--resume", run, "--events"], python=self.python, stop_file=os.path.join(os.path.abspath(run), STOP_FILE))
 
     # ---- a finished (or stopped) run ---------------------------------------------------
     @staticmethod

@@ -169,6 +169,11 @@ class TrainPanel:
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
+        self.logic.watch_scene(on_closed=self.scene_closed)
+
+    def scene_closed(self) -> None:
+        """The loss chart node went with the scene; the next epoch makes a new one."""
+        self.chart_node = None
 
     def settings(self) -> TrainSettings:
         return TrainSettings(
@@ -296,6 +301,12 @@ class OutlierPanel:
         self.exclude.clicked.connect(lambda: self.mark("exclude"))
         self.export.clicked.connect(self.export_manifest)
         self.retrain.clicked.connect(self.train_again)
+        self.logic.watch_scene(on_closed=self.scene_closed)
+
+    def scene_closed(self) -> None:
+        """The outlier table node and the scan shown went with the scene; the list stays."""
+        self.table_node = None
+        self.last_shown = None
 
     def load_run(self, run: str | None = None) -> None:
         if run:
@@ -411,6 +422,14 @@ class MapPanel:
         self.threshold.valueChanged.connect(self._threshold_moved)
         self.fpr.currentIndexChanged.connect(self._fpr_chosen)
         self.segment.clicked.connect(self.create_segmentation)
+        self.list_volumes()
+        self.logic.watch_scene(on_closed=self.scene_closed, on_nodes_changed=self.list_volumes)
+
+    def scene_closed(self) -> None:
+        """The map and its nodes went with the scene: forget them, so the controls
+        act on nothing instead of on deleted nodes."""
+        self.result = None
+        self.score.setText("")
         self.list_volumes()
 
     def volumes(self) -> list:
