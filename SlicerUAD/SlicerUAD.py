@@ -3,10 +3,10 @@ and their wiring live here (this file cannot be imported outside Slicer);
 everything else is in SlicerUADLib and the bundled uadcore, tested without the
 application.
 
-Dependencies are installed at first use, never at import: PyTorch through the
-PyTorch extension (PyTorchUtils), the other packages through
-``slicer.packaging.pip_ensure`` where this Slicer has it, else after a
-confirmation through ``slicer.util.pip_install``.
+Dependencies are installed at first use, never at import, after one confirmation
+that lists them: PyTorch through the PyTorch extension (PyTorchUtils), the other
+packages through ``slicer.util.pip_install`` with the installed torch pinned
+(`SlicerUADLib.install`); errors are shown in the GUI.
 """
 
 import importlib.util
@@ -57,31 +57,45 @@ class SlicerUAD(ScriptedLoadableModule):
 
 
 def ensure_dependencies() -> bool:
-    """Install what UAD needs on first use. Returns False if the user declined."""
+    """Install what UAD needs on first use, asking once; False if the user declined
+    or an installation failed (shown in the GUI). Versions are checked with
+    importlib.metadata, not by importing; torch comes through the PyTorch extension
+    with UAD's version requirement (the right CUDA build), the rest through pip with
+    the installed torch pinned, so pip cannot replace it."""
+    from SlicerUADLib.install import pip_arguments, unmet
+
     try:
         import PyTorchUtils
     except ModuleNotFoundError:
         slicer.util.errorDisplay("UAD needs the PyTorch extension: install it from the Extensions Manager and restart.")
         return False
     torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torch_logic.torchInstalled():
-        if torch_logic.installTorch(askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
-            return False
-    packaging = getattr(slicer, "packaging", None)
-    if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(REQUIREMENTS)
+    need_torch = not torch_logic.torchInstalled() or bool(unmet([TORCH]))
+    missing = unmet(REQUIREMENTS)
+    if not need_torch and not missing:
         return True
-    missing = [r for r in REQUIREMENTS if importlib.util.find_spec(_module_of(r)) is None]
-    if missing:
-        if not slicer.util.confirmOkCancelDisplay(f"UAD needs these Python packages: {', '.join(missing)}. Install them now?"):
-            return False
-        slicer.util.pip_install(" ".join(missing))
+    listed = ([f"{TORCH} (through the PyTorch extension)"] if need_torch else []) + missing
+    if not slicer.util.confirmOkCancelDisplay("UAD needs these Python packages:\n\n" + "\n".join(listed) + "\n\nInstall them now?",
+                                              windowTitle="Install UAD's packages"):
+        return False
+    stale = [r for r in missing if _module_of(r) in sys.modules]  # imported already, in an older version
+    try:
+        with slicer.util.tryWithErrorDisplay("UAD could not install its Python packages.", waitCursor=True):
+            if need_torch and torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
+                raise RuntimeError(f"the PyTorch extension did not install {TORCH}")
+            if missing:
+                slicer.util.pip_install(pip_arguments(missing))
+    except Exception:
+        return False  # the error was shown
+    if stale and slicer.util.confirmYesNoDisplay(
+            f"{', '.join(stale)} replaced versions that are already loaded. Restart 3D Slicer now to use them?"):
+        slicer.util.restart()
     return True
 
 
 def _module_of(requirement: str) -> str:
     name = requirement.split(">")[0].split("=")[0].split("<")[0].strip()
-    return {"scikit-learn": "sklearn"}.get(name, name)
+    return {"scikit-learn": "sklearn", "SimpleITK": "SimpleITK"}.get(name, name.replace("-", "_"))
 
 
 def describe_device() -> str:
@@ -109,6 +123,14 @@ class SlicerUADWidget(ScriptedLoadableModuleWidget):
         self.layout.addStretch(1)
 
     def build_panels(self):
+        """The button's slot: nothing may raise past it unseen (the user would see nothing)."""
+        try:
+            with slicer.util.tryWithErrorDisplay("UAD could not start.", waitCursor=True):
+                self._build_panels()
+        except Exception:
+            pass  # shown in the GUI by tryWithErrorDisplay
+
+    def _build_panels(self):
         if self.panels is not None or not ensure_dependencies():
             return
         from SlicerUADLib.logic import UADLogic

@@ -61,7 +61,8 @@ def test_extension_metadata_and_module_file():
     source = open(os.path.join(ROOT, "SlicerUAD", "SlicerUAD.py")).read()
     compile(source, "SlicerUAD.py", "exec")  # imports qt/slicer: only Slicer can run it
     for name in ("class SlicerUAD(ScriptedLoadableModule)", "class SlicerUADWidget(ScriptedLoadableModuleWidget)",
-                 "class SlicerUADTest(ScriptedLoadableModuleTest)", "installTorch(", "pip_ensure", "pip_install"):
+                 "class SlicerUADTest(ScriptedLoadableModuleTest)", "installTorch(", "pip_install", "tryWithErrorDisplay",
+                 "pip_arguments(missing)", "unmet(REQUIREMENTS)"):
         assert name in source
 
 

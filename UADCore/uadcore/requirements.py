@@ -17,4 +17,5 @@ REQUIREMENTS = [
     "threadpoolctl>=3",
     "matplotlib>=3.6",  # report pictures and ROC plots
     "deepbet>=1.0.2",  # skull stripping; its weights ship inside the wheel
+    "packaging>=21",  # the Slicer module's version checks
 ]
