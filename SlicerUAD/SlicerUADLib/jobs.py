@@ -121,6 +121,8 @@ class Job:
             reader.join(grace_seconds)
         if self.running:
             _kill_tree(self.process)
+            for reader in self._readers:  # the pipes close once the killed tree is gone
+                reader.join(5.0)
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the process ends and its output is read (tests, command line)."""
