@@ -434,3 +434,41 @@ def test_library_chatter_is_hidden_unless_debug():
     assert quiet.stderr == "uad test: warning: /data/a.nii.gz: something the user should know\n"
     loud = subprocess.run([sys.executable, "-c", script, "debug"], capture_output=True, text=True)
     assert "RuntimeWarning" in loud.stderr and "from a library" in loud.stderr and "pixdim" in loud.stderr
+
+
+def test_a_scan_with_no_slice_for_a_2d_model_is_left_out_not_nan(cohort):
+    """No slice holds enough brain (here: the preset asks for slices all brain), so
+    the scan gives the model nothing: left out with the reason, never a NaN loss."""
+    from uadcore.io import read_manifest
+    from uadcore.preprocess import make_preset
+    from uadcore.train.data import prepare_set
+
+    entries = read_manifest(cohort)[:1]
+    problems = {}
+    with pytest.raises(Exception, match="none of the 1 scans could be prepared"):
+        prepare_set(entries, make_preset("brain2d-slices", min_brain_fraction=1.0), workers=1, progress=False, problems=problems)
+    assert "no slice of it lies inside the brain" in problems[entries[0].path]
+
+
+def test_a_checkpoint_with_damaged_json_is_one_line(tmp_path):
+    import torch
+
+    from uadcore.errors import UADError
+    from uadcore.train.checkpoint import FORMAT, VERSION, load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "config": "{not json"}, str(path))
+    with pytest.raises(UADError, match="its config is not valid JSON"):
+        load_checkpoint(str(path))
+
+
+def test_a_missing_dice_says_why():
+    from uadcore.evaluate.run import _dice
+
+    healthy = (np.random.default_rng(0).random((8, 8, 8)), np.zeros((8, 8, 8), bool), np.ones((8, 8, 8), bool))
+    lesion = np.zeros((8, 8, 8), bool)
+    lesion[2:4, 2:4, 2:4] = True
+    sick = (np.where(lesion, 2.0, 0.1), lesion, np.ones((8, 8, 8), bool))
+    # seed 0 draws the healthy scan to choose the threshold: no lesion voxel there
+    result = next(r for seed in range(20) for r in [_dice([healthy, sick], 0.5, seed, False)] if r["dice"] is None)
+    assert result["dice_missing"].startswith("no lesion voxel in the 1 scan(s) drawn to choose the threshold")

@@ -225,6 +225,13 @@ def run_gui(scan: str | None = None, run: str | None = None, screenshots: str | 
     """Open the window (``screenshots``: write them and close). Returns an exit code."""
     import sys
 
+    import vtk
+
+    from uadcore.libraries import DEBUG_ENV
+
+    # VTK's warnings and errors (a reader's, a renderer's) print blocks on stderr that say
+    # nothing a user can act on: shown only with `uad --debug gui`, as the libraries' are
+    vtk.vtkObject.SetGlobalWarningDisplay(os.environ.get(DEBUG_ENV) == "1")
     app = qt.QApplication.instance() or qt.QApplication(sys.argv[:1])
     window = MainWindow()
     window.window.resize(1100, 760)
