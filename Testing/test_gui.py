@@ -104,15 +104,25 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     maps.volume.setCurrentIndex(maps.volume.findText(node.GetName()))
     maps.run.setText(str(tmp_path / "run"))
     before = len(map_nodes(window.standalone.scene))
-    qtbot.mouseClick(maps.compute, 1)
-    assert maps.result is not None and len(map_nodes(window.standalone.scene)) == before + 1
+    qtbot.mouseClick(maps.compute, 1)  # a background job: the GUI goes on
+    assert maps.job is not None and maps.compute.text() == "Cancel" and maps.result is None
+    qtbot.waitUntil(lambda: maps.result is not None, timeout=TIMEOUT_MS)
+    assert maps.job is None and len(map_nodes(window.standalone.scene)) == before + 1
     assert "score" in maps.score.text() and f"{maps.result['sample_score']} of the" in maps.score.text()
     # the raw map and another sample score, as chosen in the panel
     maps.raw.setChecked(True)
     maps.statistic.setCurrentIndex(maps.statistic.findText("top1"))
+    maps.result = None
     qtbot.mouseClick(maps.compute, 1)
+    qtbot.waitUntil(lambda: maps.result is not None, timeout=TIMEOUT_MS)
     assert maps.result["calibrated"] is False and maps.result["sample_score"] == "top1"
     assert "top1 of the raw map" in maps.score.text()
+    # the button cancels a running map job
+    shown = maps.result
+    qtbot.mouseClick(maps.compute, 1)
+    qtbot.mouseClick(maps.compute, 1)
+    qtbot.waitUntil(lambda: maps.job is None, timeout=TIMEOUT_MS)
+    assert maps.score.text() == "cancelled" and maps.compute.text() == "Compute anomaly map" and maps.result is shown
     maps.opacity.setValue(80)
     composite = window.views[0].logic.GetSliceCompositeNode()
     assert composite.GetForegroundOpacity() == pytest.approx(0.8)

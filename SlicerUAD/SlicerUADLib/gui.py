@@ -198,8 +198,10 @@ class MainWindow:
     def close(self) -> None:
         """Stop the timers and detach every logic from the scene before anything is
         freed (VTK logics outliving their scene crash the garbage collector)."""
-        for timer in (self.timer, self.train.timer, self.evaluate.timer):
+        for timer in (self.timer, self.train.timer, self.evaluate.timer, self.maps.timer):
             timer.stop()
+        if self.maps.job is not None and self.maps.job.running:
+            self.maps.job.stop(grace_seconds=2.0)
         self.logic.stop_watching()
         for view in self.views:
             view.logic.SetMRMLScene(None)
@@ -243,6 +245,7 @@ def run_gui(scan: str | None = None, run: str | None = None, screenshots: str | 
         window.outliers.load_run()
     if scan and run:
         window.maps.compute_map()
+        window.maps.wait()
         window._after_map()
     window.window.show()
     try:

@@ -147,6 +147,51 @@ class UADLogic:
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
                 "thresholds": thresholds, "sample_scores": result.sample_scores}
 
+    def start_map(self, volume_node, run: str, kind: str | None = None, raw: bool = False,
+                  statistic: str | None = None) -> "MapJob":
+        """`compute_map` in a background job (`uad score`), so preparing the scan
+        (skull stripping, N4, registration: tens of seconds on a CPU) never freezes
+        the GUI. The volume's voxels go to the job as a NIfTI in a folder of its own
+        (the volume need not come from a file); `finish_map` adds the map."""
+        import tempfile
+
+        from uadcore.io import write_nifti
+
+        folder = tempfile.mkdtemp(prefix="uad-map-")
+        scan = scan_from_node(volume_node)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume_node.GetName()) or "volume"
+        # the scan and its map in folders of their own: UAD never writes beside an input
+        scan_path = write_nifti(scan.array, scan.grid, os.path.join(folder, "scan", f"{name}.nii.gz"))
+        out = os.path.join(folder, "map", f"{name}_map.nii.gz")
+        os.makedirs(os.path.dirname(out))
+        args = ["score", os.path.abspath(run), scan_path, "--out", out, "--json"]
+        args += ["--map", kind] if kind else []
+        args += ["--raw"] if raw else []
+        args += ["--score", statistic] if statistic else []
+        return MapJob(Job(args, python=self.python), volume_node, out, folder)
+
+    def finish_map(self, map_job: "MapJob", opacity: float = 0.5, fpr: str = "0.05") -> dict:
+        """The map of a finished `start_map` job added in the volume's geometry and
+        overlaid as `compute_map` does; the job's temporary folder is removed."""
+        import shutil
+
+        from uadcore.io import read_scan
+
+        payload = next((e for e in map_job.job.poll() if "score" in e and "map" in e), None)
+        try:
+            if payload is None:
+                raise RuntimeError(map_job.job.error_message() or "the scoring job printed no result")
+            volume_node = map_job.volume_node
+            map_node = add_map_volume(self.scene, volume_node, read_scan(map_job.out).array,
+                                      f"{volume_node.GetName()} {payload['map']} map")
+        finally:
+            shutil.rmtree(map_job.folder, ignore_errors=True)
+        thresholds = payload.get("thresholds_at_fpr", {})
+        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
+        return {"map_node": map_node, "kind": payload["map"], "score": payload["score"], "sample_score": payload["sample_score"],
+                "calibrated": payload["calibrated"], "percentile": payload["percentile_vs_healthy"],
+                "thresholds": thresholds, "sample_scores": payload["sample_scores"]}
+
     def load_with_map(self, scan_path: str, run: str, kind: str | None = None) -> dict:
         """Load a scan (e.g. a flagged training scan) and overlay its map."""
         node = self.load_volume(scan_path)
@@ -155,6 +200,24 @@ class UADLogic:
     # ---- evaluation ------------------------------------------------------------------
     def start_evaluation(self, run: str, manifest: str, kind: str = "all") -> Job:
         return Job(["evaluate", run, "--data", manifest, "--map", kind, "--json"], python=self.python)
+
+
+@dataclass
+class MapJob:
+    """A background map computation: the job, the volume it scores, where the map
+    will be, and the temporary folder holding both files."""
+
+    job: Job
+    volume_node: object
+    out: str
+    folder: str
+
+    @property
+    def running(self) -> bool:
+        return self.job.running
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        self.job.stop(grace_seconds)
 
 
 def _read_csv(path: str) -> list[dict]:

@@ -386,6 +386,7 @@ class MapPanel:
     def __init__(self, logic, parent=None):
         self.logic = logic
         self.result = None
+        self.job = None  # the background map computation (a `MapJob`)
         self.widget = qt.QWidget(parent)
         form = qt.QFormLayout(self.widget)
         self.volume = qt.QComboBox()
@@ -411,10 +412,15 @@ class MapPanel:
         self.fpr.setCurrentIndex(2)
         self.score = qt.QLabel("")
         self.score.setWordWrap(True)
+        self.progress = qt.QProgressBar()
+        self.progress.setRange(0, 1)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
         self.segment = qt.QPushButton("Create segmentation")
         for label, widget in (("Input volume", _row(self.volume, self.refresh)), ("Trained run", run_row), ("Map", self.kind),
                               ("", self.raw), ("Sample score", self.statistic), ("", self.compute), ("Opacity", self.opacity), ("Threshold", self.threshold),
-                              ("Threshold at FPR", self.fpr), ("Score", self.score), ("", self.segment)):
+                              ("Threshold at FPR", self.fpr), ("Progress", self.progress), ("Score", self.score), ("", self.segment)):
             form.addRow(label, widget)
         self.refresh.clicked.connect(self.list_volumes)
         self.compute.clicked.connect(self.compute_map)
@@ -446,27 +452,64 @@ class MapPanel:
             if index >= 0:
                 self.volume.setCurrentIndex(index)
 
-    def compute_map(self) -> dict | None:
+    def compute_map(self) -> None:
+        """Start the map of the chosen volume as a background job (the button then
+        cancels it); `poll` shows it when it is done."""
+        if self.job is not None and self.job.running:
+            self.job.job.cancel(grace_seconds=2.0)
+            return
         nodes = {node.GetName(): node for node in self.volumes()}
         node = nodes.get(read(self.volume, "currentText"))
         if node is None:
             _message(self.widget, "No volume", "load a scan first, then choose it as the input volume")
-            return None
+            return
         kind = None if int(read(self.kind, "currentIndex")) == 0 else read(self.kind, "currentText")
         statistic = None if int(read(self.statistic, "currentIndex")) == 0 else read(self.statistic, "currentText")
         try:
-            self.result = self.logic.compute_map(node, read(self.run, "text").strip(), kind, opacity=int(read(self.opacity, "value")) / 100.0,
-                                                 fpr=FPR_CHOICES[int(read(self.fpr, "currentIndex"))][1] or "none",
-                                                 raw=bool(self.raw.isChecked()), statistic=statistic)
+            self.job = self.logic.start_map(node, read(self.run, "text").strip(), kind, raw=bool(self.raw.isChecked()),
+                                            statistic=statistic)
         except Exception as error:
             _message(self.widget, "Cannot compute the map", str(error))
-            return None
+            return
+        self.compute.setText("Cancel")
+        self.progress.setRange(0, 0)  # busy: preparing and scoring report no steps
+        self.score.setText(f"computing the map of {node.GetName()} in the background…")
+        self.timer.start()
+
+    def wait(self, timeout: float = 600.0) -> None:
+        """Block (processing GUI events) until the running map job is done and shown:
+        for `uad gui --scan --run` and tests, never for a button."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.job is not None and self.job.running and time.monotonic() < deadline:
+            qt.QApplication.processEvents()
+            time.sleep(0.05)
+        self.poll()
+
+    def poll(self) -> None:
+        if self.job is None or self.job.running:
+            return
+        self.timer.stop()
+        map_job, self.job = self.job, None
+        self.compute.setText("Compute anomaly map")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        if map_job.job.cancelled:
+            self.score.setText("cancelled")
+            return
+        try:
+            self.result = self.logic.finish_map(map_job, opacity=int(read(self.opacity, "value")) / 100.0,
+                                                fpr=FPR_CHOICES[int(read(self.fpr, "currentIndex"))][1] or "none")
+        except Exception as error:
+            self.score.setText("failed")
+            _message(self.widget, "Cannot compute the map", str(error))
+            return
         percentile = self.result["percentile"]
         made = f"{self.result['sample_score']} of the {'calibrated' if self.result['calibrated'] else 'raw'} map"
         self.score.setText(f"{self.result['kind']} score {self.result['score']:.5f} ({made})"
                            + (f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""))
         self._sync_threshold_slider()
-        return self.result
 
     def _value_range(self):
         display = self.result["map_node"].GetDisplayNode()
