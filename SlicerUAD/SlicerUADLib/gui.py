@@ -198,10 +198,11 @@ class MainWindow:
     def close(self) -> None:
         """Stop the timers and detach every logic from the scene before anything is
         freed (VTK logics outliving their scene crash the garbage collector)."""
-        for timer in (self.timer, self.train.timer, self.evaluate.timer, self.maps.timer):
+        for timer in (self.timer, self.train.timer, self.evaluate.timer, self.maps.timer, self.outliers.timer):
             timer.stop()
-        if self.maps.job is not None and self.maps.job.running:
-            self.maps.job.stop(grace_seconds=2.0)
+        for panel in (self.maps, self.outliers):
+            if panel.job is not None and panel.job.running:
+                panel.job.stop(grace_seconds=2.0)
         self.logic.stop_watching()
         for view in self.views:
             view.logic.SetMRMLScene(None)

@@ -301,6 +301,10 @@ class OutlierPanel:
         self.exclude.clicked.connect(lambda: self.mark("exclude"))
         self.export.clicked.connect(self.export_manifest)
         self.retrain.clicked.connect(self.train_again)
+        self.job = None  # the background map of the selected scan (a `MapJob`)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
         self.logic.watch_scene(on_closed=self.scene_closed)
 
     def scene_closed(self) -> None:
@@ -338,17 +342,38 @@ class OutlierPanel:
         return self.rows[int(items[0].data(qt.Qt.UserRole))] if items else None
 
     def show_selected(self) -> None:
+        """Load the selected scan at once; its map comes from a background job
+        (`poll` overlays it), so the GUI never waits for the scan's preparation."""
         row = self.selected_row()
         if row is None:
             return
+        if self.job is not None and self.job.running:
+            self.job.job.cancel(grace_seconds=2.0)  # another scan was chosen: that map is no longer wanted
         try:
-            shown = self.logic.load_with_map(row["path"], read(self.run, "text").strip())
+            node = self.logic.load_volume(row["path"])
+            self.job = self.logic.start_map(node, read(self.run, "text").strip())
         except Exception as error:  # a scan moved or unreadable: say so, keep going
             _message(self.widget, "Cannot show this scan", f"{row['path']}: {error}")
             return
+        self.status.setText(f"{os.path.basename(row['path'])}: computing its map in the background…")
+        self.timer.start()
+
+    def poll(self) -> None:
+        if self.job is None or self.job.running:
+            return
+        self.timer.stop()
+        map_job, self.job = self.job, None
+        if map_job.job.cancelled:
+            return
+        name = map_job.volume_node.GetName()
+        try:
+            shown = {"volume_node": map_job.volume_node, **self.logic.finish_map(map_job)}
+        except Exception as error:
+            _message(self.widget, "Cannot show this scan's map", f"{name}: {error}")
+            return
         self.last_shown = shown
         percentile = shown["percentile"]
-        self.status.setText(f"{os.path.basename(row['path'])}: score {shown['score']:.4f}"
+        self.status.setText(f"{name}: score {shown['score']:.4f}"
                             + (f", above {percentile:.0f} % of healthy scans" if percentile is not None else ""))
 
     def mark(self, decision: str) -> None:
