@@ -26,3 +26,21 @@ def test_every_module_imports_first():
     lines = done.stdout.strip().splitlines()
     assert lines[-1].endswith("modules") and int(lines[-1].split()[0]) > 20
     assert lines[:-1] == [], "\n".join(lines[:-1])
+
+
+BOUNDARY = r"""
+import importlib, pkgutil, sys
+import uadcore
+for module in pkgutil.walk_packages(uadcore.__path__, "uadcore."):
+    importlib.import_module(module.name)
+print(" ".join(sorted({n.split(".")[0] for n in sys.modules} & {"PyQt5", "qt", "slicer", "ctk", "vtk", "SlicerUADLib"})))
+"""
+
+
+def test_the_engine_never_imports_qt_slicer_or_the_slicer_module():
+    """The promise of uadcore/__init__.py: every uadcore module imported, and none of
+    Qt, slicer, ctk, VTK or SlicerUADLib came with it (`uad gui` imports those only
+    when it runs)."""
+    done = subprocess.run([sys.executable, "-c", BOUNDARY], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
