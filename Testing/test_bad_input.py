@@ -241,7 +241,7 @@ def test_json_output_is_strict_even_for_nan():
     import json
     import math
 
-    from uadcore.cli.output import strict_json
+    from uadcore.io.strict_json import strict_json
 
     text = strict_json({"score": math.nan, "scores": [1.0, math.inf], "nested": {"x": -math.inf}})
     assert text == '{"score":null,"scores":[1.0,null],"nested":{"x":null}}'

@@ -216,8 +216,19 @@ class MapJob:
     def running(self) -> bool:
         return self.job.running
 
+    def cancel(self) -> None:
+        """Cancel the job; its folder goes once the job has ended (in a thread: the GUI goes on)."""
+        import threading
+
+        self.job.cancel(grace_seconds=2.0)
+        threading.Thread(target=self.stop, daemon=True).start()
+
     def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop the job, wait for its end, remove its folder."""
+        import shutil
+
         self.job.stop(grace_seconds)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _read_csv(path: str) -> list[dict]:

@@ -48,6 +48,14 @@ def _path_field(placeholder: str, folder: bool, parent_widget):
     return edit, _row(edit, browse)
 
 
+def _poll_timer(poll) -> "qt.QTimer":
+    """A timer (not started) calling ``poll`` every `POLL_MS` while a panel's job runs."""
+    timer = qt.QTimer()
+    timer.setInterval(POLL_MS)
+    timer.timeout.connect(poll)
+    return timer
+
+
 def _message(parent, title: str, text: str) -> None:
     box = qt.QMessageBox(parent)
     box.setIcon(qt.QMessageBox.Warning)
@@ -166,9 +174,7 @@ class TrainPanel:
         self.outlier_removal.toggled.connect(lambda on: [w.setEnabled(on) for w in (self.gamma, self.outlier_every, self.removal_score)])
         self.start.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_training)
-        self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self.poll)
+        self.timer = _poll_timer(self.poll)
         self.logic.watch_scene(on_closed=self.scene_closed)
 
     def scene_closed(self) -> None:
@@ -302,9 +308,7 @@ class OutlierPanel:
         self.export.clicked.connect(self.export_manifest)
         self.retrain.clicked.connect(self.train_again)
         self.job = None  # the background map of the selected scan (a `MapJob`)
-        self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self.poll)
+        self.timer = _poll_timer(self.poll)
         self.logic.watch_scene(on_closed=self.scene_closed)
 
     def scene_closed(self) -> None:
@@ -348,7 +352,7 @@ class OutlierPanel:
         if row is None:
             return
         if self.job is not None and self.job.running:
-            self.job.job.cancel(grace_seconds=2.0)  # another scan was chosen: that map is no longer wanted
+            self.job.cancel()  # another scan was chosen: that map is no longer wanted
         try:
             node = self.logic.load_volume(row["path"])
             self.job = self.logic.start_map(node, read(self.run, "text").strip())
@@ -439,9 +443,7 @@ class MapPanel:
         self.score.setWordWrap(True)
         self.progress = qt.QProgressBar()
         self.progress.setRange(0, 1)
-        self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self.poll)
+        self.timer = _poll_timer(self.poll)
         self.segment = qt.QPushButton("Create segmentation")
         for label, widget in (("Input volume", _row(self.volume, self.refresh)), ("Trained run", run_row), ("Map", self.kind),
                               ("", self.raw), ("Sample score", self.statistic), ("", self.compute), ("Opacity", self.opacity), ("Threshold", self.threshold),
@@ -481,7 +483,7 @@ class MapPanel:
         """Start the map of the chosen volume as a background job (the button then
         cancels it); `poll` shows it when it is done."""
         if self.job is not None and self.job.running:
-            self.job.job.cancel(grace_seconds=2.0)
+            self.job.cancel()
             return
         nodes = {node.GetName(): node for node in self.volumes()}
         node = nodes.get(read(self.volume, "currentText"))
@@ -603,9 +605,7 @@ class EvaluatePanel:
         self.roc = qt.QLabel()
         layout.addWidget(self.roc)
         self.start.clicked.connect(self.run_evaluation)
-        self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self.poll)
+        self.timer = _poll_timer(self.poll)
 
     def run_evaluation(self) -> None:
         self.job = self.logic.start_evaluation(read(self.run, "text").strip(), read(self.manifest, "text").strip(), read(self.kind, "currentText"))

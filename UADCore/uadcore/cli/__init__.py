@@ -50,20 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     except UADError as error:
         print(f"uad {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        if error.filename is None:  # not about a path the user gave: a bug or the machine
-            if args.debug:
-                raise
-            print(f"uad {args.command}: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
-                  file=sys.stderr)
-            return 1
-        # a folder that cannot be written, a file that vanished: the user's to fix
-        print(f"uad {args.command}: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"uad {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not bad input: say so in one line unless --debug
+        if isinstance(error, OSError) and error.filename is not None:
+            # a folder that cannot be written, a file that vanished: the user's to fix
+            print(f"uad {args.command}: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         print(

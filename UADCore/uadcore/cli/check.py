@@ -31,7 +31,6 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from uadcore.errors import warn
     from uadcore.io import load_dataset, read_mask, read_scan
-    from uadcore.io.scans import refuse_a_mask
     from uadcore.preprocess import make_preset
     from uadcore.train.data import prepare_scans
 
@@ -41,7 +40,6 @@ def run(args) -> int:
     with progress_bar(total=len(entries), desc="check", unit="scan", enabled=not args.json) as bar:
         for entry in entries:
             scan = read_scan(entry.path, need_3d=preset.needs_3d)
-            refuse_a_mask(scan)
             rows.append({"path": entry.path, "label": entry.label or "", "grid": scan.grid.describe(),
                          "mask_voxels": int(read_mask(entry.mask, scan).sum()) if entry.mask else None})
             if entry.label == "unhealthy" and rows[-1]["mask_voxels"] == 0:

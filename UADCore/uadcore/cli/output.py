@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
+
+from uadcore.io.strict_json import strict_json
 
 
 def print_json(payload: dict) -> None:
     """The one JSON object a --json command prints on stdout."""
     sys.stdout.write(strict_json(payload) + "\n")
     sys.stdout.flush()
-
-
-def strict_json(payload) -> str:
-    """``payload`` as strict JSON on one line: NaN and infinities (which JSON has
-    not) become null, so every JSON parser reads what UAD prints."""
-    return json.dumps(_finite(payload), separators=(",", ":"), allow_nan=False)
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def print_table(rows: list[dict], columns: list[str], out=None) -> None:

@@ -215,15 +215,12 @@ def _train(config, run_dir, stored, events, ranks, restart=False):
              "validation": {"entries": [vars(e) for e in val_entries], **state.get("validation", {})}},
             os.path.join(run_dir, CHECKPOINT_NAME),
         )
-        path = run_dir
         try:  # the readable copies; the checkpoint above is what a resume needs
-            for path, write_one in ((os.path.join(run_dir, "outliers.csv"), lambda p: write_audit(state["audit"], p)),
-                                    (os.path.join(run_dir, "history.csv"), lambda p: _write_history(state["history"], p)),
-                                    (os.path.join(run_dir, "kept.csv"),
-                                     lambda p: write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], p))):
-                write_one(path)
+            write_audit(state["audit"], os.path.join(run_dir, "outliers.csv"))
+            _write_history(state["history"], os.path.join(run_dir, "history.csv"))
+            write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], os.path.join(run_dir, "kept.csv"))
         except OSError as error:
-            raise write_failure(path, error) from error
+            raise write_failure(run_dir, error) from error
         events.emit("checkpoint", epoch=state["epoch"], path=os.path.join(run_dir, CHECKPOINT_NAME))
 
     stop_requested = _StopRequest(run_dir)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from uadcore.io.strict_json import strict_json
+
 
 class Events:
     def __init__(self, json_lines: bool = False, stream=None, progress: bool = True):
@@ -23,8 +25,6 @@ class Events:
             print(_FOR_PEOPLE[event](fields), file=sys.stderr, flush=True)
         if not (self.json and self.enabled_here):
             return
-        from uadcore.cli.output import strict_json
-
         record = {"event": event, "time": round(time.time(), 3), **fields}
         self.stream.write(strict_json(record) + "\n")
         self.stream.flush()
