@@ -26,5 +26,8 @@ setup(
         "test": ["pytest>=7", "pytest-qt>=4"],
         "gui": ["PyQt5>=5.15", "slicer-core"],
     },
-    entry_points={"console_scripts": ["uad = uadcore.cli:main"]},
+    entry_points={
+        "console_scripts": ["uad = uadcore.cli:main"],
+        "uad.commands": ["gui = SlicerUADLib.command:add_parser"],  # `uad gui`: the engine never imports SlicerUADLib
+    },
 )

@@ -99,13 +99,10 @@ def _module_of(requirement: str) -> str:
 
 
 def describe_device() -> str:
-    """The GPU's name and memory, or "CPU"."""
-    import torch
+    """The device training would use here: the GPU's name and memory, or "CPU"."""
+    from uadcore.device import describe, pick_device
 
-    if torch.cuda.is_available():
-        properties = torch.cuda.get_device_properties(0)
-        return f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB"
-    return "CPU"
+    return describe(pick_device())
 
 
 class SlicerUADWidget(ScriptedLoadableModuleWidget):

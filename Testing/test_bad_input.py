@@ -383,7 +383,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_model_is_one_line(tmp_path, c
     import torch
 
     from uadcore.train import TrainConfig, train
-    from uadcore.train.checkpoint import load_checkpoint, save_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint, save_checkpoint
 
     config = TrainConfig.from_dict({"data": cohort, "model_params": {"channels": [2, 4, 8, 16], "latent": 16}, "epochs": 1,
                                     "batch_size": 2, "reinit_at": [], "val_fraction": 0.0, "workers": 1})
@@ -441,7 +441,7 @@ def test_a_scan_with_no_slice_for_a_2d_model_is_left_out_not_nan(cohort):
     the scan gives the model nothing: left out with the reason, never a NaN loss."""
     from uadcore.io import read_manifest
     from uadcore.preprocess import make_preset
-    from uadcore.train.data import prepare_set
+    from uadcore.preprocess.dataset import prepare_set
 
     entries = read_manifest(cohort)[:1]
     problems = {}
@@ -454,7 +454,7 @@ def test_a_checkpoint_with_damaged_json_is_one_line(tmp_path):
     import torch
 
     from uadcore.errors import UADError
-    from uadcore.train.checkpoint import FORMAT, VERSION, load_checkpoint
+    from uadcore.io.checkpoint import FORMAT, VERSION, load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": FORMAT, "version": VERSION, "config": "{not json"}, str(path))

@@ -178,7 +178,7 @@ def test_a_brain_mask_in_the_manifest_replaces_skull_stripping(cohort, tmp_path,
 
 def test_a_lesion_mask_goes_to_the_model_grid_through_the_registration(tmp_path):
     from uadcore.io import ScanEntry
-    from uadcore.train.data import prepare_scan
+    from uadcore.preprocess.dataset import prepare_scan
 
     # far from MNI's origin: a mask resampled without the registration would miss
     array, grid, _, marker = template_scan("LPS", (2.0, 2.0, 2.0), (90, 110, 80), shift_mm=(30.0, -40.0, 25.0), marker_mni=MARKER_MNI)
@@ -196,22 +196,22 @@ def test_the_brain_mask_and_registration_are_shared_by_presets_through_the_disk_
 
     scan, _, _, _ = marked
     monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
-    brain._PREPARED.clear()
+    brain.BRAINS.clear()
     first = make_preset("brain3d-behrendt").prepare(scan)
     assert "register" in first.quality["seconds"]
-    brain._PREPARED.clear()  # as in a new process: only the disk remains
+    brain.BRAINS.clear()  # as in a new process: only the disk remains
     slices = make_preset("brain2d-slices").prepare(scan)
     assert set(slices.quality["seconds"]) == {"bias", "intensity"}  # no skull stripping, no registration
     np.testing.assert_array_equal(slices.to_template, first.to_template)
 
     monkeypatch.setenv("UAD_CACHE", "off")  # the same result computed from scratch
-    brain._PREPARED.clear()
+    brain.BRAINS.clear()
     fresh = make_preset("brain2d-slices").prepare(scan)
     assert "register" in fresh.quality["seconds"]
     # the same up to ITK's multithreaded sums (a micrometre here)
     np.testing.assert_allclose(fresh.to_template, slices.to_template, atol=1e-4)
     np.testing.assert_allclose(fresh.image, slices.image, atol=1e-3)
-    brain._PREPARED.clear()
+    brain.BRAINS.clear()
 
 
 def test_a_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path):

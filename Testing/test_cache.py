@@ -7,7 +7,7 @@ import numpy as np
 
 from uadcore.io import ScanEntry, read_manifest
 from uadcore.preprocess import make_preset
-from uadcore.train import data
+from uadcore.preprocess import dataset as data
 
 
 def entries_in(root):
@@ -18,7 +18,7 @@ def entries_in(root):
 
 
 def prepare_fresh(entries, preset):
-    data._PREPARED.clear()  # a new process: only the disk cache remains
+    data.forget_prepared()  # a new process: only the disk cache remains
     return data.prepare_scans(entries, preset, workers=1, progress=False)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from uadcore.io import Grid
-from uadcore.score import calibration
+from uadcore.score import calibrate as calibration
 
 
 def _healthy_maps(n=8, shape=(20, 20, 20), seed=0):
@@ -111,7 +111,7 @@ def calibrated_run(tmp_path_factory, small_cohort):
 
 
 def test_a_run_stores_its_calibration_and_chooses_a_sample_score(calibrated_run):
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     run, _ = calibrated_run
     state = load_checkpoint(os.path.join(run, "checkpoint.pt"))

@@ -7,7 +7,7 @@ import os
 
 from uadcore.train import TrainConfig, train
 from uadcore.train.config import training_batch_size
-from uadcore.train.engine import removal_allowed, still_falling
+from uadcore.train.schedules import removal_allowed, still_falling
 
 
 def test_the_batch_size_keeps_at_least_16_steps_an_epoch():
@@ -50,7 +50,7 @@ def test_the_small_ae3d_halves_its_loss_within_40_steps(tmp_path, cohort):
     from uadcore.models import MODELS
 
     manifest = write_manifest(read_manifest(cohort)[:4], str(tmp_path / "four.csv"))
-    config = TrainConfig.from_dict({"data": manifest, "model_params": MODELS["ae3d"]["small"], "epochs": 10, "val_fraction": 0.0,
+    config = TrainConfig.from_dict({"data": manifest, "model_params": MODELS["ae3d"].small, "epochs": 10, "val_fraction": 0.0,
                                     "outlier_removal": False, "reinit_at": [], "workers": 1, "device": "cpu"})
     summary = train(config, str(tmp_path / "run"))
     assert summary["batch_size"] == 1  # 4 scans: 4 steps an epoch, 40 in all

@@ -12,11 +12,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from uadcore.cli import main
 from uadcore.io.atomic import remove_stale_temporaries
-from uadcore.train.checkpoint import load_checkpoint
+from uadcore.io.checkpoint import load_checkpoint
 
 TINY = {"channels": [2, 4, 8, 16], "latent": 16}
 
@@ -119,7 +117,7 @@ def test_a_long_run_says_what_it_will_cost_after_its_first_epoch(capsys):
     import torch
 
     from uadcore.train import Events, TrainConfig
-    from uadcore.train.engine import _estimate
+    from uadcore.train.schedules import estimate as _estimate
 
     _estimate(Events(), 100.0, 1, 500, torch.device("cpu"), TrainConfig())
     line = capsys.readouterr().err.strip()

@@ -37,7 +37,7 @@ def tiny_settings(tmp_path):
 
 
 def _validation_paths(run):
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     return [e["path"] for e in load_checkpoint(str(run / "checkpoint.pt"))["validation"]["entries"]]
 

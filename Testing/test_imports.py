@@ -44,3 +44,46 @@ def test_the_engine_never_imports_qt_slicer_or_the_slicer_module():
     done = subprocess.run([sys.executable, "-c", BOUNDARY], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def _package_imports() -> dict:
+    """{uadcore package or top-level module: the others it imports}, read from the
+    source (every import statement, also those inside functions)."""
+    import ast
+    import pathlib
+
+    import uadcore
+
+    root = pathlib.Path(uadcore.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        here = parts[0] if parts[0] != "__init__" else "uadcore"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                target = name.split(".")
+                if target[0] == "uadcore" and len(target) > 1 and target[1] != here:
+                    graph.setdefault(here, set()).add(target[1])
+    return graph
+
+
+def test_layers_only_point_down():
+    """score never imports train; no two uadcore packages import each other, directly
+    or through others (the modules within one package may)."""
+    graph = _package_imports()
+    assert "train" not in graph.get("score", set())
+    assert graph["score"] and graph["train"]  # the reading found imports at all
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for following in graph.get(todo.pop(), ()):
+                if following not in seen:
+                    seen.add(following)
+                    todo.append(following)
+        return seen
+
+    cycles = sorted(package for package in graph if package in reachable(package))
+    assert cycles == [], f"packages in an import cycle: {cycles}"

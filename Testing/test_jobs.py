@@ -80,7 +80,7 @@ def _tree_alive(pids):
 def test_cancel_through_a_launcher_stops_the_real_job_with_a_checkpoint(tmp_path, cohort):
     import json as json_module
 
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     (tmp_path / "launcher.py").write_text(LAUNCHER.replace("sys.argv[-1]", "sys.argv[sys.argv.index('--out') + 1]"))
     settings = tmp_path / "settings.json"

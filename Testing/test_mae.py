@@ -142,7 +142,7 @@ def test_the_classifier_stage_starts_from_the_mae_encoder():
 def test_mae2d_trains_in_two_stages_scores_and_evaluates(tmp_path, cohort, capsys):
     from uadcore.cli import main
     from uadcore.io import read_manifest, read_scan, write_manifest
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     entries = read_manifest(cohort)
     healthy = [e for e in entries if e.label == "healthy"]
@@ -182,7 +182,7 @@ def test_mae2d_trains_in_two_stages_scores_and_evaluates(tmp_path, cohort, capsy
 def test_a_two_stage_run_stopped_in_the_second_stage_resumes_to_the_same_weights(tmp_path, cohort):
     from uadcore.io import read_manifest, write_manifest
     from uadcore.train import STOP_FILE, Events, TrainConfig, train
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     manifest = write_manifest(read_manifest(cohort)[:2], str(tmp_path / "two.csv"))
     config = TrainConfig.from_dict({"data": manifest, "model": "mae2d", "model_params": TINY, "preset_params": {"size": 32},

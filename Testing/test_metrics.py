@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from uadcore.evaluate import best_dice_threshold, dice, sample_metrics, threshold_at_fpr, voxel_metrics
+from uadcore.metrics import best_dice_threshold, dice, sample_metrics, threshold_at_fpr, voxel_metrics
 
 
 def test_sample_metrics_match_sklearn():

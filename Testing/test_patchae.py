@@ -97,7 +97,7 @@ def test_patchae2d_trains_on_2d_films_and_maps_them_in_their_own_geometry(tmp_pa
     # another map of the same prepared scans runs only that map's pass: its other
     # sample scores are remembered (what `uad evaluate --map all` relies on)
     from uadcore.score.scorer import Scorer
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     scorer = Scorer(str(run))
     prepared = [p for p, _ in prepare_scans(read_manifest(test_manifest), scorer.preset, progress=False)]

@@ -76,13 +76,13 @@ def test_outliers_lists_and_exports_the_kept_scans(trained, tmp_path, capsys):
 
 
 def _validation(run):
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     return [e["path"] for e in load_checkpoint(os.path.join(run, "checkpoint.pt"))["validation"]["entries"]]
 
 
 def _kept(run):
-    from uadcore.train.checkpoint import load_checkpoint
+    from uadcore.io.checkpoint import load_checkpoint
 
     state = load_checkpoint(os.path.join(run, "checkpoint.pt"))
     return [e for e, k in zip(state["train_entries"], state["kept"].tolist()) if k]
@@ -97,8 +97,8 @@ def test_healthy_thresholds_leave_the_requested_share_of_healthy_voxels_above(tr
     import torch
 
     from uadcore.score.scorer import Scorer
-    from uadcore.train.checkpoint import load_checkpoint
-    from uadcore.train.data import prepare_set
+    from uadcore.io.checkpoint import load_checkpoint
+    from uadcore.preprocess.dataset import prepare_set
     from uadcore.io import ScanEntry
     from uadcore.score.maps import batched_maps
 
@@ -138,7 +138,7 @@ def test_small_components_are_removed():
 def test_scans_scored_a_few_at_a_time_score_as_all_at_once(trained, monkeypatch):
     from uadcore.io import read_manifest
     from uadcore.score import scorer as scorer_module
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     run, test_manifest = trained
     entries = read_manifest(test_manifest)

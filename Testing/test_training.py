@@ -13,7 +13,7 @@ import torch
 
 from uadcore.errors import UADError
 from uadcore.train import TrainConfig, train
-from uadcore.train.checkpoint import load_checkpoint
+from uadcore.io.checkpoint import load_checkpoint
 from uadcore.score.sample import mean_per_scan
 from uadcore.train.outliers import find_outliers
 
@@ -203,7 +203,7 @@ def test_the_event_stream_is_json_lines_of_every_kind(tmp_path, cohort):
 
 
 def test_plateau_and_early_stopping_follow_the_validation_loss():
-    from uadcore.train.engine import _follow_plateau
+    from uadcore.train.schedules import follow_plateau as _follow_plateau
 
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([parameter], lr=1e-3)

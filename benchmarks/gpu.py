@@ -88,7 +88,7 @@ def training_steps(device: torch.device, quick: bool, matmul_tflops: float) -> l
     for name in ("ae3d", "vae3d"):
         for compiled in ((False,) if quick else (False, True)):
             for batch in ((2,) if quick else (32, 64)):
-                model = make_model(name, shape, **(MODELS[name]["small"] if quick else {})).to(device)
+                model = make_model(name, shape, **(MODELS[name].small if quick else {})).to(device)
                 if device.type == "cuda":
                     model = model.to(memory_format=torch.channels_last_3d)
                 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -173,7 +173,7 @@ def scoring(out: str, run: str, test: str, device: str, quick: bool) -> list[dic
     """Scans/s of scoring: from prepared scans in memory and from files."""
     from uadcore.io import read_manifest
     from uadcore.score.scorer import Scorer
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     entries = read_manifest(test)[: 4 if quick else 64]
     rows = []

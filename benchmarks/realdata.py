@@ -16,7 +16,6 @@ of ``../shared/realdata`` (never copied into the repository), per lesion kind.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -68,7 +67,7 @@ def group_of(entry: ScanEntry) -> str:
 def prepare_all(entries: list[ScanEntry]) -> dict:
     """Prepare (and cache) every scan; per-step seconds (median, max) and failures."""
     from uadcore.preprocess import make_preset
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     problems: dict = {}
     started = time.perf_counter()
@@ -206,7 +205,7 @@ def main() -> None:
         train_s = round(time.perf_counter() - started, 1)
         from uadcore.models import MODELS
 
-        kind = MODELS[model]["maps"][0]
+        kind = MODELS[model].maps[0]
         started = time.perf_counter()
         groups = evaluate_groups(run, healthy_test, lesions, args.out, kind)
         result["models"][model] = {"map": kind, "train_s": train_s, "evaluate_s": round(time.perf_counter() - started, 1),

@@ -81,17 +81,18 @@ def main() -> None:
 # ---- 1. training ----------------------------------------------------------------
 def bench_training(paths, epochs, out, device):
     from uadcore.io import ScanEntry, write_manifest
+    from uadcore.io.run_files import RunFiles
     from uadcore.models import MODELS
     from uadcore.train import Events, TrainConfig, train
 
     manifest = write_manifest([ScanEntry(p) for p in paths], os.path.join(out, "train.csv"))
-    config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": epochs,
+    config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"].small, "epochs": epochs,
                                     "batch_size": 8, "reinit_at": [], "val_fraction": 0.0, "outlier_every": 5, "device": device,
                                     "checkpoint_every": 1000})
     run = tempfile.mkdtemp(prefix="run-", dir=out)
 
     def epoch_seconds(name):
-        with open(os.path.join(run, name, "history.csv"), encoding="utf-8") as handle:
+        with open(RunFiles(os.path.join(run, name)).history, encoding="utf-8") as handle:
             return [float(line.split(",")[4]) for line in handle.read().splitlines()[1:]]
 
     started = time.perf_counter()
@@ -142,7 +143,7 @@ def monai_baseline(paths, epochs, device_name):
     ])
     data = [{"image": p, "index": i} for i, p in enumerate(paths)]
     kept = set(range(len(paths)))
-    model = AE3D((64, 77, 66), **MODELS["ae3d"]["small"]).to(device)
+    model = AE3D((64, 77, 66), **MODELS["ae3d"].small).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(1, epochs + 1):
         loader = monai.data.DataLoader(monai.data.Dataset([d for d in data if d["index"] in kept], transform), batch_size=8, shuffle=True)
@@ -174,7 +175,7 @@ def one_epoch_run(model, paths, out, device, params=None) -> str:
 
     manifest = write_manifest([ScanEntry(p) for p in paths], os.path.join(out, f"{model}.csv"))
     run = os.path.join(tempfile.mkdtemp(prefix="run-", dir=out), model)
-    train(TrainConfig.from_dict({"data": manifest, "model": model, "model_params": MODELS[model]["small"] if params is None else params, "epochs": 1,
+    train(TrainConfig.from_dict({"data": manifest, "model": model, "model_params": MODELS[model].small if params is None else params, "epochs": 1,
                                  "val_fraction": 0.0, "reinit_at": [], "device": device}), run, events=Events(progress=False))
     return run
 
@@ -193,7 +194,7 @@ def bench_maps(paths, out, device):
     rows = []
     target = os.path.join(out, "map.nii.gz")
     # the small VAE and the paper's (the default of `uad train --model vae2d`)
-    for size, params in (("small", MODELS["vae2d"]["small"]), ("paper", {})):
+    for size, params in (("small", MODELS["vae2d"].small), ("paper", {})):
         scorer = Scorer(one_epoch_run("vae2d", paths[:2], out, device, params), device=device)  # batches as `uad score` makes them
         model = scorer._network((64, 64))
         published = as_published(model)
@@ -275,18 +276,18 @@ def _compare(ours, baseline, paths, rounds: int = 3) -> tuple[float, float]:
 def bench_folder(paths, out, device):
     from uadcore.io import ScanEntry
     from uadcore.score.scorer import Scorer
-    from uadcore.train.data import _PREPARED, prepare_scans
+    from uadcore.preprocess.dataset import forget_prepared, prepare_scans
 
     scorer = Scorer(one_epoch_run("ae3d", paths[:2], out, device), device=device)
     scorer.score(paths[0])  # the network built and warmed up before either path is timed
     os.environ["UAD_CACHE"] = "off"  # both read and prepare every scan
-    _PREPARED.clear()
+    forget_prepared()
     started = time.perf_counter()
     entries = [ScanEntry(p) for p in paths]
     prepared = prepare_scans(entries, scorer.preset, progress=False)
     scorer.score_prepared([p for p, _ in prepared], paths)
     ours = time.perf_counter() - started
-    _PREPARED.clear()
+    forget_prepared()
     started = time.perf_counter()
     for path in paths:
         scorer.score(path)
@@ -300,15 +301,16 @@ def bench_folder(paths, out, device):
 # ---- 4 and 5. memory and scale ------------------------------------------------------
 SCALE_CHILD = r"""
 import json, os, sys, time, torch
+from uadcore.io.run_files import RunFiles
 from uadcore.malloc import keep_freed_memory
 from uadcore.models import MODELS
 from uadcore.train import Events, TrainConfig, train
 manifest, run, device = sys.argv[1:4]
 keep_freed_memory()  # as `uad train` does: its peak memory includes what this keeps
-config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"], "epochs": 2,
+config = TrainConfig.from_dict({"data": manifest, "model": "ae3d", "model_params": MODELS["ae3d"].small, "epochs": 2,
                                 "batch_size": 8, "reinit_at": [], "val_fraction": 0.0, "device": device, "checkpoint_every": 1000})
 train(config, run, events=Events(progress=False))
-history = [json.loads(json.dumps(r)) for r in __import__("csv").DictReader(open(os.path.join(run, "history.csv")))]
+history = list(__import__("csv").DictReader(open(RunFiles(run).history)))
 peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would report the parent's peak
 peak = [int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
@@ -322,7 +324,7 @@ def bench_scale(paths, counts, out, device):
     cache is warm and the preparation's workers are not counted)."""
     from uadcore.io import ScanEntry, write_manifest
     from uadcore.preprocess import make_preset
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     prepare_scans([ScanEntry(p) for p in paths[: max(counts)]], make_preset("brain3d-behrendt"), progress=False)
     rows = []

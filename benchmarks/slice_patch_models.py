@@ -46,8 +46,8 @@ def main() -> None:
     rows = []
     for model, plan in plans.items():
         started = time.perf_counter()
-        config = TrainConfig.from_dict({"data": train_manifest, "model": model, "model_params": MODELS[model]["small"],
-                                        "preset_params": MODELS[model]["small_preset"], **MODELS[model]["train"], **plan,
+        config = TrainConfig.from_dict({"data": train_manifest, "model": model, "model_params": MODELS[model].small,
+                                        "preset_params": MODELS[model].small_preset, **MODELS[model].train, **plan,
                                         "outlier_removal": False, "reinit_at": []})
         run = os.path.join(out, f"run-{model}")
         summary = train(config, run, events=Events())
@@ -56,7 +56,7 @@ def main() -> None:
         for kind in scorer.kinds:
             report = evaluate(scorer, read_manifest(test_manifest), kind=kind)
             unit = scorer.preset.unit
-            rows.append({"model": model, "map": kind, "unit": unit, **{k: report.get(k.replace("unit", unit)) for k in KEYS},
+            rows.append({"model": model, "map": kind, "unit": unit, **{k: report.metric(k.replace("unit", unit)) for k in KEYS},
                          "epochs": summary["epochs"], "train_seconds": round(trained, 1)})
     lines = ["| model | map | sample AUROC | sample AP | slice/patch AUROC | slice/patch AP | voxel AUROC | voxel AP | Dice | best Dice |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -38,18 +38,18 @@ def main() -> None:
     rows, sample_rows = [], []
     for model in ("vae2d", "vae3d"):
         started = time.perf_counter()
-        config = TrainConfig.from_dict({"data": train_manifest, "model": model, "model_params": MODELS[model]["small"],
-                                        **MODELS[model]["train"], "epochs": args.epochs, "batch_size": 32 if model == "vae2d" else 4,
+        config = TrainConfig.from_dict({"data": train_manifest, "model": model, "model_params": MODELS[model].small,
+                                        **MODELS[model].train, "epochs": args.epochs, "batch_size": 32 if model == "vae2d" else 4,
                                         "outlier_removal": False, "reinit_at": []})
         run = os.path.join(out, f"run-{model}")
         summary = train(config, run, events=Events())
         scorer = Scorer(run)
         for kind in scorer.kinds:
             report = evaluate(scorer, read_manifest(test_manifest), kind=kind)
-            rows.append({"model": model, "map": kind, **{k: report.get(k) for k in KEYS}, "epochs": summary["epochs"],
+            rows.append({"model": model, "map": kind, **{k: report.metric(k) for k in KEYS}, "epochs": summary["epochs"],
                          "seconds": round(time.perf_counter() - started, 1)})
             if kind == "rec":  # the sample-wise scores rec, kl, elbo (the same for every map kind)
-                sample_rows.append({"model": model, **{f"{name}_{m}": report["sample_scores"][name][m]
+                sample_rows.append({"model": model, **{f"{name}_{m}": report.sample_scores[name][m]
                                                        for name in ("rec", "kl", "elbo") for m in ("auroc", "ap")}})
     lines = ["| model | map | sample AUROC | sample AP | voxel AUROC | voxel AP | Dice | best Dice |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

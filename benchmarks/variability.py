@@ -47,7 +47,7 @@ def main() -> None:
     from uadcore.io import read_manifest
     from uadcore.preprocess import make_preset
     from uadcore.synth import synthesize_cohort
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     os.makedirs(args.out, exist_ok=True)
     preset = make_preset("brain3d-behrendt")

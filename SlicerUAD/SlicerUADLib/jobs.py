@@ -119,10 +119,12 @@ class Job:
         self.cancel(grace_seconds)
         for reader in self._readers:
             reader.join(grace_seconds)
-        if self.running:
+        # the output still open means part of the tree lives, even when the process
+        # itself has ended (`cancel`'s own timer may have killed and reaped it)
+        if self.running or any(reader.is_alive() for reader in self._readers):
             _kill_tree(self.process)
-            for reader in self._readers:  # the pipes close once the killed tree is gone
-                reader.join(5.0)
+        for reader in self._readers:  # the pipes close once the killed tree is gone
+            reader.join(5.0)
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the process ends and its output is read (tests, command line)."""

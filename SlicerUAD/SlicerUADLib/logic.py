@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from SlicerUADLib.jobs import Job
 from SlicerUADLib.overlay import add_map_volume, show_map
 from SlicerUADLib.scene import scan_from_node
-from uadcore.models import MODELS as _MODELS
-from uadcore.score.calibration import STATISTICS as _STATISTICS
-from uadcore.train.config import REMOVAL_SCORES as _REMOVAL_SCORES
-from uadcore.train.engine import STOP_FILE
+from uadcore.io.run_files import RunFiles
+from uadcore.models import MODELS
+from uadcore.train.config import CPU_EPOCHS, CPU_REINIT_AT, TrainConfig
 
-# what the panels offer: the engine's registry (models, and every map kind of any model)
-MODELS = tuple(_MODELS)
-MAP_KINDS = tuple(dict.fromkeys(kind for entry in _MODELS.values() for kind in entry["maps"]))
-STATISTICS = _STATISTICS  # the sample scores a map gives
-REMOVAL_SCORES = _REMOVAL_SCORES  # what outlier removal can rank the training scans by
+
+def models() -> tuple[str, ...]:
+    """The models the panels offer: the engine's registry as it is now."""
+    return tuple(MODELS)
+
+
+def map_kinds() -> tuple[str, ...]:
+    """Every map kind of any registered model, in the registry's order."""
+    return tuple(dict.fromkeys(kind for spec in MODELS.values() for kind in spec.maps))
 
 
 @dataclass
@@ -32,15 +35,15 @@ class TrainSettings:
 
     data: str = ""
     out: str = ""
-    model: str = "ae3d"
-    size: str = "small"  # small (CPU-sized) or paper
-    epochs: int = 40
-    outlier_removal: bool = True
-    gamma: float = 1.4
-    outlier_every: int = 5
-    removal_score: str = "loss"
-    reinit_at: str = "15"  # epochs after which weights are re-initialised, "none" for none
-    device: str = "auto"
+    model: str = TrainConfig.model
+    size: str = "small"  # small (CPU-sized: the engine's CPU configuration) or paper
+    epochs: int = CPU_EPOCHS
+    outlier_removal: bool = TrainConfig.outlier_removal
+    gamma: float = TrainConfig.gamma
+    outlier_every: int = TrainConfig.outlier_every
+    removal_score: str = TrainConfig.removal_score
+    reinit_at: str = ",".join(map(str, CPU_REINIT_AT))  # epochs after which weights are re-initialised, "none" for none
+    device: str = TrainConfig.device
     extra: list = field(default_factory=list)  # more `uad train` flags, as given
 
     def arguments(self) -> list[str]:
@@ -88,32 +91,32 @@ class UADLogic:
 
     # ---- training ---------------------------------------------------------------
     def start_training(self, settings: TrainSettings) -> Job:
-        return Job(settings.arguments(), python=self.python, stop_file=os.path.join(os.path.abspath(settings.out), STOP_FILE))
+        return Job(settings.arguments(), python=self.python, stop_file=RunFiles(os.path.abspath(settings.out)).stop)
 
     def resume_training(self, run: str) -> Job:
-        return Job(["train", "--resume", run, "--events"], python=self.python, stop_file=os.path.join(os.path.abspath(run), STOP_FILE))
+        return Job(["train", "--resume", run, "--events"], python=self.python, stop_file=RunFiles(os.path.abspath(run)).stop)
 
     # ---- a finished (or stopped) run ---------------------------------------------------
     @staticmethod
     def removed_scans(run: str) -> list[dict]:
         """RUN/outliers.csv as dicts (empty when nothing was removed)."""
-        return _read_csv(os.path.join(run, "outliers.csv"))
+        return _read_csv(RunFiles(run).outliers)
 
     @staticmethod
     def history(run: str) -> list[dict]:
-        return _read_csv(os.path.join(run, "history.csv"))
+        return _read_csv(RunFiles(run).history)
 
     @staticmethod
     def export_curated(run: str, keep_removed, manifest: str) -> str:
         """The kept scans, the removed ones marked keep and the validation scans, as a
         manifest for a new run (never over an input)."""
         from uadcore.io import write_manifest
-        from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+        from uadcore.io.checkpoint import load_run
         from uadcore.train.outliers import curated_entries
 
         from uadcore.io.outputs import check_output, data_folders
 
-        state = load_checkpoint(os.path.join(run, CHECKPOINT_NAME))
+        state = load_run(run)
         entries = curated_entries(state, keep_removed)
         # the file dialog has asked about replacing an existing file; an input is never replaced
         check_output(manifest, [state["config"].get("data"), *(e.path for e in entries)], data_folders(entries), force=True)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import os
 
-from SlicerUADLib.logic import MAP_KINDS, MODELS, REMOVAL_SCORES, STATISTICS, TrainSettings
+from uadcore.device import DEVICES
+from uadcore.evaluate import EvaluationReport
+from uadcore.score.calibrate import STATISTICS
+from uadcore.train.config import REMOVAL_SCORES
+from uadcore.train.events import Done, Epoch, Error, Estimate, RemovalHeld, Removed, Start, Stopped, parse_event
+
+from SlicerUADLib.logic import TrainSettings, map_kinds, models
 from SlicerUADLib.overlay import MAP_ATTRIBUTE, map_to_segmentation, set_opacity, set_threshold
 from SlicerUADLib.qtcompat import qt, read
 from SlicerUADLib.run_nodes import loss_chart, outlier_table
@@ -127,34 +133,35 @@ class TrainPanel:
         self.out, out_row = _path_field("new output folder for the run", True, self.widget)
         self.config, config_row = _path_field("optional JSON file of more settings", False, self.widget)
         self.model = qt.QComboBox()
-        self.model.addItems(list(MODELS))
+        self.model.addItems(list(models()))
         self.model.setCurrentText(TrainSettings.model)  # the default model, whatever the registry's order
         self.size = qt.QComboBox()
         self.size.addItems(["small", "paper"])
         self.size.setToolTip("small: a CPU-sized model; paper: the paper's model (for a GPU)")
         self.epochs = qt.QSpinBox()
         self.epochs.setRange(1, 100000)
-        self.epochs.setValue(40)
-        self.reinit_at = qt.QLineEdit("15")
+        self.epochs.setValue(TrainSettings.epochs)
+        self.reinit_at = qt.QLineEdit(TrainSettings.reinit_at)
         self.reinit_at.setToolTip("re-initialise the weights after these epochs, e.g. 50,100 (the paper); 'none'")
         self.outlier_removal = qt.QCheckBox("remove outliers during training")
-        self.outlier_removal.setChecked(True)
+        self.outlier_removal.setChecked(TrainSettings.outlier_removal)
         self.gamma = qt.QDoubleSpinBox()
         self.gamma.setRange(1.0, 3.0)
         self.gamma.setSingleStep(0.05)
         self.gamma.setDecimals(2)
-        self.gamma.setValue(1.4)
+        self.gamma.setValue(TrainSettings.gamma)
         self.gamma.setToolTip("a scan is removed when its loss exceeds γ × the epoch's mean loss")
         self.outlier_every = qt.QSpinBox()
         self.outlier_every.setRange(1, 1000)
-        self.outlier_every.setValue(5)
+        self.outlier_every.setValue(TrainSettings.outlier_every)
         self.removal_score = qt.QComboBox()
         self.removal_score.addItems(list(REMOVAL_SCORES))
         self.removal_score.setCurrentText(TrainSettings.removal_score)
         self.removal_score.setToolTip("what is compared with γ × its mean: the training loss (the paper's rule), or a sample "
                                       "score of the reconstruction-error map calibrated on the validation scans (3D models)")
         self.device = qt.QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda"])
+        self.device.addItems(list(DEVICES))
+        self.device.setCurrentText(TrainSettings.device)
         self.start = qt.QPushButton("Start training")
         self.cancel = qt.QPushButton("Cancel")
         self.cancel.setEnabled(False)
@@ -228,41 +235,54 @@ class TrainPanel:
                 self.status.setText("failed: " + error.splitlines()[-1])
                 _message(self.widget, "Training failed", error)
 
-    def handle(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.progress.setRange(0, int(event["epochs"]))
-            self.progress.setValue(int(event["first_epoch"]) - 1)
-            self.status.setText(f"training {event['model']} on {event['scans']} scans ({event['device']})")
-        elif kind == "epoch":
-            self.history.append(event)
-            self.progress.setRange(0, int(event["epochs"]))
-            self.progress.setValue(int(event["epoch"]))
-            stage = f" [{event['stage']}]" if event.get("stage") else ""
-            self.status.setText(f"epoch {event['epoch']} / {event['epochs']}{stage}: loss {event['loss']:.5f}, "
-                                f"{event['kept']} kept, {event['removed']} removed")
-            gamma = float(read(self.gamma, "value")) if self.outlier_removal.isChecked() else None
-            self.plot.draw(self.history, gamma)
-            self.chart_node = loss_chart(self.logic.scene, self.history, gamma, chart=self.chart_node)
-        elif kind == "removed":
-            self.removed.extend(event["samples"])
-        elif kind == "estimate":
-            self.status.setText(f"epoch {event['epoch']} took {event['seconds']:.0f} s: about {event['hours']:.1f} hours "
-                                f"for {event['epochs']} epochs" + (f"; {event['advice']}" if event.get("advice") else ""))
-        elif kind == "removal_held":
-            self.status.setText(f"epoch {event['epoch']}: outlier removal would keep only {event['would_keep']} of "
-                                f"{event['scans']} scans; removed none (γ too low?)")
-        elif kind == "stopped":
-            self.status.setText(f"stopped after epoch {event['epoch']}; resume with: {event['resume']}")
-        elif kind == "done":
-            self.progress.setValue(read(self.progress, "maximum"))
-            self.status.setText(f"done: {event['epochs']} epochs, {event['removed']} scans removed ({event['removed_unhealthy']} "
-                                f"labelled unhealthy); run in {event['run']}"
-                                + ("; the validation loss was still falling: train longer" if event.get("still_improving") else ""))
-            if self.on_finished:
-                self.on_finished(event["run"])
-        elif kind == "error":
-            self.status.setText(f"error: {event['message']}")
+    def handle(self, record: dict) -> None:
+        """One event of the run (a JSON line of `uad train --events`, `uadcore.train.events`)."""
+        event = parse_event(record)
+        handler = {Start: self._started, Epoch: self._epoch_done, Removed: self._removed, Estimate: self._estimated,
+                   RemovalHeld: self._removal_held, Stopped: self._stopped, Done: self._done, Error: self._failed}.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _started(self, event: Start) -> None:
+        self.progress.setRange(0, event.epochs)
+        self.progress.setValue(event.first_epoch - 1)
+        self.status.setText(f"training {event.model} on {event.scans} scans ({event.device})")
+
+    def _epoch_done(self, event: Epoch) -> None:
+        self.history.append(event.to_record())
+        self.progress.setRange(0, event.epochs)
+        self.progress.setValue(event.epoch)
+        stage = f" [{event.stage}]" if event.stage else ""
+        self.status.setText(f"epoch {event.epoch} / {event.epochs}{stage}: loss {event.loss:.5f}, "
+                            f"{event.kept} kept, {event.removed} removed")
+        gamma = float(read(self.gamma, "value")) if self.outlier_removal.isChecked() else None
+        self.plot.draw(self.history, gamma)
+        self.chart_node = loss_chart(self.logic.scene, self.history, gamma, chart=self.chart_node)
+
+    def _removed(self, event: Removed) -> None:
+        self.removed.extend(event.samples)
+
+    def _estimated(self, event: Estimate) -> None:
+        self.status.setText(f"epoch {event.epoch} took {event.seconds:.0f} s: about {event.hours:.1f} hours "
+                            f"for {event.epochs} epochs" + (f"; {event.advice}" if event.advice else ""))
+
+    def _removal_held(self, event: RemovalHeld) -> None:
+        self.status.setText(f"epoch {event.epoch}: outlier removal would keep only {event.would_keep} of "
+                            f"{event.scans} scans; removed none (γ too low?)")
+
+    def _stopped(self, event: Stopped) -> None:
+        self.status.setText(f"stopped after epoch {event.epoch}; resume with: {event.resume}")
+
+    def _done(self, event: Done) -> None:
+        self.progress.setValue(read(self.progress, "maximum"))
+        self.status.setText(f"done: {event.epochs} epochs, {event.removed} scans removed ({event.removed_unhealthy} "
+                            f"labelled unhealthy); run in {event.run}"
+                            + ("; the validation loss was still falling: train longer" if event.still_improving else ""))
+        if self.on_finished:
+            self.on_finished(event.run)
+
+    def _failed(self, event: Error) -> None:
+        self.status.setText(f"error: {event.message}")
 
 
 class OutlierPanel:
@@ -424,7 +444,7 @@ class MapPanel:
         self.run, run_row = _path_field("trained run folder", True, self.widget)
         self.kind = qt.QComboBox()
         self.kind.addItem("(the model's default)")
-        self.kind.addItems(list(MAP_KINDS))
+        self.kind.addItems(list(map_kinds()))
         self.raw = qt.QCheckBox("raw (not calibrated on healthy scans)")
         self.statistic = qt.QComboBox()
         self.statistic.addItem("(the run's choice)")
@@ -590,7 +610,7 @@ class EvaluatePanel:
         self.run, run_row = _path_field("trained run folder", True, self.widget)
         self.manifest, manifest_row = _path_field("labelled manifest of unseen scans", False, self.widget)
         self.kind = qt.QComboBox()
-        self.kind.addItems(["all", *MAP_KINDS])
+        self.kind.addItems(["all", *map_kinds()])
         self.start = qt.QPushButton("Run evaluation")
         form.addRow("Trained run", run_row)
         form.addRow("Test scans", manifest_row)
@@ -629,13 +649,14 @@ class EvaluatePanel:
             self.show(self.report)
 
     def show(self, report: dict) -> None:
-        reports = list(report["maps"].values()) if "maps" in report else [report]
+        """The JSON of `uad evaluate --json`: one report, or {"maps": {kind: report}}."""
+        reports = [EvaluationReport.from_dict(r) for r in (report["maps"].values() if "maps" in report else [report])]
         self.table.setRowCount(len(reports))
         for row, values in enumerate(reports):
             for column, key in enumerate(self.KEYS):
-                value = values.get(key)
+                value = values.metric(key)
                 self.table.setItem(row, column, qt.QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value if value is not None else "-")))
         self.table.resizeColumnsToContents()
-        self.status.setText(f"{reports[0]['n']} scans ({reports[0]['healthy']} healthy, {reports[0]['unhealthy']} unhealthy)")
+        self.status.setText(f"{reports[0].n} scans ({reports[0].healthy} healthy, {reports[0].unhealthy} unhealthy)")
         if report.get("roc_plot") and os.path.exists(report["roc_plot"]):
             self.roc.setPixmap(qt.QPixmap(report["roc_plot"]).scaledToWidth(360))

@@ -8,6 +8,9 @@ import torch
 from uadcore.errors import UADError
 
 
+DEVICES = ("auto", "cpu", "cuda")  # what --device and the panels offer
+
+
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` is CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
@@ -26,6 +29,7 @@ def amp_dtype(device: torch.device, enabled: bool = True):
 
 
 def describe(device: torch.device) -> str:
+    """The GPU's name and memory, or "CPU"."""
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB)"

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 
 from uadcore import __version__
-from uadcore.cli import check, demo, evaluate, experiment, gui, outliers, score, synth, train
+from uadcore.cli import check, demo, evaluate, experiment, outliers, score, synth, train
 from uadcore.errors import UADError
 from uadcore.libraries import quiet_libraries
 from uadcore.malloc import keep_freed_memory
+
+
+COMMANDS_GROUP = "uad.commands"  # entry points: add_parser(commands) of a command another package adds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     outliers.add_parser(commands)
     experiment.add_parser(commands)
     demo.add_parser(commands)
-    gui.add_parser(commands)
+    for command in entry_points(group=COMMANDS_GROUP):  # commands of other packages: `uad gui` of SlicerUADLib
+        command.load()(commands)
     return parser
 
 

@@ -32,7 +32,7 @@ def run(args) -> int:
     from uadcore.errors import warn
     from uadcore.io import load_dataset, read_mask, read_scan
     from uadcore.preprocess import make_preset
-    from uadcore.train.data import prepare_scans
+    from uadcore.preprocess.dataset import prepare_scans
 
     preset = make_preset(args.preset, **({"skull_strip": args.skull_strip} if args.skull_strip else {}))
     entries = load_dataset(args.data)

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from uadcore.cli.output import print_json, say
+from uadcore.device import DEVICES
 from uadcore.errors import UADError
 
 MARKER = ".uad-demo"  # a folder holding this file was written by `uad demo` and may be replaced by it
@@ -44,7 +45,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--out", default="uad-demo", metavar="DIR", help="output folder (default ./uad-demo)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -73,8 +74,8 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     from uadcore.score.scorer import Scorer
     from uadcore.synth import synthesize_cohort
     from uadcore.train import Events, TrainConfig, train
-    from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from uadcore.train.data import prepare_scans
+    from uadcore.io.checkpoint import load_run
+    from uadcore.preprocess.dataset import prepare_scans
 
     out = os.path.abspath(out)
     _claim_folder(out)
@@ -91,7 +92,7 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     test_manifest = write_manifest(healthy[plan.healthy_train :] + unhealthy[plan.injected :], os.path.join(out, "test.csv"))
 
     say(f"[2/4] training the small AE3D on {plan.healthy_train} healthy + {plan.injected} injected unhealthy scans, outlier removal on")
-    config = TrainConfig.from_dict({"data": train_manifest, "model": "ae3d", "model_params": MODELS["ae3d"]["small"],
+    config = TrainConfig.from_dict({"data": train_manifest, "model": "ae3d", "model_params": MODELS["ae3d"].small,
                                     "seed": seed, "device": device, **plan.schedule})
     run_dir = os.path.join(out, "run")
     summary = train(config, run_dir, events=Events(json_lines=False, progress=progress))
@@ -102,9 +103,9 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     report = evaluate(scorer, test_entries, progress=progress)
     baseline_dir = os.path.join(out, "run-normative")
     baseline_config = TrainConfig.from_dict({"data": train_manifest, "model": "normative", "seed": seed, "device": device,
-                                             "gamma": plan.schedule["gamma"], **MODELS["normative"]["train"]})
+                                             "gamma": plan.schedule["gamma"], **MODELS["normative"].train})
     train(baseline_config, baseline_dir, events=Events(json_lines=False, progress=False))
-    baseline = evaluate(Scorer(baseline_dir, device=device), test_entries, kind=MODELS["normative"]["maps"][0], progress=False)
+    baseline = evaluate(Scorer(baseline_dir, device=device), test_entries, kind=MODELS["normative"].maps[0], progress=False)
 
     say("[4/4] writing maps, pictures and the report")
     pictures, maps = os.path.join(out, "pictures"), os.path.join(out, "maps")
@@ -120,11 +121,11 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
         png = overlay_png(prepared.image, result.model_map, os.path.join(pictures, f"{name}.png"), mask, title)
         written.append({"scan": entry.path, "label": entry.label, "score": result.score, "sample_score": result.statistic,
                         "calibrated": result.calibrated, "map": map_path, "picture": png})
-    state = load_checkpoint(os.path.join(run_dir, CHECKPOINT_NAME))
+    state = load_run(run_dir)
     loss_picture = loss_png(state["history"], state["audit"], os.path.join(pictures, "loss.png"))
     report_path = _write_report(out, plan, summary, report, baseline, state["audit"], written, loss_picture)
     return {"out": out, "run": run_dir, "report": report_path, "train": summary, "injected": plan.injected,
-            **{k: report.get(k) for k in METRICS}, "normative": {k: baseline.get(k) for k in METRICS}, "maps": written}
+            **{k: report.metric(k) for k in METRICS}, "normative": {k: baseline.metric(k) for k in METRICS}, "maps": written}
 
 
 METRICS = ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice", "dice_at_healthy_fpr", "peak_in_lesion",
@@ -154,13 +155,13 @@ def _write_report(out, plan, summary, report, baseline, audit, written, loss_pic
         "`share` (of voxels above the healthy 1 % threshold). `peak_in_lesion`: the share of lesion scans whose map "
         "is highest inside the lesion.", "",
         "| metric | small AE3D (rec) | normative (abs-z) |", "|---|---:|---:|",
-        *[f"| {key} | {fmt(report.get(key))} | {fmt(baseline.get(key))} |"
+        *[f"| {key} | {fmt(report.metric(key))} | {fmt(baseline.metric(key))} |"
           for key in ("calibrated", "sample_score", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc",
                       "voxel_ap", "dice", "best_dice", "dice_at_healthy_fpr", "peak_in_lesion")],
         "", "Every sample score (AUROC on the same scans):", "",
         "| sample score | small AE3D | normative |", "|---|---:|---:|",
-        *[f"| {name} | {fmt(report['sample_scores'][name]['auroc'])} | - |" for name in report["sample_scores"]],
-        *[f"| {name} | - | {fmt(baseline['sample_scores'][name]['auroc'])} |" for name in baseline["sample_scores"]],
+        *[f"| {name} | {fmt(report.sample_scores[name]['auroc'])} | - |" for name in report.sample_scores],
+        *[f"| {name} | - | {fmt(baseline.sample_scores[name]['auroc'])} |" for name in baseline.sample_scores],
         "", "## Maps", "",
         *[f"- {os.path.basename(w['scan'])} ({w['label']}), {w['sample_score']} of the {'calibrated' if w['calibrated'] else 'raw'} "
           f"rec map {w['score']:.3f}: `{os.path.relpath(w['map'], out)}`\n\n  ![{w['label']}]({os.path.relpath(w['picture'], out)})"
@@ -171,7 +172,7 @@ def _write_report(out, plan, summary, report, baseline, audit, written, loss_pic
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as handle:
-        json.dump({"train": summary, "evaluation": report, "normative": baseline, "maps": written}, handle, indent=1)
+        json.dump({"train": summary, "evaluation": report.to_dict(), "normative": baseline.to_dict(), "maps": written}, handle, indent=1)
     return path
 
 

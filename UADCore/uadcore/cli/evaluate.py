@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
 from uadcore.cli.score import add_map_options, map_help
+from uadcore.device import DEVICES
 
 
 def add_parser(commands) -> None:
@@ -25,7 +26,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--postprocess", action="store_true", help="median filter 5^3, brain mask eroded by 1 voxel, components <= 7 voxels removed for Dice")
     parser.add_argument("--unit-overlap", type=float, default=0.0, metavar="F",
                         help="slice and patch models: an input is positive when lesion covers more than F of it (default 0: any lesion voxel)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes preparing scans")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
@@ -61,23 +62,23 @@ def run(args) -> int:
     if plot:
         from uadcore.report import roc_png
 
-        curves = {kind: ([s["label"] == "unhealthy" for s in r["scans"] if s["label"]], [s["score"] for s in r["scans"] if s["label"]])
+        curves = {kind: ([s["label"] == "unhealthy" for s in r.scans if s["label"]], [s["score"] for s in r.scans if s["label"]])
                   for kind, r in reports.items()}
         plot = roc_png(curves, os.path.abspath(plot), title=os.path.basename(scorer.run_dir))
-    for skipped in next(iter(reports.values()))["skipped"]:
+    for skipped in next(iter(reports.values())).skipped:
         say(f"left out: {skipped['reason']}")
     if args.json:
-        payload = reports[args.map] if args.map != "all" else {"maps": reports}
+        payload = reports[args.map].to_dict() if args.map != "all" else {"maps": {k: r.to_dict() for k, r in reports.items()}}
         print_json({**payload, "roc_plot": plot} if plot else payload)
         return 0
     keys = ["map", "calibrated", "sample_score", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap"]
     if scorer.preset.unit:
         keys += [f"{scorer.preset.unit}_auroc", f"{scorer.preset.unit}_ap"]
     keys += ["voxel_auroc", "voxel_ap", "dice", "best_dice", "peak_in_lesion"]
-    print_table([{key: _fmt(report.get(key)) for key in keys} for report in reports.values()], keys)
+    print_table([{key: _fmt(report.metric(key)) for key in keys} for report in reports.values()], keys)
     for kind, report in reports.items():
-        if report.get("dice_missing"):
-            say(f"{kind}: no Dice: {report['dice_missing']}")
+        if report.voxel is not None and report.voxel.dice_missing:
+            say(f"{kind}: no Dice: {report.voxel.dice_missing}")
     say("scores per scan with --json" + (f"; ROC curves in {plot}" if plot else ""))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, say
+from uadcore.device import DEVICES
 
 
 def add_parser(commands) -> None:
@@ -19,7 +20,7 @@ def add_parser(commands) -> None:
     impurity.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
     impurity.add_argument("--paper", action="store_true", help="the paper's model and schedule (500 epochs; for a GPU)")
     impurity.add_argument("--seed", type=int, default=0)
-    impurity.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    impurity.add_argument("--device", default="auto", choices=DEVICES)
     impurity.add_argument("--json", action="store_true", help="print one JSON object")
     impurity.set_defaults(handler=run)
 

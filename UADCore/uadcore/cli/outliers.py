@@ -24,10 +24,10 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from uadcore.io import write_manifest
-    from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from uadcore.io.checkpoint import load_run
     from uadcore.train.outliers import curated_entries
 
-    state = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT_NAME))
+    state = load_run(args.run_dir)
     rows = state["audit"]
     kept = curated_entries(state)
     if args.export_kept:

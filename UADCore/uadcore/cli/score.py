@@ -6,18 +6,19 @@ from __future__ import annotations
 import os
 
 from uadcore.cli.output import print_json, say
+from uadcore.device import DEVICES
 
 
 def map_help() -> str:
     """The map kinds of every model, from the model registry."""
     from uadcore.models import MODELS
 
-    return "map kind (default: the model's first): " + "; ".join(f"{name} {', '.join(entry['maps'])}" for name, entry in MODELS.items())
+    return "map kind (default: the model's first): " + "; ".join(f"{name} {', '.join(spec.maps)}" for name, spec in MODELS.items())
 
 
 def add_map_options(parser) -> None:
     """The options of how a map and its sample score are made (score, evaluate)."""
-    from uadcore.score.calibration import STATISTICS
+    from uadcore.score.calibrate import STATISTICS
 
     parser.add_argument("--raw", action="store_true",
                         help="the raw map, not calibrated on the run's healthy validation scans")
@@ -39,7 +40,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI; never beside the scan)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     add_map_options(parser)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--json", action="store_true", help='print {"score": ..., "percentile_vs_healthy": ...}')
     parser.set_defaults(handler=run)
 

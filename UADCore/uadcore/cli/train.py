@@ -6,12 +6,15 @@ Also the entry point for DDP: ``torchrun --nproc_per_node=N -m uadcore train ...
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, say
+from uadcore.device import DEVICES
 
 
 def add_parser(commands) -> None:
     from uadcore.models import MODELS
-    from uadcore.train.config import REMOVAL_SCORES
+    from uadcore.score.calibrate import MIN_SCANS
+    from uadcore.train.config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, REMOVAL_SCORES, REMOVAL_STARTS, SETTLED, TrainConfig
 
+    default = TrainConfig()  # the defaults the help names are the configuration's own
     parser = commands.add_parser(
         "train",
         help="train a model on a folder or manifest of healthy scans",
@@ -22,40 +25,55 @@ def add_parser(commands) -> None:
         ),
     )
     parser.add_argument("--data", metavar="DIR|MANIFEST", help="training scans: a folder or a manifest CSV")
-    parser.add_argument("--model", choices=sorted(MODELS), help="model to train (default ae3d)")
+    parser.add_argument("--model", choices=sorted(MODELS), help=f"model to train (default {default.model})")
     parser.add_argument("--out", metavar="RUN", help="new run folder")
     parser.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run in RUN")
     parser.add_argument("--config", metavar="FILE", help="JSON file of settings (flags override it)")
     parser.add_argument("--size", choices=["paper", "small"], help="model size: the paper's, or small for CPUs (default paper)")
-    parser.add_argument("--epochs", type=int, metavar="E", help="total epochs (default 500)")
-    parser.add_argument("--gamma", type=float, metavar="G", help="outlier threshold factor (default 1.4)")
+    parser.add_argument("--epochs", type=int, metavar="E", help=f"total epochs (default {default.epochs}{_by_model('epochs')})")
+    parser.add_argument("--gamma", type=float, metavar="G", help=f"outlier threshold factor (default {default.gamma:g})")
     parser.add_argument("--no-outlier-removal", dest="outlier_removal", action="store_false", default=None, help="train on every scan")
-    parser.add_argument("--outlier-every", type=int, metavar="N", help="epochs between outlier removals (default 5)")
-    parser.add_argument("--removal-start", choices=["settled", "paper"],
-                        help="when outlier removal starts: settled (default: once the loss fell by under 5 %% over "
+    parser.add_argument("--outlier-every", type=int, metavar="N", help=f"epochs between outlier removals (default {default.outlier_every})")
+    parser.add_argument("--removal-start", choices=REMOVAL_STARTS,
+                        help=f"when outlier removal starts: settled (default: once the loss fell by under {SETTLED * 100:.0f} %% over "
                              "--outlier-every epochs, again after each re-initialisation) or paper (at the first removal epoch)")
     parser.add_argument("--removal-score", choices=list(REMOVAL_SCORES),
                         help="what outlier removal compares with gamma x its mean: loss (default, the paper's: the training "
                              "loss) or a sample score of the reconstruction-error map calibrated on the validation scans "
-                             "(rec-top1: the mean of its highest 1 %%; whole-volume models with >= 5 validation scans)")
-    parser.add_argument("--reinit-at", metavar="E1,E2", help="re-initialise the weights after these epochs (default 50,100; 'none')")
-    parser.add_argument("--classifier-epochs", type=int, metavar="E", help="epochs of the second stage of two-stage models (mae2d's anomaly classifier; default 100)")
+                             f"(rec-top1: the mean of its highest 1 %%; whole-volume models with >= {MIN_SCANS} validation scans)")
+    parser.add_argument("--reinit-at", metavar="E1,E2", help=f"re-initialise the weights after these epochs (default {','.join(map(str, default.reinit_at))}"
+                        f"{_by_model('reinit_at')}; 'none')")
+    parser.add_argument("--classifier-epochs", type=int, metavar="E", help=f"epochs of the second stage of two-stage models (mae2d's anomaly classifier; default {default.classifier_epochs})")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
                         help="brain models: deepbet skull stripping (default auto: unless a scan is already skull-stripped; "
                              "a manifest's brain column gives masks instead)")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="batch size (default 32, smaller when that would give under 16 steps an epoch)")
-    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    parser.add_argument("--val-fraction", type=float, metavar="F", help="healthy scans held out for the score reference (default 0.1)")
-    parser.add_argument("--plateau-patience", type=int, metavar="N", help="LR x 0.1 after N epochs without a better validation loss (0: off; VAE default 1)")
-    parser.add_argument("--early-stop-patience", type=int, metavar="N", help="stop after N epochs without a better validation loss (0: off; VAE default 3)")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 5)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: CUDA when present")
+    parser.add_argument("--batch-size", type=int, metavar="B", help=f"batch size (default {PAPER_BATCH}, smaller when that would give under {MIN_STEPS_PER_EPOCH} steps "
+                        f"an epoch{_by_model('batch_size')})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {default.lr:g}{_by_model('lr')})")
+    parser.add_argument("--val-fraction", type=float, metavar="F", help=f"healthy scans held out for the score reference (default {default.val_fraction:g})")
+    parser.add_argument("--plateau-patience", type=int, metavar="N", help=f"LR x 0.1 after N epochs without a better validation loss (0: off; default "
+                        f"{default.plateau_patience}{_by_model('plateau_patience')})")
+    parser.add_argument("--early-stop-patience", type=int, metavar="N", help=f"stop after N epochs without a better validation loss (0: off; default "
+                        f"{default.early_stop_patience}{_by_model('early_stop_patience')})")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N", help=f"epochs between checkpoints (default {default.checkpoint_every}{_by_model('checkpoint_every')})")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {default.seed})")
+    parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when present")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
     parser.add_argument("--events", action="store_true", help="print JSON-lines events on stdout instead of a progress bar")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object (with --events: the last event)")
     parser.set_defaults(handler=run)
+
+
+def _by_model(setting: str) -> str:
+    """The models whose own default of ``setting`` differs (their spec's), for a help text."""
+    from uadcore.models import MODELS
+
+    def shown(value):
+        return ",".join(map(str, value)) or "none" if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
+
+    own = [f"{name} {shown(spec.train[setting])}" for name, spec in MODELS.items() if setting in spec.train]
+    return f"; {', '.join(own)}" if own else ""
 
 
 def config_from_args(args):
@@ -64,8 +82,8 @@ def config_from_args(args):
     from uadcore.models import MODELS
     from uadcore.train import TrainConfig
 
-    chosen = args.model or (TrainConfig.from_file(args.config).get("model") if args.config else None) or "ae3d"
-    values = dict(MODELS[chosen]["train"]) if chosen in MODELS else {}  # the paper's defaults for this model
+    chosen = args.model or (TrainConfig.from_file(args.config).get("model") if args.config else None) or TrainConfig.model
+    values = dict(MODELS[chosen].train) if chosen in MODELS else {}  # the paper's defaults for this model
     values.update(TrainConfig.from_file(args.config) if args.config else {})
     flags = {
         "data": args.data, "model": args.model, "epochs": args.epochs, "gamma": args.gamma,
@@ -83,15 +101,15 @@ def config_from_args(args):
         except ValueError:
             raise UADError(f"--reinit-at {args.reinit_at}: expected epochs like 50,100 or 'none'") from None
     if args.size == "small":
-        model = values.get("model", "ae3d")
-        values["model_params"] = {**MODELS[model]["small"], **values.get("model_params", {})}
-        values["preset_params"] = {**MODELS[model].get("small_preset", {}), **values.get("preset_params", {})}
+        model = values.get("model", TrainConfig.model)
+        values["model_params"] = {**MODELS[model].small, **values.get("model_params", {})}
+        values["preset_params"] = {**MODELS[model].small_preset, **values.get("preset_params", {})}
     if args.skull_strip:
         from uadcore.preprocess import PRESETS
 
-        model = values.get("model", "ae3d")
-        if "skull_strip" not in PRESETS[MODELS[model]["preset"]].defaults:
-            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model]['preset']})")
+        model = values.get("model", TrainConfig.model)
+        if "skull_strip" not in PRESETS[MODELS[model].preset].defaults:
+            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
         values["preset_params"] = {**values.get("preset_params", {}), "skull_strip": args.skull_strip}
     config = TrainConfig.from_dict(values, source=args.config or "uad train")
     if not config.data:

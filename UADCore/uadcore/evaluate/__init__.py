@@ -1,7 +1,7 @@
-"""Metrics (apart from models) and, in `uadcore.evaluate.run`, the evaluation of a
-trained run. The run module is not imported here: it needs the scorer, which needs
-the training package, which needs these metrics."""
+"""The evaluation of a trained run on labelled scans it did not train on
+(`uadcore.evaluate.run`), and its report (`uadcore.evaluate.results`). The
+metrics themselves live apart from any model, in `uadcore.metrics`."""
 
-from uadcore.evaluate.metrics import best_dice_threshold, dice, sample_metrics, threshold_at_fpr, voxel_metrics
+from uadcore.evaluate.results import EvaluationReport, UnitMetrics, VoxelMetrics
 
-__all__ = ["best_dice_threshold", "dice", "sample_metrics", "threshold_at_fpr", "voxel_metrics"]
+__all__ = ["EvaluationReport", "UnitMetrics", "VoxelMetrics"]

@@ -11,7 +11,7 @@ score of that input (classifier probability, patch RMSE) or else the mean of its
 map inside the brain.
 
 The map is the scorer's: calibrated on the run's healthy validation scans unless
-raw (see `uadcore.score.calibration`); the sample score is the scorer's statistic
+raw (see `uadcore.score.calibrate`); the sample score is the scorer's statistic
 of it, and every other sample score is reported under ``sample_scores``.
 ``peak_in_lesion`` is the share of scans with a lesion mask whose map is highest
 (inside the brain) at a lesion voxel.
@@ -33,18 +33,19 @@ import numpy as np
 from scipy import ndimage
 
 from uadcore.errors import UADError, warn
-from uadcore.evaluate.metrics import best_dice_threshold, dice, sample_metrics, voxel_metrics
+from uadcore.evaluate.results import EvaluationReport, UnitMetrics, VoxelMetrics
 from uadcore.io import ScanEntry
+from uadcore.metrics import best_dice_threshold, dice, sample_metrics, voxel_metrics
+from uadcore.preprocess.dataset import prepare_scans
 from uadcore.score.scorer import Scorer
-from uadcore.train.data import prepare_scans
-
 
 POSTPROCESS = {"median_filter": 5, "brain_erosion": 1, "max_removed_component": 7}
 HEALTHY_FPR = 0.01  # the stored healthy threshold that `dice_at_healthy_fpr` uses
 
 
 def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_fraction: float = 0.2, seed: int = 0,
-             workers: int | None = None, progress: bool = True, postprocess: bool = False, unit_overlap: float = 0.0) -> dict:
+             workers: int | None = None, progress: bool = True, postprocess: bool = False,
+             unit_overlap: float = 0.0) -> EvaluationReport:
     """Metrics of ``scorer``'s run on ``entries`` (see the module docstring). A scan
     that cannot be prepared (e.g. a failed registration) is left out and listed in
     the report's ``skipped``."""
@@ -57,17 +58,20 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     results = scorer.score_prepared([p for p, _ in prepared], [e.path for e in entries], kind)
 
     labelled = [(r.score, e.label == "unhealthy") for r, e in zip(results, entries) if e.label]
-    report = {"n": len(entries), "map": kind, "calibrated": scorer.calibrated(kind), "sample_score": scorer.statistic(kind),
-              "healthy": sum(e.label == "healthy" for e in entries),
-              "unhealthy": sum(e.label == "unhealthy" for e in entries), "postprocess": POSTPROCESS if postprocess else None}
-    report.update(sample_metrics([s for s, _ in labelled], [y for _, y in labelled]))
+    sample = sample_metrics([s for s, _ in labelled], [y for _, y in labelled])
     # the model's other sample scores (rec, and kl, elbo for a VAE), each on its own
     labels = [e.label == "unhealthy" for e in entries if e.label]
-    report["sample_scores"] = {
+    sample_scores = {
         name: {key.replace("sample_", ""): value for key, value in
                sample_metrics([r.sample_scores[name] for r, e in zip(results, entries) if e.label], labels).items()}
         for name in results[0].sample_scores
     }
+    report = EvaluationReport(
+        len(entries), kind, scorer.calibrated(kind), scorer.statistic(kind), sum(e.label == "healthy" for e in entries),
+        sum(e.label == "unhealthy" for e in entries), POSTPROCESS if postprocess else None, sample["sample_auroc"],
+        sample["sample_ap"], sample_scores, peak_in_lesion=None, skipped=skipped,
+        scans=[{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
+               for r, e in zip(results, entries)])
 
     # voxels inside the brain of the scans whose voxel truth is known
     voxels, units, peaks = [], [], []
@@ -87,25 +91,22 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             peaks.append(bool(truth.flat[int(np.argmax(np.where(region, anomaly, -np.inf)))]))
         units.append(_unit_truth_and_scores(one, result, truth, unit_overlap))
     if voxels and any(t[r].any() for _, t, r in voxels):
-        report.update(voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]), np.concatenate([t[r] for _, t, r in voxels])))
-        report.update(_dice(voxels, dice_fraction, seed, postprocess))
+        report.voxel = VoxelMetrics(**voxel_metrics(np.concatenate([v[r] for v, _, r in voxels]),
+                                                    np.concatenate([t[r] for _, t, r in voxels])),
+                                    **_dice(voxels, dice_fraction, seed, postprocess))
         # Dice at the map value above which 1 % of the healthy validation scans' brain
         # voxels lie: a threshold a user can set without any lesion
         healthy_threshold = scorer.thresholds.get(kind, {}).get(str(HEALTHY_FPR))
         if healthy_threshold is not None:
             predicted = np.concatenate([(v > healthy_threshold)[r] for v, _, r in voxels])
-            report.update({"healthy_fpr": HEALTHY_FPR, "healthy_fpr_threshold": healthy_threshold,
-                           "dice_at_healthy_fpr": dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))})
-    report["peak_in_lesion"] = float(np.mean(peaks)) if peaks else None
+            report.voxel.healthy_fpr, report.voxel.healthy_fpr_threshold = HEALTHY_FPR, healthy_threshold
+            report.voxel.dice_at_healthy_fpr = dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))
+    report.peak_in_lesion = float(np.mean(peaks)) if peaks else None
     unit = scorer.preset.unit
     if unit and units:
         truth, scores = np.concatenate([t for t, _ in units]), np.concatenate([s for _, s in units])
         metrics = sample_metrics(list(scores), list(truth))
-        report.update({f"{unit}_auroc": metrics["sample_auroc"], f"{unit}_ap": metrics["sample_ap"],
-                       "units": {"kind": unit, "n": int(len(truth)), "positive": int(truth.sum()), "overlap": unit_overlap}})
-    report["skipped"] = skipped
-    report["scans"] = [{"path": e.path, "label": e.label or "", "score": r.score, **{f"score_{k}": v for k, v in r.sample_scores.items()}}
-                       for r, e in zip(results, entries)]
+        report.units = UnitMetrics(unit, int(len(truth)), int(truth.sum()), unit_overlap, metrics["sample_auroc"], metrics["sample_ap"])
     return report
 
 

@@ -81,8 +81,8 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
             removed_unhealthy = summary["removed_unhealthy"]
             rows.append({
                 "impurity_percent": level, "injected": n_injected, "variant": name, "gamma": gamma if removal else None,
-                "removal_score": removal_score if removal else None, "sample_score": report["sample_score"],
-                "sample_auroc": report["sample_auroc"],
+                "removal_score": removal_score if removal else None, "sample_score": report.sample_score,
+                "sample_auroc": report.sample_auroc,
                 "removed_healthy_fraction": (summary["removed"] - removed_unhealthy) / plan.healthy_train,
                 "removed_unhealthy_fraction": removed_unhealthy / n_injected if n_injected else None,
             })

@@ -1,79 +1,47 @@
-"""Models: plain `torch.nn.Module`s, each in its own file with its shapes documented.
+"""Models: plain `torch.nn.Module`s, each in its own file with its shapes documented
+and its `ModelSpec` (see `uadcore.models.spec`).
 
-Every model offers ``loss_per_sample(x) -> (B,)`` (what the training engine
-minimises and what outlier removal compares) and ``reconstruct(x)`` (what scoring
-compares with the input). A model trained in two stages names them in ``stages``
-and switches with ``begin_stage``. `MODELS` names them with their preprocessing
-preset (and its options, where the paper's differ from the preset's defaults), the
-map kinds they offer (the first is the default), their training defaults (where
-the paper's differ from the engine's), and the model and preset options of a small
-configuration for CPUs.
+`MODELS` is the registry, by name: the CLI's choices and help, the scorer and the
+Slicer panels all read it. Adding a model is one file (the module and its spec)
+and one line in `_BUILT_IN` (or a call to `register_model`).
 """
 
 from __future__ import annotations
 
 from uadcore.errors import UADError
+from uadcore.models import ae3d, mae, normative, patchae, vae
 from uadcore.models.ae3d import AE3D
 from uadcore.models.mae import MAE
 from uadcore.models.normative import Normative
 from uadcore.models.patchae import PatchAE
+from uadcore.models.spec import AnomalyModel, ClosedFormModel, ModelSpec, StagedModel
 from uadcore.models.vae import VAE
+from uadcore.registry import Registry
 
-VAE_MAPS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi")
-MODELS = {
-    "normative": {  # the voxel-statistics baseline: per-voxel healthy median and spread, map = z
-        "cls": Normative,
-        "preset": "brain3d-behrendt",
-        "maps": ("abs-z", "z", "rec"),
-        "train": {"epochs": 25, "reinit_at": [], "checkpoint_every": 25},  # 5 fit-and-remove rounds
-        "small": {},
-    },
-    "ae3d": {
-        "cls": AE3D,
-        "preset": "brain3d-behrendt",
-        "maps": ("rec",),
-        "train": {},
-        "small": {"channels": [8, 16, 32, 64], "latent": 128},
-    },
-    "vae2d": {  # Zimmerer et al.: 64x64 slices, feature maps 16-32-64-256, z = 256, Adam 1e-4
-        "cls": VAE,
-        "preset": "brain2d-slices",
-        "maps": VAE_MAPS,
-        "train": {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3},
-        "small": {"channels": [8, 16, 32, 64], "latent": 64},
-    },
-    "vae3d": {  # the same VAE on the brain3d-behrendt grid
-        "cls": VAE,
-        "preset": "brain3d-behrendt",
-        "maps": VAE_MAPS,
-        "train": {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3},
-        "small": {"channels": [8, 16, 32, 64], "latent": 128},
-    },
-    "mae2d": {  # Georgescu et al.: ViT-B/16 MAE on 224x224 slices, then a ViT-B anomaly classifier
-        "cls": MAE,
-        "preset": "brain2d-slices",
-        "preset_params": {"size": 224},
-        "maps": ("classifier", "rec", "ssim"),
-        "train": {"epochs": 1600, "reinit_at": []},
-        "small": {"patch": 8, "dim": 96, "depth": 4, "heads": 4, "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4},
-        "small_preset": {"size": 64},
-    },
-    "patchae2d": {  # Wei et al.: 128x128 patches, feature maps 2-4-8-16-32, Adam 1e-3, batch 200
-        "cls": PatchAE,
-        "preset": "patches2d",
-        "maps": ("patch-rmse", "rec"),
-        "train": {"reinit_at": [], "batch_size": 200},
-        "small": {},
-        "small_preset": {"patch": 32, "stride": 16, "spacing_mm": 2.0},
-    },
-}
+MODELS: Registry = Registry("model")  # {name: ModelSpec}
 
 
-def make_model(name: str, in_shape, **params):
-    """A model by name for inputs of spatial shape ``in_shape``."""
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Offer ``spec``'s model everywhere (CLI, scorer, panels) under ``spec.name``."""
+    return MODELS.register(spec)
+
+
+_BUILT_IN = (normative.SPEC, ae3d.SPEC, vae.SPEC_2D, vae.SPEC_3D, mae.SPEC, patchae.SPEC)
+for _spec in _BUILT_IN:
+    register_model(_spec)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of the model ``name``; an unknown name is a UADError listing the models."""
     if name not in MODELS:
         raise UADError(f"unknown model '{name}'; models are {', '.join(MODELS)}")
-    try:
-        return MODELS[name]["cls"](in_shape=tuple(in_shape), **params)
-    except TypeError as error:
-        raise UADError(f"model {name}: bad options {params} ({error})") from error
+    return MODELS[name]
+
+
+def make_model(name: str, in_shape, **options):
+    """A model by name for inputs of spatial shape ``in_shape``."""
+    return model_spec(name).build(in_shape, **options)
+
+
+__all__ = ["AE3D", "MAE", "MODELS", "AnomalyModel", "ClosedFormModel", "ModelSpec", "Normative", "PatchAE", "StagedModel",
+           "VAE", "make_model", "model_spec", "register_model"]

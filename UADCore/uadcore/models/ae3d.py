@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from uadcore.models.blocks import crop_to, down, pad_to, padded_shape, up
+from uadcore.models.spec import ModelSpec
 
 
 class AE3D(nn.Module):
@@ -55,3 +56,9 @@ class AE3D(nn.Module):
     def loss_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         """L1 reconstruction loss of each sample over all its voxels, shape (B,)."""
         return (self(x) - x).abs().flatten(1).float().mean(dim=1)
+
+
+SPEC = ModelSpec(
+    "ae3d", AE3D, "brain3d-behrendt", maps=("rec",), summary="the 3D autoencoder of Behrendt et al.",
+    small={"channels": [8, 16, 32, 64], "latent": 128},
+)

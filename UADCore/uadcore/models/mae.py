@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import TransformerBlock
 from torch import nn
 
+from uadcore.models.spec import ModelSpec
 from uadcore.models.vit import ViTEncoder, patchify, sincos_position_embedding, unpatchify
 
 # Class indices of the anomaly classifier, fixed here and nowhere else: its single
@@ -192,3 +193,20 @@ def pseudo_abnormal(images: torch.Tensor, region: torch.Tensor | None = None, ge
             image_boxes.append((top, left, height, width, beta))
         boxes.append(image_boxes)
     return out, boxes
+
+
+def optimizer(parameters, config, stage: str) -> torch.optim.Optimizer:
+    """Adam for the MAE; AdamW (the paper's) for the anomaly classifier."""
+    if stage == "classifier":
+        return torch.optim.AdamW(parameters, lr=config.classifier_lr, weight_decay=config.classifier_weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr)
+
+
+# Georgescu et al.: ViT-B/16 MAE on 224x224 slices, then a ViT-B anomaly classifier
+SPEC = ModelSpec(
+    "mae2d", MAE, "brain2d-slices", maps=("classifier", "rec", "ssim"), stages=MAE.stages, optimizer=optimizer,
+    summary="the masked autoencoder and anomaly classifier of Georgescu et al.",
+    preset_params={"size": 224}, train={"epochs": 1600, "reinit_at": []},
+    small={"patch": 8, "dim": 96, "depth": 4, "heads": 4, "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4},
+    small_preset={"size": 64},
+)

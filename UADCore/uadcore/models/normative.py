@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uadcore.models.spec import ModelSpec
+
 MAD_TO_SD = 1.4826  # the MAD of a normal distribution is 0.6745 of its SD
 # the smallest spread (intensity units; white matter is 0.75): voxels where every
 # healthy scan agrees (air around the brain) would otherwise give huge z for noise
@@ -23,8 +25,6 @@ MIN_SPREAD = 0.02
 
 
 class Normative(nn.Module):
-    fits_in_closed_form = True
-
     def __init__(self, in_shape=(64, 77, 66), in_channels=1, min_spread=MIN_SPREAD):
         super().__init__()
         self.in_shape = tuple(int(n) for n in in_shape)
@@ -64,3 +64,10 @@ class Normative(nn.Module):
         """Mean |z| of each sample over the voxels where training scans have brain, (B,)."""
         weight = (self.support > 0.5).float()
         return (self.z_score(x).abs() * weight).flatten(1).sum(1) / weight.sum().clamp_min(1.0)
+
+
+SPEC = ModelSpec(
+    "normative", Normative, "brain3d-behrendt", maps=("abs-z", "z", "rec"), closed_form=True,
+    summary="the voxel-statistics baseline: per-voxel healthy median and spread, map = |z|",
+    train={"epochs": 25, "reinit_at": [], "checkpoint_every": 25},  # 5 fit-and-remove rounds
+)

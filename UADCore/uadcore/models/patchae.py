@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uadcore.models.spec import ModelSpec
+
 
 class PatchAE(nn.Module):
     def __init__(self, in_shape=(128, 128), channels=(2, 4, 8, 16, 32), in_channels=1):
@@ -45,3 +47,11 @@ class PatchAE(nn.Module):
     def patch_rmse(self, x: torch.Tensor) -> torch.Tensor:
         """Each patch's anomaly score: root mean squared reconstruction error, (B,)."""
         return self.loss_per_sample(x).sqrt()
+
+
+# Wei et al.: 128x128 patches, feature maps 2-4-8-16-32, Adam 1e-3, batch 200
+SPEC = ModelSpec(
+    "patchae2d", PatchAE, "patches2d", maps=("patch-rmse", "rec"), summary="the patch autoencoder of Wei et al.",
+    train={"reinit_at": [], "batch_size": 200},
+    small_preset={"patch": 32, "stride": 16, "spacing_mm": 2.0},
+)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from uadcore.models.blocks import ACTIVATION, WholeGrid, crop_to, down, pad_to, padded_shape, up
+from uadcore.models.spec import ModelSpec
 
 
 class VAE(nn.Module):
@@ -80,3 +81,14 @@ class VAE(nn.Module):
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over latent units, shape (B,)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+VAE_MAPS = ("rec", "kl-grad", "rec-grad", "elbo-grad", "combi")
+VAE_TRAINING = {"lr": 1e-4, "plateau_patience": 1, "early_stop_patience": 3}
+# Zimmerer et al.: 64x64 slices, feature maps 16-32-64-256, z = 256, Adam 1e-4
+SPEC_2D = ModelSpec("vae2d", VAE, "brain2d-slices", maps=VAE_MAPS, train=VAE_TRAINING,
+                    summary="the VAE of Zimmerer et al. on 64x64 slices",
+                    small={"channels": [8, 16, 32, 64], "latent": 64})
+SPEC_3D = ModelSpec("vae3d", VAE, "brain3d-behrendt", maps=VAE_MAPS, train=VAE_TRAINING,
+                    summary="the same VAE on the brain3d-behrendt volume grid",
+                    small={"channels": [8, 16, 32, 64], "latent": 128})

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ from uadcore.io.scans import Scan
 from uadcore.preprocess import cache as disk_cache
 from uadcore.preprocess.bias import correct_bias
 from uadcore.preprocess.intensity import DEEP_WHITE_MATTER_PROBABILITY, normalise_intensity, white_matter_reference
+from uadcore.preprocess.memory import RecentResults
 from uadcore.preprocess.register import MIN_CORRELATION, register_to_template
 from uadcore.preprocess.resample import resample
 from uadcore.preprocess.skullstrip import brain_mask, volume_ml
@@ -63,8 +63,7 @@ class BrainScan:
 
 # Brains prepared in this process, by content: the presets of several models (3D,
 # slices at 64 and at 224 pixels) share one skull stripping and registration per scan
-_PREPARED: "OrderedDict[str, BrainScan]" = OrderedDict()
-_PREPARED_BYTES = 1 << 30
+BRAINS = RecentResults(max_bytes=1 << 30, size_of=lambda b: b.image.nbytes + b.brain.nbytes)
 
 
 def prepare_brain(scan: Scan, brain: np.ndarray | None = None, skull_strip: str = "auto", device: str = "cpu") -> BrainScan:
@@ -73,14 +72,9 @@ def prepare_brain(scan: Scan, brain: np.ndarray | None = None, skull_strip: str 
     result); the brain mask and the registration are also kept in the disk cache,
     so another preset, or another process, only repeats the cheap steps 2 and 4."""
     key = _content(scan, brain, skull_strip)
-    if key in _PREPARED:
-        _PREPARED.move_to_end(key)
-        return _PREPARED[key]
-    result = _prepare_brain(scan, brain, skull_strip, device, key)
-    _PREPARED[key] = result
-    while sum(b.image.nbytes + b.brain.nbytes for b in _PREPARED.values()) > _PREPARED_BYTES and len(_PREPARED) > 1:
-        _PREPARED.popitem(last=False)
-    return result
+    if key not in BRAINS:
+        BRAINS.put(key, _prepare_brain(scan, brain, skull_strip, device, key))
+    return BRAINS.get(key)
 
 
 def _content(scan: Scan, brain: np.ndarray | None, skull_strip: str) -> str:

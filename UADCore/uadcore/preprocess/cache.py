@@ -80,7 +80,7 @@ def store(root: str, key: str, prepared, mask) -> None:
     arrays = {"image": prepared.image, "region": prepared.region, "units": prepared.units}
     if mask is not None:
         arrays["mask"] = mask
-    meta = {"grid": _plain(prepared.grid), "scan_grid": _plain(prepared.scan_grid),
+    meta = {"grid": _grid_record(prepared.grid), "scan_grid": _grid_record(prepared.scan_grid),
             "to_template": np.asarray(prepared.to_template).tolist(), "quality": prepared.quality}
     store_entry(root, key, arrays, meta)
 
@@ -121,7 +121,7 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
             warn(f"cache {root}: entry not written ({error.strerror or error}); going on without it")
 
 
-def _plain(grid: Grid) -> dict:
+def _grid_record(grid: Grid) -> dict:
     return {"shape": list(grid.shape), "affine": np.asarray(grid.affine).tolist()}
 
 

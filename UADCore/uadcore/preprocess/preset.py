@@ -115,7 +115,7 @@ class Preset:
         return self.brain_from_version is not None and self.version >= self.brain_from_version
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "params": _plain(self.params)}
+        return {"name": self.name, "version": self.version, "params": _json_values(self.params)}
 
     def centre(self, scan: Scan, region: np.ndarray) -> np.ndarray:
         """Where the model grid is centred (RAS mm): the template's brain in MNI space,
@@ -216,12 +216,12 @@ def region_centre(grid: Grid, region: np.ndarray) -> np.ndarray:
     return (low + high) / 2.0
 
 
-def _plain(value):
+def _json_values(value):
     """Params as JSON-friendly values (tuples -> lists, numpy -> Python)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _json_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_json_values(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -1,4 +1,5 @@
-"""Voxel-wise anomaly maps of every model (Zimmerer et al. for the VAE):
+"""The map kinds (`KINDS`, the registry every model's `ModelSpec.maps` names):
+voxel-wise anomaly maps of every model (Zimmerer et al. for the VAE):
 
 - ``rec``: |x - x_hat|, x_hat reconstructed from z = mu;
 - ``kl-grad``, ``rec-grad``, ``elbo-grad``: |d term / dx| for the KL term, the
@@ -18,7 +19,7 @@ images share its batch.
 All maps: (B, C, ...) float32, shaped like the input.
 
 Some kinds give one score per model input (a slice or a patch) instead of a map;
-a scan's map then paints each input's score over it (`ITEM_KINDS`):
+a scan's map then paints each input's score over it (``MapKind.per_item``):
 
 - ``classifier``: the MAE's anomaly classifier, P(pseudo-abnormal) of a slice;
 - ``ssim``: 1 - SSIM(x, x_hat) of a slice (the MAE ablation of Georgescu et al.);
@@ -27,12 +28,17 @@ a scan's map then paints each input's score over it (`ITEM_KINDS`):
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
+from uadcore.models import VAE
+from uadcore.registry import Registry
+
 GRADIENT_KINDS = ("kl-grad", "rec-grad", "elbo-grad", "combi")
-Z_KINDS = ("abs-z", "z")
-ITEM_KINDS = ("classifier", "ssim", "patch-rmse")
 SMOOTH_SIZE, SMOOTH_SIGMA = 7, 3.0
 
 
@@ -49,20 +55,30 @@ def map_outputs(model, x: torch.Tensor, kind: str, reference: bool = False) -> d
     "kl" and "elbo" (B,): the KL term and the negative ELBO (reconstruction term
     summed over voxels + KL, constants dropped), z = mu.
     """
-    model.eval()
-    if kind != "rec" and kind not in GRADIENT_KINDS + Z_KINDS:
+    map_kind = KINDS.get(kind)
+    if map_kind is None or map_kind.per_item:
         raise ValueError(f"unknown map kind {kind}")
-    if hasattr(model, "z_score"):  # the normative baseline
-        if kind not in Z_KINDS + ("rec",):
-            raise ValueError(f"map kind {kind} needs a VAE")
-        with torch.no_grad():
-            z = model.z_score(x)
-            return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "abs-z": z.abs(), "z": z}
-    if not hasattr(model, "terms"):  # a plain autoencoder: its one map is the reconstruction error
-        if kind != "rec":
-            raise ValueError(f"map kind {kind} needs a VAE")
-        with torch.no_grad():
-            return {"rec": (model.reconstruct(x).float() - x.float()).abs()}
+    model.eval()
+    return map_kind.compute(model, x, reference)
+
+
+def reconstruction_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
+    """{"rec": |x - reconstruct(x)|} (B, C, ...); a VAE's terms from the same pass."""
+    if isinstance(model, VAE):
+        return vae_outputs(model, x, reference)
+    with torch.no_grad():
+        return {"rec": (model.reconstruct(x).float() - x.float()).abs()}
+
+
+def z_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
+    """The normative baseline's signed and absolute z-scores, and |x - healthy median|."""
+    with torch.no_grad():
+        z = model.z_score(x)
+        return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "abs-z": z.abs(), "z": z}
+
+
+def vae_outputs(model, x: torch.Tensor, reference: bool = False, kind: str = "rec") -> dict:
+    """A VAE's ``kind`` map (rec or one of `GRADIENT_KINDS`) with "rec", "kl" and "elbo"."""
     gradient = kind in GRADIENT_KINDS
     with torch.enable_grad() if gradient else torch.no_grad():
         x = (x.detach() if x.is_floating_point() else x.float()).clone().requires_grad_(gradient)
@@ -138,17 +154,19 @@ def batched_map_outputs(model, items: torch.Tensor, device, kind: str = "rec", b
 @torch.no_grad()
 def item_scores(model, x: torch.Tensor, kind: str) -> torch.Tensor:
     """One score per image of the batch x (B, C, H, W) for an item kind, (B,) float32."""
+    map_kind = KINDS.get(kind)
+    if map_kind is None or not map_kind.per_item:
+        raise ValueError(f"unknown item kind {kind}")
     model.eval()
-    if kind == "classifier":
-        return model.abnormal_probability(x).float()
-    if kind == "patch-rmse":
-        return model.patch_rmse(x).float()
-    if kind == "ssim":
-        from monai.metrics import SSIMMetric
+    return map_kind.compute(model, x).float()
 
-        similarity = SSIMMetric(spatial_dims=x.dim() - 2, data_range=1.0)(model.reconstruct(x).float().clamp(0, 1), x.float())
-        return (1.0 - similarity.reshape(-1)).float()
-    raise ValueError(f"unknown item kind {kind}")
+
+def ssim_scores(model, x: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM(x, x_hat) of each image, (B,)."""
+    from monai.metrics import SSIMMetric
+
+    similarity = SSIMMetric(spatial_dims=x.dim() - 2, data_range=1.0)(model.reconstruct(x).float().clamp(0, 1), x.float())
+    return 1.0 - similarity.reshape(-1)
 
 
 def batched_item_scores(model, items: torch.Tensor, device, kind: str, batch_size: int = 8, amp_dtype=None) -> torch.Tensor:
@@ -159,3 +177,47 @@ def batched_item_scores(model, items: torch.Tensor, device, kind: str, batch_siz
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             scores.append(item_scores(model, x, kind).cpu())
     return torch.cat(scores) if scores else torch.zeros(0)
+
+
+@dataclass(frozen=True)
+class MapKind:
+    """A kind of anomaly map.
+
+    compute: for a voxel kind ``(model, x (B, C, ...), reference) -> {name: tensor}``
+        (see `map_outputs`); for a ``per_item`` kind ``(model, x) -> (B,)`` scores,
+        one per model input (a slice or a patch), painted over the input in the scan's map.
+    """
+
+    name: str
+    summary: str
+    compute: Callable
+    per_item: bool = False
+
+
+KINDS: Registry = Registry("map kind")  # {name: MapKind}
+
+
+def register_kind(kind: MapKind) -> MapKind:
+    """Offer ``kind`` to the models whose spec names it."""
+    return KINDS.register(kind)
+
+
+def is_item_kind(kind: str) -> bool:
+    """True for a kind that gives one score per model input (slice or patch)."""
+    return kind in KINDS and KINDS[kind].per_item
+
+
+for _kind in (
+    MapKind("rec", "reconstruction error |x - x_hat|", reconstruction_outputs),
+    MapKind("kl-grad", "|d KL / dx| of a VAE", functools.partial(vae_outputs, kind="kl-grad")),
+    MapKind("rec-grad", "|d reconstruction term / dx| of a VAE", functools.partial(vae_outputs, kind="rec-grad")),
+    MapKind("elbo-grad", "|d ELBO / dx| of a VAE", functools.partial(vae_outputs, kind="elbo-grad")),
+    MapKind("combi", "smoothed, normalised KL gradient x reconstruction term", functools.partial(vae_outputs, kind="combi")),
+    MapKind("abs-z", "|z| against the healthy voxel statistics", z_outputs),
+    MapKind("z", "signed z against the healthy voxel statistics", z_outputs),
+    MapKind("classifier", "the MAE's anomaly classifier, P(pseudo-abnormal) of a slice",
+            lambda model, x: model.abnormal_probability(x), per_item=True),
+    MapKind("ssim", "1 - SSIM(x, x_hat) of a slice", ssim_scores, per_item=True),
+    MapKind("patch-rmse", "root mean squared reconstruction error of a patch", lambda model, x: model.patch_rmse(x), per_item=True),
+):
+    register_kind(_kind)

@@ -1,14 +1,14 @@
 """Sample scores of scans, from the maps or the per-input scores of their model
 inputs: the mean of a map inside the brain (for the reconstruction error, the
 sample score of Behrendt et al.), or, for kinds that score each slice or patch
-(`ITEM_KINDS`), the highest score among the scan's inputs: a scan is as abnormal
+(`MapKind.per_item`), the highest score among the scan's inputs: a scan is as abnormal
 as its most abnormal slice or patch."""
 
 from __future__ import annotations
 
 import torch
 
-from uadcore.score.maps import ITEM_KINDS, batched_item_scores, batched_map_outputs
+from uadcore.score.maps import batched_item_scores, batched_map_outputs, is_item_kind
 
 
 def mean_inside(maps: torch.Tensor, regions: torch.Tensor, item_scan: torch.Tensor, n_scans: int) -> torch.Tensor:
@@ -43,7 +43,7 @@ def item_outputs(model, items, device, kind: str, batch_size: int = 8, amp_dtype
     """One pass of the model over every item: {kind: its maps (M, C, ...) or, for
     an item kind, its scores (M,)}, plus whatever else that pass gives for free
     (see `uadcore.score.maps.map_outputs`)."""
-    if kind in ITEM_KINDS:
+    if is_item_kind(kind):
         return {kind: batched_item_scores(model, items, device, kind, batch_size, amp_dtype)}
     return batched_map_outputs(model, items, device, kind, batch_size, amp_dtype, reference)
 
@@ -55,7 +55,7 @@ def scan_scores(outputs: dict, regions, item_scan, n_scans: int) -> dict:
     Each (N,) float64."""
     scores = {}
     for name, values in outputs.items():
-        if name in ITEM_KINDS:
+        if is_item_kind(name):
             scores[name] = max_per_scan(values, item_scan, n_scans)
         elif values.dim() > 1:
             scores[name] = mean_inside(values, regions, item_scan, n_scans)

@@ -3,7 +3,6 @@ the maps on each scan's own grid."""
 
 from __future__ import annotations
 
-import os
 import weakref
 from dataclasses import dataclass, field
 
@@ -13,14 +12,15 @@ import torch
 from uadcore.device import amp_dtype, pick_device
 from uadcore.errors import UADError
 from uadcore.io import Scan, read_scan
-from uadcore.models import MODELS, make_model
+from uadcore.io.checkpoint import FinishedRun
+from uadcore.io.run_files import RunFiles
+from uadcore.models import model_spec
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.score.calibration import ITEM_STATISTIC, SHARE_FPR, STATISTICS, Calibration
-from uadcore.score.calibration import statistics as map_statistics
-from uadcore.score.maps import ITEM_KINDS
+from uadcore.preprocess.dataset import stack_inputs
+from uadcore.score.calibrate import ITEM_STATISTIC, SHARE_FPR, STATISTICS, Calibration
+from uadcore.score.calibrate import statistics as map_statistics
+from uadcore.score.maps import is_item_kind
 from uadcore.score.sample import item_outputs, scan_scores
-from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from uadcore.train.data import stack_inputs
 
 
 @dataclass
@@ -72,42 +72,42 @@ class Scorer:
     """Scores scans with the finished run in ``run_dir``.
 
     Voxel maps are calibrated on the run's healthy validation scans where the run
-    has a calibration (`uadcore.score.calibration`), unless ``raw`` or
+    has a calibration (`uadcore.score.calibrate`), unless ``raw`` or
     ``reference``; ``statistic`` picks the sample score read from the map (default:
-    the one the run chose on pseudo-lesions, see `calibration.choose_statistic`).
+    the one the run chose on pseudo-lesions, see `calibrate.choose_statistic`).
     """
 
     def __init__(self, run_dir: str, device: str = "auto", batch_size: int | None = None, reference: bool = False,
                  raw: bool = False, statistic: str | None = None):
-        self.run_dir = os.path.abspath(run_dir)
-        state = load_checkpoint(os.path.join(self.run_dir, CHECKPOINT_NAME))
-        if not state.get("done"):
-            raise UADError(f"{self.run_dir}: training has not finished (epoch {state['epoch']}); resume it first")
-        self._setup(state["config"], preset_from_dict(state["preset"]), device, batch_size, reference, raw, statistic,
-                    state["validation"], state.get("calibration", {}))
-        self.trained_on = {entry["path"] for entry in state["train_entries"]}
-        self._weights = state["model"]
+        run = FinishedRun.load(run_dir)
+        self.run_dir = run.folder
+        self._setup(run.model, run.model_options, run.amp, preset_from_dict(run.preset), device, batch_size, reference, raw,
+                    statistic, run.validation, run.calibration)
+        self.trained_on = run.trained_on
+        self._weights = run.weights
 
     @classmethod
-    def of_model(cls, model: torch.nn.Module, config: dict, preset, device) -> "Scorer":
-        """A scorer of a model in memory (training's end): raw maps, no healthy reference."""
+    def of_model(cls, model: torch.nn.Module, name: str, preset, device, amp: bool = True) -> "Scorer":
+        """A scorer of the model ``name`` in memory (training's end): raw maps, no healthy reference."""
         scorer = cls.__new__(cls)
         scorer.run_dir = None
-        scorer._setup(config, preset, device, None, False, True, "mean", {}, {})
+        scorer._setup(name, {}, amp, preset, device, None, False, True, "mean", {}, {})
         scorer.trained_on = set()
         scorer._model = model.eval()
         return scorer
 
-    def _setup(self, config, preset, device, batch_size, reference, raw, statistic, validation, calibration) -> None:
+    def _setup(self, model: str, model_options: dict, amp: bool, preset, device, batch_size, reference, raw, statistic,
+               validation, calibration) -> None:
         if statistic is not None and statistic not in STATISTICS:
             raise UADError(f"sample score '{statistic}' is not one UAD has; sample scores are {', '.join(STATISTICS)}")
-        self.config = config
+        self.spec = model_spec(model)
+        self.model_options = model_options
         self.preset = preset
         self.device = pick_device(device)
-        self.amp_dtype = amp_dtype(self.device, self.config.get("amp", True))
+        self.amp_dtype = amp_dtype(self.device, amp)
         self.batch_size = batch_size  # model inputs per pass; None: `auto_batch_size`
         self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)
-        self.kinds = MODELS[self.config["model"]]["maps"]
+        self.kinds = self.spec.maps
         self.calibrations = {} if raw or reference else {kind: Calibration.from_state(c) for kind, c in calibration.items()}
         healthy = validation.get("maps") or _older_reference(validation)
         # per kind: the statistic of the sample score, and the healthy reference of
@@ -115,7 +115,7 @@ class Scorer:
         self.statistics, self.thresholds, self.validation_scores = {}, {}, {}
         for kind, entry in healthy.items():
             mode = entry.get("calibrated") if kind in self.calibrations else entry.get("raw")
-            chosen = ITEM_STATISTIC if kind in ITEM_KINDS else (statistic or entry.get("sample_score", "mean"))
+            chosen = ITEM_STATISTIC if is_item_kind(kind) else (statistic or entry.get("sample_score", "mean"))
             self.statistics[kind] = chosen
             self.thresholds[kind] = (mode or {}).get("thresholds", {})
             if (mode or {}).get("scores", {}).get(chosen) is not None:
@@ -126,12 +126,12 @@ class Scorer:
 
     def _network(self, in_shape) -> torch.nn.Module:
         if self._model is None:
-            model = make_model(self.config["model"], in_shape, **self.config["model_params"])
+            model = self.spec.build(in_shape, **self.model_options)
             try:
                 model.load_state_dict(self._weights)
             except (RuntimeError, KeyError, TypeError) as error:  # torch lists every mismatched tensor: say it in one line
-                raise UADError(f"{os.path.join(self.run_dir or '', CHECKPOINT_NAME)}: its weights do not fit model "
-                               f"{self.config['model']} with options {self.config['model_params']}; the checkpoint is damaged "
+                raise UADError(f"{RunFiles(self.run_dir or '').checkpoint}: its weights do not fit model "
+                               f"{self.spec.name} with options {self.model_options}; the checkpoint is damaged "
                                "or was edited") from error
             self._model = model.to(self.device).eval()
         return self._model
@@ -143,7 +143,7 @@ class Scorer:
     def statistic(self, kind: str) -> str:
         """The sample score of ``kind``: a statistic of the map, or for a kind that
         scores each slice or patch, the highest of those scores."""
-        return ITEM_STATISTIC if kind in ITEM_KINDS else self.statistics.get(kind, self._default_statistic)
+        return ITEM_STATISTIC if is_item_kind(kind) else self.statistics.get(kind, self._default_statistic)
 
     def score(self, scan: Scan | str, kind: str = "rec") -> ScanScore:
         """Sample score and map of one scan (a path or a `Scan`)."""
@@ -183,7 +183,7 @@ class Scorer:
             scores = self._sample_scores.setdefault(scan, {})
             scores.update({name: float(per_scan[name][index]) for name in model_sample_kinds})
             scan_outputs = outputs[kind][owners == index].numpy()
-            if kind in ITEM_KINDS:
+            if is_item_kind(kind):
                 model_map = scan.assemble(scan.paint(scan_outputs)) * scan.region
                 score = float(per_scan[kind][index])
             else:
@@ -198,18 +198,18 @@ class Scorer:
                                    "validation scans, and this run has none (trained with --val-fraction 0)")
                 score = scores[f"{kind}-{statistic}"]
             results.append(ScanScore(path, score, model_map.astype(np.float32), scan, dict(scores),
-                                     scan_outputs if kind in ITEM_KINDS else None, statistic, kind in self.calibrations))
+                                     scan_outputs if is_item_kind(kind) else None, statistic, kind in self.calibrations))
         return results
 
     @property
     def sample_kinds(self) -> tuple:
         """The kinds whose sample score every result carries: rec, and the
         per-slice or per-patch kinds of the model."""
-        return tuple(k for k in self.kinds if k == "rec" or k in ITEM_KINDS)
+        return tuple(k for k in self.kinds if k == "rec" or is_item_kind(k))
 
     def check_kind(self, kind: str) -> None:
         if kind not in self.kinds:
-            raise UADError(f"map kind '{kind}' is not available for model {self.config['model']}; kinds: {', '.join(self.kinds)}")
+            raise UADError(f"map kind '{kind}' is not available for model {self.spec.name}; kinds: {', '.join(self.kinds)}")
 
     def percentile(self, score: float, kind: str = "rec") -> float | None:
         """Percentage of the healthy validation scans whose ``kind`` sample score (as
@@ -223,6 +223,6 @@ class Scorer:
 def _older_reference(validation: dict) -> dict:
     """The healthy reference of a run trained before calibration: raw maps, the
     mean as sample score."""
-    return {kind: {"raw": {"scores": {ITEM_STATISTIC if kind in ITEM_KINDS else "mean": scores},
+    return {kind: {"raw": {"scores": {ITEM_STATISTIC if is_item_kind(kind) else "mean": scores},
                            "thresholds": validation.get("thresholds", {}).get(kind, {})}}
             for kind, scores in validation.get("scores", {}).items()}

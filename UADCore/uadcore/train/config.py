@@ -8,8 +8,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from uadcore.device import DEVICES
 from uadcore.errors import UADError
-from uadcore.score.calibration import STATISTICS
+from uadcore.score.calibrate import STATISTICS
 
 PAPER_BATCH = 32
 MIN_STEPS_PER_EPOCH = 16
@@ -21,8 +22,14 @@ REMOVAL_STARTS = ("settled", "paper")
 # what outlier removal compares with gamma x its mean over the kept scans: the paper's
 # training loss, or a sample score of the reconstruction-error map calibrated on the
 # healthy validation scans at that epoch (whole-volume models; see
-# uadcore.score.calibration), which a lesion of 1 % of the brain can decide
+# uadcore.score.calibrate), which a lesion of 1 % of the brain can decide
 REMOVAL_SCORES = ("loss",) + tuple(f"rec-{statistic}" for statistic in STATISTICS)
+
+
+# a configuration that trains in minutes on a CPU, with the models' small options
+# (``--size small``): what a long run's estimate advises and the Train panel's defaults
+CPU_EPOCHS = 40
+CPU_REINIT_AT = [15]
 
 
 def training_batch_size(n_items: int) -> int:
@@ -99,7 +106,7 @@ class TrainConfig:
             problems.append(f"removal_start must be one of {', '.join(REMOVAL_STARTS)} (got {self.removal_start})")
         if self.removal_score not in REMOVAL_SCORES:
             problems.append(f"removal_score must be one of {', '.join(REMOVAL_SCORES)} (got {self.removal_score})")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             problems.append(f"device must be auto, cpu or cuda (got {self.device})")
         if problems:
             raise UADError(f"{source}: " + "; ".join(problems))

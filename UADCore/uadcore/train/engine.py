@@ -1,131 +1,197 @@
 """One training engine for every model, with outlier removal during training.
 
-Read it top to bottom in `train`: prepare the data once, then per epoch shuffle
-the kept scans, take each batch's per-sample losses from the training pass itself
-(no extra pass), and every `outlier_every` epochs remove the scans whose loss is
-above gamma x the epoch's mean. Weights are re-initialised after the epochs in
-`reinit_at`; removal carries on. Checkpoints are written atomically; a run stopped
-(SIGTERM, or a file named STOP in the run folder) or killed resumes from its last
-checkpoint and reaches the same kept and removed scans.
+Read `train`, then `_train` top to bottom: `open_run` prepares the scans once,
+`start_training` builds the model (or restores it from the checkpoint), then each
+epoch is `begin_epoch` (a new stage, a re-initialisation after the epochs in
+`reinit_at`, a closed-form refit), `run_epoch` (the kept scans shuffled, one pass;
+each batch's per-sample losses come from the training pass itself),
+`remove_outliers` (every `outlier_every` epochs, the scans whose loss is above
+gamma x the epoch's mean) and `step_schedules` (validation loss, learning-rate
+plateau), with `write_run` every `checkpoint_every` epochs. At the end
+`uadcore.score.calibrate.calibrate_run` stores the healthy reference.
 
-Run folder:
-    config.json      the full configuration
-    checkpoint.pt    weights, optimiser, epoch, kept scans, audit, history, ...
-    outliers.csv     every removed scan: when, its loss, the threshold, its label
-    history.csv      loss and counts per epoch
-    kept.csv         manifest of the scans still in the training set
+Checkpoints are written atomically; a run stopped (SIGTERM, or a file named STOP in
+the run folder) or killed resumes from its last checkpoint and reaches the same
+kept and removed scans. The run folder's files: `uadcore.io.run_files`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import json
 import os
 import random
 import signal
 import time
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from uadcore.device import amp_dtype, describe, pick_device
 from uadcore.errors import UADError, warn
-from uadcore.io import ScanEntry, load_dataset, write_manifest
-from uadcore.io.atomic import atomic_path, remove_stale_temporaries
-from uadcore.models import MODELS, make_model
-from uadcore.preprocess import make_preset
+from uadcore.io import ScanEntry, load_dataset
+from uadcore.io.atomic import remove_stale_temporaries
+from uadcore.io.checkpoint import load_checkpoint, save_checkpoint
+from uadcore.io.run_files import CONFIG_NAME, RunFiles
+from uadcore.models import ModelSpec, model_spec
+from uadcore.preprocess import Preset, make_preset
+from uadcore.preprocess.dataset import PreparedSet, prepare_set
 from uadcore.progress import progress_bar
+from uadcore.score.calibrate import calibrate_run
 from uadcore.score.sample import mean_per_scan
+from uadcore.score.scorer import Scorer
 from uadcore.train import distributed
-from uadcore.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, write_failure
-from uadcore.train.config import SETTLED, TrainConfig, training_batch_size
-from uadcore.train.data import prepare_scans, prepare_set
+from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
-from uadcore.train.outliers import find_outliers, write_audit
+from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
+from uadcore.train.run_folder import create_run_dir, forget_failed_start, write_readable_copies
+from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
 
-STOP_FILE = "STOP"
-CONFIG_NAME = "config.json"
 FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
 MIN_KEPT_SHARE = 0.25  # outlier removal never leaves fewer of the training scans than this
 SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
 
 
+@dataclass
+class Run:
+    """What stays fixed while a run trains."""
+
+    config: TrainConfig
+    spec: ModelSpec
+    preset: Preset
+    files: RunFiles
+    events: Events
+    ranks: distributed.Ranks
+    device: torch.device
+    autocast: torch.dtype | None  # the mixed-precision type, None: float32
+    train_set: PreparedSet
+    val_set: PreparedSet | None  # the held-out healthy scans (None: none held out)
+    items: torch.Tensor  # train_set.items, on the GPU when they fit in half of its free memory
+    excluded: list[dict]  # audit rows (epoch 0) of the scans that could not be prepared
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda" and self.train_set.items.dim() == 5
+
+    @property
+    def show_progress(self) -> bool:
+        return self.ranks.is_main and self.events.progress
+
+
+@dataclass
+class TrainState:
+    """What changes from epoch to epoch; a checkpoint holds it with the weights."""
+
+    epoch: int  # the last finished epoch (0 before the first)
+    kept: torch.Tensor  # (N,) bool: the training scans outlier removal has kept
+    audit: list[dict]  # the removed (and excluded) scans: outliers.csv
+    history: list[dict]  # one record per epoch: history.csv
+    plateau: dict  # the validation-loss bookkeeping (`schedules.fresh_plateau`)
+    first_stage_end: int  # the first stage's last epoch (earlier after early stopping)
+
+    def stage_at(self, epoch: int, spec: ModelSpec) -> str:
+        """The stage trained at ``epoch``: a second stage starts after the first stage's end."""
+        return spec.stages[1] if len(spec.stages) > 1 and epoch > self.first_stage_end else spec.stages[0]
+
+    def last_epoch(self, run: Run) -> int:
+        return self.first_stage_end + (run.config.classifier_epochs if len(run.spec.stages) > 1 else 0)
+
+
+@dataclass
+class Learner:
+    """The model and what trains it in the current stage."""
+
+    model: torch.nn.Module
+    stage: str
+    optimizer: torch.optim.Optimizer | None  # None for a model fitted in closed form
+    trained: torch.nn.Module  # the per-sample loss, wrapped for DDP and torch.compile
+    scaler: torch.amp.GradScaler
+    fitted_on: torch.Tensor | None = None  # the kept scans a closed-form fit used
+
+
 def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events: Events | None = None) -> dict:
     """Train (or resume) the run in ``run_dir``; returns a summary dict."""
     events = events or Events()
-    run_dir = os.path.abspath(run_dir)
-    checkpoint_path = os.path.join(run_dir, CHECKPOINT_NAME)
-    config_path = os.path.join(run_dir, CONFIG_NAME)
+    files = RunFiles(os.path.abspath(run_dir))
     stored, restart = None, False
-    if resume and not os.path.isfile(checkpoint_path) and os.path.isfile(config_path):
+    if resume and not os.path.isfile(files.checkpoint) and os.path.isfile(files.config):
         # a start that ended before its first checkpoint (killed while preparing
         # the scans): start it again from the configuration it wrote
-        config, restart = TrainConfig.from_dict(TrainConfig.from_file(config_path), source=config_path), True
-        warn(f"{run_dir}: no checkpoint yet (the run ended before its first one); starting it again from {CONFIG_NAME}")
+        config, restart = TrainConfig.from_dict(TrainConfig.from_file(files.config), source=files.config), True
+        warn(f"{files.folder}: no checkpoint yet (the run ended before its first one); starting it again from {CONFIG_NAME}")
     elif resume:
-        stored = load_checkpoint(checkpoint_path)
-        config = TrainConfig.from_dict(stored["config"], source=checkpoint_path)
+        stored = load_checkpoint(files.checkpoint)
+        config = TrainConfig.from_dict(stored["config"], source=files.checkpoint)
         if stored.get("done"):
-            raise UADError(f"{run_dir}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
-    existed = os.path.isdir(run_dir)
-    ours_to_forget = not resume and not os.path.exists(config_path)  # never another start's config.json
-    remove_stale_temporaries(run_dir)
+            raise UADError(f"{files.folder}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
+    existed = os.path.isdir(files.folder)
+    ours_to_forget = not resume and not os.path.exists(files.config)  # never another start's config.json
+    remove_stale_temporaries(files.folder)
     ranks = distributed.start(config.device)
     events.enabled_here = ranks.is_main
     try:
-        return _train(config, run_dir, stored, events, ranks, restart)
+        return _train(config, files, stored, events, ranks, restart)
     except BaseException:
         if ours_to_forget and ranks.is_main:
-            _forget_failed_start(run_dir, remove_folder=not existed)
+            forget_failed_start(files, remove_folder=not existed)
         raise
     finally:
         distributed.stop(ranks)
 
 
-def _forget_failed_start(run_dir: str, remove_folder: bool) -> None:
-    """A fresh start that failed before its first checkpoint leaves nothing: its
-    config.json (and the folder, when this start made it) go. A failure after a
-    checkpoint leaves the run, resumable."""
-    if os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)):
-        return
-    for name in (CONFIG_NAME, STOP_FILE):
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(run_dir, name))
-    if remove_folder:
-        with contextlib.suppress(OSError):
-            os.rmdir(run_dir)  # only when empty: never anything else that is there
+def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, restart: bool) -> dict:
+    run = open_run(config, files, stored, events, ranks, restart)
+    learner, state = start_training(run, stored)
+    first_epoch = state.epoch + 1
+    _announce(run, learner, state)
+    last = snapshot(learner, state)
+    bar = progress_bar(total=state.last_epoch(run), desc="train", unit="epoch", enabled=run.show_progress)
+    bar.update(state.epoch)
+    stop_requested = _StopRequest(files.stop)
+    try:
+        while state.epoch < state.last_epoch(run):
+            epoch = state.epoch + 1
+            started = time.perf_counter()
+            begin_epoch(run, learner, state, epoch)
+            losses = run_epoch(run, learner, state, epoch, stop_requested)
+            record = epoch_record(run, learner, state, epoch, losses, time.perf_counter() - started)
+            events.emit("epoch", **record, epochs=state.last_epoch(run))
+            if epoch == first_epoch:
+                estimate(events, record["seconds"], epoch, state.last_epoch(run), run.device, config)
+            if learner.stage == run.spec.stages[0]:
+                _stop_early(run, state, epoch)
+            bar.total = state.last_epoch(run)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", kept=record["kept"], removed=record["removed"])
+            bar.update()
+            last = snapshot(learner, state)
+            if epoch % config.checkpoint_every == 0 and epoch < state.last_epoch(run):
+                write_run(run, last)
+    except _Stopped:
+        write_run(run, last)
+        stop_requested.clear()
+        bar.close()
+        events.emit("stopped", epoch=last["epoch"], resume=f"uad train --resume {files.folder}")
+        return {"run": files.folder, "stopped": True, "epoch": last["epoch"]}
+    finally:
+        stop_requested.restore()
+    bar.close()
+    return finish(run, learner.model, state, last)
 
 
-def _train(config, run_dir, stored, events, ranks, restart=False):
+# ---- the run and its model -----------------------------------------------------------
+
+
+def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, restart: bool) -> Run:
+    """The device, the model's preset and the prepared scans. A scan that cannot be
+    prepared (unreadable, no brain found, a failed registration) is left out of the
+    run and listed in its audit, not fatal."""
     device = pick_device(config.device, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    autocast_dtype = amp_dtype(device, config.amp)
-    if config.model not in MODELS:
-        raise UADError(f"unknown model '{config.model}'; models are {', '.join(MODELS)}")
-    preset = make_preset(MODELS[config.model]["preset"], **{**MODELS[config.model].get("preset_params", {}), **config.preset_params})
-
-    # ---- the scans -------------------------------------------------------------
-    if stored is None:
-        entries = load_dataset(config.data)
-        train_entries, val_entries = _split(entries, config)
-        _check_removal_score(config, preset, len(val_entries))
-        created = False
-        try:
-            if ranks.is_main:
-                _create_run_dir(run_dir, config, entries, restart)
-            created = True
-        finally:
-            distributed.agree(created, ranks, device, "creating the run folder")
-    else:
-        train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
-        val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
+    spec = model_spec(config.model)
+    preset = make_preset(spec.preset, **spec.preset_options(config.preset_params))
+    train_entries, val_entries = _entries(config, files, stored, spec, preset, ranks, device, restart)
     show_progress = ranks.is_main and events.progress
-    # a scan that cannot be prepared (unreadable, no brain found, a failed
-    # registration) is left out of the run and listed in its audit, not fatal
     problems = {}
     train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress, problems=problems)
     val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress, problems=problems) if val_entries else None
@@ -133,248 +199,284 @@ def _train(config, run_dir, stored, events, ranks, restart=False):
                 for entry in train_entries + val_entries if entry.path in problems]
     for row in excluded:
         events.emit("excluded", path=row["path"], reason=row["reason"])
-    train_entries, val_entries = train_set.entries, (val_set.entries if val_set is not None else [])
-    n_scans = len(train_set)
     if config.batch_size is None:  # resolved once and stored with the run: a resumed run takes the same steps
         config.batch_size = training_batch_size(len(train_set.items))
-
-    # ---- model, optimiser, state -----------------------------------------------
-    torch.manual_seed(config.seed)
-    model = make_model(config.model, train_set.items.shape[2:], **config.model_params).to(device)
-    channels_last = device.type == "cuda" and train_set.items.dim() == 5
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    # models trained in two stages (the MAE, then its anomaly classifier) name them;
-    # outlier removal, re-initialisation and the validation-loss schedules belong to
-    # the first stage; the second runs `classifier_epochs` epochs after it
-    stages = getattr(model, "stages", ("model",))
-    # a model fitted in closed form (the normative baseline) is refitted on the kept
-    # scans whenever they change, instead of taking gradient steps
-    closed_form = getattr(model, "fits_in_closed_form", False)
-    fitted_on = None  # the kept scans the closed-form fit used
-    state = {"first_stage_end": config.epochs}
-
-    def stage_at(epoch):
-        return stages[1] if len(stages) > 1 and epoch > state["first_stage_end"] else stages[0]
-
-    def last_epoch():
-        return state["first_stage_end"] + (config.classifier_epochs if len(stages) > 1 else 0)
-
-    def make_optimizer(stage, fresh):
-        if closed_form:
-            return None
-        parameters = model.begin_stage(stage, fresh) if len(stages) > 1 else model.parameters()
-        if stage == "classifier":
-            return torch.optim.AdamW(parameters, lr=config.classifier_lr, weight_decay=config.classifier_weight_decay)
-        return torch.optim.Adam(parameters, lr=config.lr)
-
-    def wrap(model):
-        trained = _PerSampleLoss(model)
-        if closed_form:
-            return trained
-        if ranks.enabled:
-            trained = torch.nn.parallel.DistributedDataParallel(trained)
-        return torch.compile(trained) if config.compile else trained
-
-    watch_validation = val_set is not None
-    # validation-loss bookkeeping for the LR plateau schedule and early stopping
-    plateau = {"best": float("inf"), "stale": 0, "best_run": float("inf"), "stale_run": 0}
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
-    kept = torch.ones(n_scans, dtype=torch.bool)
-    audit, history, first_epoch = excluded, [], 1
-    if stored is not None:
-        model.load_state_dict(stored["model"])
-        kept = stored["kept"].bool()
-        audit, history, first_epoch = stored["audit"], stored["history"], stored["epoch"] + 1
-        plateau = stored.get("plateau", plateau)
-        state["first_stage_end"] = stored.get("first_stage_end", config.epochs)
-        torch.set_rng_state(stored["rng"])
-    stage = stage_at(first_epoch - 1) if first_epoch > 1 else stages[0]
-    optimizer = make_optimizer(stage, fresh=stored is None)
-    if stored is not None and optimizer is not None:
-        optimizer.load_state_dict(stored["optimizer"])
-    trained = wrap(model)
-
-    # the whole training set on the GPU when it fits in half of the free memory
     items = train_set.items
     if device.type == "cuda" and items.numel() * 4 < 0.5 * torch.cuda.mem_get_info(device)[0]:
         items = items.to(device)
-    per_rank_batch = max(1, config.batch_size // ranks.world)
+    return Run(config, spec, preset, files, events, ranks, device, amp_dtype(device, config.amp), train_set, val_set,
+               items, excluded)
 
-    def snapshot(epoch):
-        return {"epoch": epoch, "model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer is not None else {},
-                "kept": kept.clone(), "audit": copy.deepcopy(audit), "history": copy.deepcopy(history), "rng": torch.get_rng_state(),
-                "plateau": dict(plateau), "first_stage_end": state["first_stage_end"]}
 
-    def write(state, done=False):
-        if not ranks.is_main:
-            return
-        save_checkpoint(
-            {**state, "config": config.to_dict(), "preset": preset.to_dict(), "done": done,
-             "train_entries": [vars(e) for e in train_entries],
-             "validation": {"entries": [vars(e) for e in val_entries], **state.get("validation", {})}},
-            os.path.join(run_dir, CHECKPOINT_NAME),
-        )
-        try:  # the readable copies; the checkpoint above is what a resume needs
-            write_audit(state["audit"], os.path.join(run_dir, "outliers.csv"))
-            _write_history(state["history"], os.path.join(run_dir, "history.csv"))
-            write_manifest([e for e, k in zip(train_entries, state["kept"]) if k], os.path.join(run_dir, "kept.csv"))
-        except OSError as error:
-            raise write_failure(run_dir, error) from error
-        events.emit("checkpoint", epoch=state["epoch"], path=os.path.join(run_dir, CHECKPOINT_NAME))
-
-    stop_requested = _StopRequest(run_dir)
-    events.emit("start", run=run_dir, model=config.model, scans=n_scans, validation=len(val_entries),
-                epochs=last_epoch(), first_epoch=first_epoch, device=describe(device), ranks=ranks.world,
-                batch_size=config.batch_size, parameters=sum(p.numel() for p in model.parameters()))
-    last = snapshot(first_epoch - 1)
-    bar = progress_bar(total=last_epoch(), desc="train", unit="epoch", enabled=show_progress)
-    bar.update(first_epoch - 1)
-    epoch = first_epoch
+def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tuple[list[ScanEntry], list[ScanEntry]]:
+    """The training and validation scans: the checkpoint's, or a new split of the
+    data (the run folder created once they are known to be usable)."""
+    if stored is not None:
+        return ([ScanEntry(**e) for e in stored["train_entries"]],
+                [ScanEntry(**e) for e in stored["validation"]["entries"]])
+    entries = load_dataset(config.data)
+    train_entries, val_entries = _split(entries, config)
+    check_removal_score(config, spec, preset, len(val_entries))
+    created = False
     try:
-        while epoch <= last_epoch():
-            started = time.perf_counter()
-            first_stage = stage_at(epoch) == stages[0]
-            if stage_at(epoch) != stage:
-                stage = stage_at(epoch)
-                optimizer, trained = make_optimizer(stage, fresh=True), wrap(model)
-                events.emit("stage", epoch=epoch, stage=stage, epochs=last_epoch())
-            if first_stage and epoch - 1 in config.reinit_at:
-                _reinitialise(model, config.seed + SEED_STRIDE * (config.reinit_at.index(epoch - 1) + 1))
-                optimizer = make_optimizer(stage, fresh=True)
-                plateau.update(best=float("inf"), stale=0, best_run=float("inf"), stale_run=0)
-                events.emit("reinit", epoch=epoch)
-
-            # the kept scans' items in an order that depends only on (seed, epoch)
-            generator = torch.Generator().manual_seed(config.seed * SEED_STRIDE + epoch)
-            kept_items = train_set.items_of(kept)
-            global_order = kept_items[torch.randperm(len(kept_items), generator=generator)]
-            order, real = distributed.shard(global_order, ranks)
-            if closed_form and (fitted_on is None or not torch.equal(fitted_on, kept)):
-                model.fit(train_set.items[kept_items], train_set.regions[kept_items])
-                fitted_on = kept.clone()
-            item_loss = torch.zeros(len(train_set.items), dtype=torch.float64)
-            item_seen = torch.zeros(len(train_set.items), dtype=torch.float64)
-
-            trained.train()
-            for start in range(0, len(order), per_rank_batch):
-                if distributed.any_rank(stop_requested(), ranks, device):
-                    raise _Stopped()
-                index, weight = order[start : start + per_rank_batch], real[start : start + per_rank_batch]
-                # the mean over this step's real samples on all ranks (DDP averages
-                # the ranks' gradients, hence the factor world)
-                step_samples = min(per_rank_batch * ranks.world, len(global_order) - start * ranks.world)
-                x = items[index.to(items.device)].to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last_3d)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None), \
-                        torch.set_grad_enabled(not closed_form):
-                    losses = trained(x)
-                if distributed.any_rank(not bool(torch.isfinite(losses.detach()).all()), ranks, device):  # every rank stops
-                    raise UADError(_diverged(run_dir, epoch, optimizer, losses))
-                if not closed_form:
-                    optimizer.zero_grad(set_to_none=True)
-                    step_loss = (losses * weight.to(device)).sum() * (ranks.world / step_samples)
-                    scaler.scale(step_loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                item_loss.index_add_(0, index[weight], losses.detach().double().cpu()[weight])
-                item_seen.index_add_(0, index[weight], torch.ones(int(weight.sum()), dtype=torch.float64))
-
-            distributed.sum_across(item_loss, ranks, device)
-            distributed.sum_across(item_seen, ranks, device)
-            seen = item_seen > 0
-            losses_now = mean_per_scan(item_loss[seen] / item_seen[seen], train_set.item_scan[seen], n_scans)
-            epoch_mean = float(losses_now[kept].mean())
-            removed_now = []
-            removal = None  # at a removal epoch: "on", or "waiting" for the loss to settle
-            if first_stage and config.outlier_removal and epoch % config.outlier_every == 0:
-                waits = config.removal_start == "settled" and not closed_form  # a closed-form fit is always converged
-                removal = "waiting" if waits and not removal_allowed(history, epoch, epoch_mean, config) else "on"
-            if removal == "on":
-                measured = losses_now if config.removal_score == "loss" else \
-                    _removal_scores(model, train_set, val_set, device, autocast_dtype, config.removal_score)
-                remove, threshold, mean = find_outliers(measured, kept, config.gamma)
-                would_keep = int((kept & ~remove).sum())
-                if remove.any() and would_keep < MIN_KEPT_SHARE * n_scans:
-                    events.emit("removal_held", epoch=epoch, would_keep=would_keep, scans=n_scans)
-                    warn(f"{run_dir}: epoch {epoch}: outlier removal would keep only {would_keep} of the {n_scans} training "
-                         f"scans (under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {config.gamma:g} too low?)")
-                    remove = torch.zeros_like(kept)
-                for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
-                    entry = train_entries[index]
-                    row = {"path": entry.path, "epoch": epoch, "loss": round(float(measured[index]), 6),
-                           "threshold": round(threshold, 6), "loss_over_mean": round(float(measured[index]) / mean, 4),
-                           "label": entry.label or "", "score": config.removal_score}
-                    audit.append(row)
-                    removed_now.append(row)
-                kept = kept & ~remove
-                if removed_now:
-                    events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=removed_now)
-            record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(kept.sum()), "removed": _removed(audit),
-                      "seconds": round(time.perf_counter() - started, 3)}
-            if removal:
-                record["removal"] = removal
-            if len(stages) > 1:
-                record["stage"] = stage
-            if watch_validation and first_stage:
-                record["val_loss"] = round(_validation_loss(model, val_set, device, autocast_dtype), 6)
-                if optimizer is not None:
-                    record["lr"] = _follow_plateau(optimizer, plateau, record["val_loss"], config.plateau_patience)
-            history.append(record)
-            events.emit("epoch", **history[-1], epochs=last_epoch())
-            if epoch == first_epoch:
-                _estimate(events, record["seconds"], epoch, last_epoch(), device, config)
-            bar.set_postfix(loss=f"{epoch_mean:.4f}", kept=int(kept.sum()), removed=_removed(audit))
-            bar.update()
-            if first_stage and watch_validation and config.early_stop_patience and plateau["stale_run"] >= config.early_stop_patience:
-                events.emit("early_stop", epoch=epoch, best_val_loss=round(plateau["best_run"], 6))
-                state["first_stage_end"] = epoch  # the next stage, if any, starts now
-                bar.total = last_epoch()
-            last = snapshot(epoch)
-            if epoch % config.checkpoint_every == 0 and epoch < last_epoch():
-                write(last)
-            epoch += 1
-    except _Stopped:
-        write(last)
-        stop_requested.clear()
-        bar.close()
-        events.emit("stopped", epoch=last["epoch"], resume=f"uad train --resume {run_dir}")
-        return {"run": run_dir, "stopped": True, "epoch": last["epoch"]}
+        if ranks.is_main:
+            create_run_dir(files, config, entries, restart)
+        created = True
     finally:
-        stop_requested.restore()
-    bar.close()
+        distributed.agree(created, ranks, device, "creating the run folder")
+    return train_entries, val_entries
 
-    # the healthy validation scans, per map kind: the per-voxel calibration of the maps,
-    # the sample scores a new scan is ranked against, the voxel thresholds at 1, 5 and
-    # 10 % false positives, and the sample score chosen on pseudo-lesions
+
+def start_training(run: Run, stored: dict | None) -> tuple[Learner, TrainState]:
+    """The model (fresh, or as the checkpoint left it), its optimiser and the state."""
+    config, spec = run.config, run.spec
+    torch.manual_seed(config.seed)
+    model = spec.build(run.train_set.items.shape[2:], **config.model_params).to(run.device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if stored is None:
+        state = TrainState(0, torch.ones(len(run.train_set), dtype=torch.bool), list(run.excluded), [], fresh_plateau(),
+                           config.epochs)
+    else:
+        model.load_state_dict(stored["model"])
+        state = TrainState(stored["epoch"], stored["kept"].bool(), stored["audit"], stored["history"],
+                           stored.get("plateau", fresh_plateau()), stored.get("first_stage_end", config.epochs))
+        torch.set_rng_state(stored["rng"])
+    stage = state.stage_at(state.epoch, spec)
+    optimizer = make_optimizer(run, model, stage, fresh=stored is None)
+    if stored is not None and optimizer is not None:
+        optimizer.load_state_dict(stored["optimizer"])
+    scaler = torch.amp.GradScaler("cuda", enabled=run.autocast == torch.float16)
+    return Learner(model, stage, optimizer, wrap(run, model), scaler), state
+
+
+def make_optimizer(run: Run, model: torch.nn.Module, stage: str, fresh: bool) -> torch.optim.Optimizer | None:
+    """The optimiser of ``stage`` (the spec's), None for a model fitted in closed form."""
+    if run.spec.closed_form:
+        return None
+    parameters = model.begin_stage(stage, fresh) if len(run.spec.stages) > 1 else model.parameters()
+    return run.spec.optimizer(parameters, run.config, stage)
+
+
+def wrap(run: Run, model: torch.nn.Module) -> torch.nn.Module:
+    """The per-sample loss of ``model`` as the module trained: DDP across ranks, compiled on request."""
+    trained = _PerSampleLoss(model)
+    if run.spec.closed_form:
+        return trained
+    if run.ranks.enabled:
+        trained = torch.nn.parallel.DistributedDataParallel(trained)
+    return torch.compile(trained) if run.config.compile else trained
+
+
+def _announce(run: Run, learner: Learner, state: TrainState) -> None:
+    run.events.emit("start", run=run.files.folder, model=run.config.model, scans=len(run.train_set),
+                    validation=len(run.val_set.entries) if run.val_set else 0, epochs=state.last_epoch(run),
+                    first_epoch=state.epoch + 1, device=describe(run.device), ranks=run.ranks.world,
+                    batch_size=run.config.batch_size, parameters=sum(p.numel() for p in learner.model.parameters()))
+
+
+# ---- one epoch ---------------------------------------------------------------------------
+
+
+def begin_epoch(run: Run, learner: Learner, state: TrainState, epoch: int) -> None:
+    """Before ``epoch``: switch to a new stage, re-initialise the weights after the
+    epochs in ``reinit_at`` (first stage), refit a closed-form model on changed kept scans."""
+    stage = state.stage_at(epoch, run.spec)
+    if stage != learner.stage:
+        learner.stage, learner.optimizer = stage, make_optimizer(run, learner.model, stage, fresh=True)
+        learner.trained = wrap(run, learner.model)
+        run.events.emit("stage", epoch=epoch, stage=stage, epochs=state.last_epoch(run))
+    reinit_at = run.config.reinit_at
+    if stage == run.spec.stages[0] and epoch - 1 in reinit_at:
+        _reinitialise(learner.model, run.config.seed + SEED_STRIDE * (reinit_at.index(epoch - 1) + 1))
+        learner.optimizer = make_optimizer(run, learner.model, stage, fresh=True)
+        state.plateau = fresh_plateau()
+        run.events.emit("reinit", epoch=epoch)
+    if run.spec.closed_form and (learner.fitted_on is None or not torch.equal(learner.fitted_on, state.kept)):
+        kept_items = run.train_set.items_of(state.kept)
+        learner.model.fit(run.train_set.items[kept_items], run.train_set.regions[kept_items])
+        learner.fitted_on = state.kept.clone()
+
+
+def run_epoch(run: Run, learner: Learner, state: TrainState, epoch: int, stop_requested) -> torch.Tensor:
+    """One pass over the kept scans' items in an order that depends only on (seed,
+    epoch); returns each training scan's mean loss in it, (N,) float64 (NaN for a
+    removed scan)."""
+    ranks, n_items = run.ranks, len(run.train_set.items)
+    generator = torch.Generator().manual_seed(run.config.seed * SEED_STRIDE + epoch)
+    kept_items = run.train_set.items_of(state.kept)
+    global_order = kept_items[torch.randperm(len(kept_items), generator=generator)]
+    order, real = distributed.shard(global_order, ranks)
+    item_loss = torch.zeros(n_items, dtype=torch.float64)
+    item_seen = torch.zeros(n_items, dtype=torch.float64)
+    per_rank_batch = max(1, run.config.batch_size // ranks.world)
+    learner.trained.train()
+    for start in range(0, len(order), per_rank_batch):
+        if distributed.any_rank(stop_requested(), ranks, run.device):
+            raise _Stopped()
+        index, weight = order[start : start + per_rank_batch], real[start : start + per_rank_batch]
+        # the mean over this step's real samples on all ranks (DDP averages the
+        # ranks' gradients, hence the factor world)
+        step_samples = min(per_rank_batch * ranks.world, len(global_order) - start * ranks.world)
+        losses = _step(run, learner, index, weight, step_samples, epoch)
+        item_loss.index_add_(0, index[weight], losses.detach().double().cpu()[weight])
+        item_seen.index_add_(0, index[weight], torch.ones(int(weight.sum()), dtype=torch.float64))
+    distributed.sum_across(item_loss, ranks, run.device)
+    distributed.sum_across(item_seen, ranks, run.device)
+    seen = item_seen > 0
+    return mean_per_scan(item_loss[seen] / item_seen[seen], run.train_set.item_scan[seen], len(run.train_set))
+
+
+def _step(run: Run, learner: Learner, index: torch.Tensor, weight: torch.Tensor, step_samples: int, epoch: int) -> torch.Tensor:
+    """One optimiser step on the items ``index`` (``weight``: the real ones, not a
+    rank's padding); returns their losses, (B,)."""
+    device, closed_form = run.device, run.spec.closed_form
+    x = run.items[index.to(run.items.device)].to(device, non_blocking=True)
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(device.type, dtype=run.autocast, enabled=run.autocast is not None), torch.set_grad_enabled(not closed_form):
+        losses = learner.trained(x)
+    if distributed.any_rank(not bool(torch.isfinite(losses.detach()).all()), run.ranks, device):  # every rank stops
+        raise UADError(_diverged(run.files.folder, epoch, learner.optimizer, losses))
+    if not closed_form:
+        learner.optimizer.zero_grad(set_to_none=True)
+        step_loss = (losses * weight.to(device)).sum() * (run.ranks.world / step_samples)
+        learner.scaler.scale(step_loss).backward()
+        learner.scaler.step(learner.optimizer)
+        learner.scaler.update()
+    return losses
+
+
+def epoch_record(run: Run, learner: Learner, state: TrainState, epoch: int, losses: torch.Tensor, seconds: float) -> dict:
+    """After the pass: outlier removal and the schedules (first stage), then the
+    epoch's record, appended to the history."""
+    epoch_mean = float(losses[state.kept].mean())
+    first_stage = learner.stage == run.spec.stages[0]
+    removal = remove_outliers(run, learner.model, state, epoch, losses, epoch_mean) if first_stage else None
+    record = {"epoch": epoch, "loss": round(epoch_mean, 6), "kept": int(state.kept.sum()), "removed": removed(state.audit),
+              "seconds": round(seconds, 3)}
+    if removal:
+        record["removal"] = removal
+    if len(run.spec.stages) > 1:
+        record["stage"] = learner.stage
+    if first_stage:
+        record.update(step_schedules(run, learner, state))
+    state.history.append(record)
+    state.epoch = epoch
+    return record
+
+
+def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torch.Tensor, epoch_mean: float) -> str | None:
+    """At a removal epoch, remove the kept scans whose removal score is above gamma x
+    its mean (never so many that under `MIN_KEPT_SHARE` stay). Returns "on", "waiting"
+    (for the loss to settle) or None (no removal epoch)."""
+    config, n_scans = run.config, len(run.train_set)
+    if not config.outlier_removal or epoch % config.outlier_every:
+        return None
+    waits = config.removal_start == "settled" and not run.spec.closed_form  # a closed-form fit is always converged
+    if waits and not removal_allowed(state.history, epoch, epoch_mean, config):
+        return "waiting"
+    measured = losses if config.removal_score == "loss" else \
+        removal_scores(model, run.train_set, run.val_set, run.device, run.autocast, config.removal_score)
+    remove, threshold, mean = find_outliers(measured, state.kept, config.gamma)
+    would_keep = int((state.kept & ~remove).sum())
+    if remove.any() and would_keep < MIN_KEPT_SHARE * n_scans:
+        run.events.emit("removal_held", epoch=epoch, would_keep=would_keep, scans=n_scans)
+        warn(f"{run.files.folder}: epoch {epoch}: outlier removal would keep only {would_keep} of the {n_scans} training "
+             f"scans (under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {config.gamma:g} too low?)")
+        remove = torch.zeros_like(state.kept)
+    rows = []
+    for index in torch.nonzero(remove, as_tuple=True)[0].tolist():
+        entry, value = run.train_set.entries[index], float(measured[index])
+        rows.append({"path": entry.path, "epoch": epoch, "loss": round(value, 6), "threshold": round(threshold, 6),
+                     "loss_over_mean": round(value / mean, 4), "label": entry.label or "", "score": config.removal_score})
+    state.audit.extend(rows)
+    state.kept = state.kept & ~remove
+    if rows:
+        run.events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=rows)
+    return "on"
+
+
+def step_schedules(run: Run, learner: Learner, state: TrainState) -> dict:
+    """The validation loss and, with it, the learning-rate plateau: {"val_loss", "lr"}
+    (nothing without validation scans)."""
+    if run.val_set is None:
+        return {}
+    record = {"val_loss": round(_validation_loss(learner.model, run.val_set, run.device, run.autocast), 6)}
+    if learner.optimizer is not None:
+        record["lr"] = follow_plateau(learner.optimizer, state.plateau, record["val_loss"], run.config.plateau_patience)
+    return record
+
+
+def _stop_early(run: Run, state: TrainState, epoch: int) -> None:
+    """End the first stage now when the validation loss has not improved for
+    ``early_stop_patience`` epochs (the next stage, if any, starts)."""
+    patience = run.config.early_stop_patience
+    if run.val_set is not None and patience and state.plateau["stale_run"] >= patience:
+        run.events.emit("early_stop", epoch=epoch, best_val_loss=round(state.plateau["best_run"], 6))
+        state.first_stage_end = epoch
+
+
+# ---- checkpoints and the end -------------------------------------------------------------
+
+
+def snapshot(learner: Learner, state: TrainState) -> dict:
+    """The state at the end of the last finished epoch, as a checkpoint holds it (copies:
+    training goes on)."""
+    optimizer = learner.optimizer
+    return {"epoch": state.epoch, "model": copy.deepcopy(learner.model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer is not None else {},
+            "kept": state.kept.clone(), "audit": copy.deepcopy(state.audit), "history": copy.deepcopy(state.history),
+            "rng": torch.get_rng_state(), "plateau": dict(state.plateau), "first_stage_end": state.first_stage_end}
+
+
+def write_run(run: Run, saved: dict, done: bool = False) -> None:
+    """The checkpoint of ``saved`` (a `snapshot`, with the healthy reference when
+    ``done``) and its readable copies; rank 0 only."""
+    if not run.ranks.is_main:
+        return
+    train_entries = run.train_set.entries
+    val_entries = run.val_set.entries if run.val_set is not None else []
+    save_checkpoint(
+        {**saved, "config": run.config.to_dict(), "preset": run.preset.to_dict(), "done": done,
+         "train_entries": [vars(e) for e in train_entries],
+         "validation": {"entries": [vars(e) for e in val_entries], **saved.get("validation", {})}},
+        run.files.checkpoint,
+    )
+    kept_entries = [e for e, k in zip(train_entries, saved["kept"]) if k]
+    write_readable_copies(run.files, saved["audit"], saved["history"], kept_entries)
+    run.events.emit("checkpoint", epoch=saved["epoch"], path=run.files.checkpoint)
+
+
+def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> dict:
+    """The healthy reference of the trained model (`calibrate_run`), the final
+    checkpoint, and the run's summary."""
     validation, calibration = {}, {}
-    if val_set is not None:
-        from uadcore.score.calibration import healthy_reference
-        from uadcore.score.scorer import Scorer
-
-        val_prepared = [result[0] for result in prepare_scans(val_entries, preset, config.workers or None, progress=False)]
-        scorer = Scorer.of_model(model, config.to_dict(), preset, device)
-        validation, calibrations = healthy_reference(scorer, val_prepared, MODELS[config.model]["maps"], seed=config.seed)
-        calibration = {kind: c.to_state() for kind, c in calibrations.items()}
-    if not val_entries:
-        warn(f"{run_dir}: no validation scans held out: scores get no healthy percentile, thresholds or calibrated maps")
-    elif len(val_entries) < FEW_VALIDATION_SCANS:
-        warn(f"{run_dir}: the healthy reference (percentiles, the 1/5/10 % thresholds{', the calibration' if calibration else ''}) "
-             f"rests on {len(val_entries)} validation scan(s); it is rough below {FEW_VALIDATION_SCANS}: "
-             "hold out more scans (--val-fraction) for a firmer one")
-    final = {**last, "validation": validation, "calibration": calibration}
-    write(final, done=True)
-    falling = still_falling(history, config)
+    n_validation = len(run.val_set.entries) if run.val_set is not None else 0
+    if run.val_set is not None:
+        scorer = Scorer.of_model(model, run.config.model, run.preset, run.device, run.config.amp)
+        validation, calibration = calibrate_run(scorer, run.val_set.entries, run.config.workers or None, run.config.seed)
+    if not n_validation:
+        warn(f"{run.files.folder}: no validation scans held out: scores get no healthy percentile, thresholds or calibrated maps")
+    elif n_validation < FEW_VALIDATION_SCANS:
+        warn(f"{run.files.folder}: the healthy reference (percentiles, the 1/5/10 % thresholds"
+             f"{', the calibration' if calibration else ''}) rests on {n_validation} validation scan(s); it is rough below "
+             f"{FEW_VALIDATION_SCANS}: hold out more scans (--val-fraction) for a firmer one")
+    write_run(run, {**last, "validation": validation, "calibration": calibration}, done=True)
+    falling = still_falling(state.history, run.config)
     if falling is not None:
-        events.emit("still_improving", epoch=last["epoch"], fell_percent=round(100 * falling, 1))
-    summary = {"run": run_dir, "epochs": last["epoch"], "scans": n_scans, "kept": int(kept.sum()),
-               "batch_size": config.batch_size, "still_improving": falling is not None, "validation": len(val_entries),
-               "removed": _removed(audit), "removed_unhealthy": sum(r["label"] == "unhealthy" for r in audit if r["epoch"]),
-               "excluded": len(audit) - _removed(audit),
-               "final_loss": history[-1]["loss"] if history else None}
-    events.emit("done", **summary)
+        run.events.emit("still_improving", epoch=state.epoch, fell_percent=round(100 * falling, 1))
+    summary = {"run": run.files.folder, "epochs": state.epoch, "scans": len(run.train_set), "kept": int(state.kept.sum()),
+               "batch_size": run.config.batch_size, "still_improving": falling is not None, "validation": n_validation,
+               "removed": removed(state.audit),
+               "removed_unhealthy": sum(r["label"] == "unhealthy" for r in state.audit if r["epoch"]),
+               "excluded": len(state.audit) - removed(state.audit),
+               "final_loss": state.history[-1]["loss"] if state.history else None}
+    run.events.emit("done", **summary)
     return summary
+
+
+# ---- helpers -----------------------------------------------------------------------------
 
 
 def _diverged(run_dir: str, epoch: int, optimizer, losses: torch.Tensor) -> str:
@@ -388,104 +490,8 @@ def _diverged(run_dir: str, epoch: int, optimizer, losses: torch.Tensor) -> str:
             "start a new run with a lower --lr (the last checkpoint holds the weights before this epoch)")
 
 
-LONG_RUN_HOURS = 1.0  # a run expected to take longer is announced with its estimate
-
-
-def _estimate(events: Events, seconds: float, epoch: int, last: int, device, config: TrainConfig) -> None:
-    """After the first epoch: what the whole run will cost here, when that is long,
-    and on a CPU how to choose a configuration that trains in minutes."""
-    hours = seconds * (last - epoch + 1) / 3600
-    if hours < LONG_RUN_HOURS:
-        return
-    advice = None
-    if device.type == "cpu" and not config.model_params:  # the paper-size model
-        advice = ("the paper's configuration is made for a GPU; on a CPU, --size small --epochs 40 (a small model) "
-                  "trains in minutes")
-    events.emit("estimate", epoch=epoch, seconds=round(seconds, 1), epochs=last, hours=round(hours, 2), advice=advice)
-
-
-def removal_allowed(history: list[dict], epoch: int, loss: float, config: TrainConfig) -> bool:
-    """May outlier removal run at ``epoch`` (epoch mean loss ``loss``)? Once the loss
-    has settled (fell by under `SETTLED` over the last ``outlier_every`` epochs) since
-    the start or the last re-initialisation, and at every removal epoch after that:
-    removal on an unconverged model throws healthy scans away."""
-    since = _last_reinit(config, epoch)
-    records = [r for r in history if r["epoch"] > since]
-    if any(r.get("removal") == "on" for r in records):
-        return True
-    before = [r["loss"] for r in records if r["epoch"] == epoch - config.outlier_every]
-    return bool(before) and before[0] - loss <= SETTLED * before[0]
-
-
-def _last_reinit(config: TrainConfig, epoch: int) -> int:
-    """The epoch after which the weights were last re-initialised before ``epoch`` (0: never)."""
-    return max([0] + [e for e in config.reinit_at if e < epoch])
-
-
-CONVERGED = 0.02  # a validation loss that fell less than this over the last epochs has settled
-
-
-def still_falling(history: list[dict], config: TrainConfig) -> float | None:
-    """How much the validation loss (or, without validation scans, the training loss)
-    fell over the last tenth of the first stage's epochs since the last
-    re-initialisation (at least 3), compared with the tenth before; None when it has
-    settled (fell less than `CONVERGED`) or there are too few epochs to say."""
-    since = _last_reinit(config, history[-1]["epoch"] if history else 0)
-    records = [r for r in history if r["epoch"] > since and r.get("stage", "model") == history[0].get("stage", "model")]
-    key = "val_loss" if records and all("val_loss" in r for r in records) else "loss"
-    width = max(3, len(records) // 10)
-    if len(records) < 2 * width:
-        return None
-    last = sum(r[key] for r in records[-width:]) / width
-    before = sum(r[key] for r in records[-2 * width : -width]) / width
-    fell = (before - last) / before if before > 0 else 0.0
-    return fell if fell > CONVERGED else None
-
-
-def _check_removal_score(config: TrainConfig, preset, n_validation: int) -> None:
-    """A removal score other than the loss needs what its calibration needs: the
-    reconstruction-error map of a whole-volume model on the shared brain grid and
-    at least `MIN_SCANS` validation scans. Checked before the run folder exists."""
-    from uadcore.score.calibration import MIN_SCANS
-
-    if not config.outlier_removal or config.removal_score == "loss":
-        return
-    if "rec" not in MODELS[config.model]["maps"] or preset.unit is not None or not preset.prepares_brain:
-        raise UADError(f"removal_score {config.removal_score}: needs a whole-volume brain model (ae3d, vae3d, normative); "
-                       f"{config.model} scores {preset.unit or 'volume'}s on its own grid; use removal_score loss")
-    if n_validation < MIN_SCANS:
-        raise UADError(f"removal_score {config.removal_score}: needs at least {MIN_SCANS} validation scans to calibrate "
-                       f"the map, this run holds out {n_validation}; raise --val-fraction or use removal_score loss")
-
-
 @torch.no_grad()
-def _removal_scores(model, train_set, val_set, device, autocast_dtype, removal_score: str, batch_size: int = 8) -> torch.Tensor:
-    """Each training scan's removal score, (N,) float64: the statistic named in
-    ``removal_score`` ("rec-top1", ...) of its reconstruction-error map calibrated
-    on the validation scans' maps at this epoch. Whole-volume items (one per scan)."""
-    from uadcore.score.calibration import HealthyScorer
-    from uadcore.score.maps import batched_map_outputs
-
-    statistic = removal_score.split("-", 1)[1]
-    was_training = model.training
-    model.eval()
-
-    def maps_of(items, regions):  # (B, I, J, K) maps, 0 outside the brain, and the brains
-        regions = regions[:, 0].numpy()
-        maps = batched_map_outputs(model, items, device, "rec", batch_size, autocast_dtype)["rec"][:, 0].numpy()
-        return np.where(regions, maps, 0.0), regions
-
-    score = HealthyScorer(*maps_of(val_set.items, val_set.regions))
-    values = []
-    for start in range(0, len(train_set.items), batch_size):  # a batch at a time: N maps need not fit in memory
-        maps, regions = maps_of(train_set.items[start : start + batch_size], train_set.regions[start : start + batch_size])
-        values += [score(m, r, statistic) for m, r in zip(maps, regions)]
-    model.train(was_training)
-    return torch.tensor(values, dtype=torch.float64)
-
-
-@torch.no_grad()
-def _validation_loss(model, val_set, device, autocast_dtype, batch_size: int = 8) -> float:
+def _validation_loss(model, val_set: PreparedSet, device, autocast_dtype, batch_size: int = 8) -> float:
     """Mean per-sample loss of the validation items, model in eval mode."""
     model.eval()
     total = 0.0
@@ -495,22 +501,6 @@ def _validation_loss(model, val_set, device, autocast_dtype, batch_size: int = 8
             total += float(model.loss_per_sample(x).float().sum())
     model.train()
     return total / len(val_set.items)
-
-
-def _follow_plateau(optimizer, plateau: dict, val_loss: float, patience: int) -> float:
-    """Count epochs without a better validation loss (better: by 0.01 % at least,
-    as PyTorch's ReduceLROnPlateau): ``stale`` since the last LR step (x 0.1 after
-    ``patience``), ``stale_run`` for early stopping. Returns the LR."""
-    for best, stale in (("best", "stale"), ("best_run", "stale_run")):
-        if val_loss < plateau[best] * (1.0 - 1e-4):
-            plateau[best], plateau[stale] = val_loss, 0
-        else:
-            plateau[stale] += 1
-    if patience and plateau["stale"] >= patience:
-        for group in optimizer.param_groups:
-            group["lr"] *= 0.1
-        plateau["stale"] = 0
-    return optimizer.param_groups[0]["lr"]
 
 
 class _PerSampleLoss(torch.nn.Module):
@@ -530,10 +520,10 @@ class _Stopped(Exception):
 
 
 class _StopRequest:
-    """True once SIGTERM arrived or RUN/STOP exists."""
+    """True once SIGTERM arrived or the STOP file at ``path`` exists."""
 
-    def __init__(self, run_dir):
-        self.path = os.path.join(run_dir, STOP_FILE)
+    def __init__(self, path: str):
+        self.path = path
         self.signalled = False
         self.previous = None
         try:
@@ -566,11 +556,6 @@ def _reinitialise(model: torch.nn.Module, seed: int) -> None:
     torch.set_rng_state(state)
 
 
-def _removed(audit: list[dict]) -> int:
-    """Scans outlier removal took out (audit rows of epoch 0 were never trained on)."""
-    return sum(1 for row in audit if row["epoch"])
-
-
 def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntry], list[ScanEntry]]:
     """Hold out ``val_fraction`` of the scans not labelled unhealthy (at least one
     when there are 5 or more), drawn with the run's seed."""
@@ -584,24 +569,3 @@ def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntr
     if not train_entries:
         raise UADError(f"{config.data}: no scans left to train on after holding out validation scans")
     return train_entries, [e for i, e in enumerate(entries) if i in held_out]
-
-
-def _create_run_dir(run_dir: str, config: TrainConfig, entries: list[ScanEntry], restart: bool = False) -> None:
-    if not restart and os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
-        raise UADError(f"{run_dir}: exists and is not empty; resume it with --resume, or choose a new --out")
-    data = os.path.abspath(config.data)
-    input_folders = {data} if os.path.isdir(data) else {os.path.dirname(e.path) for e in entries}
-    for folder in sorted(input_folders):
-        if os.path.commonpath([run_dir, folder]) == folder:
-            raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
-    os.makedirs(run_dir, exist_ok=True)
-    with atomic_path(os.path.join(run_dir, CONFIG_NAME)) as temporary, open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(config.to_dict(), handle, indent=1)
-
-
-def _write_history(history: list[dict], path: str) -> None:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        columns = list(dict.fromkeys(key for record in history for key in record))  # some only at some epochs (removal)
-        writer = csv.DictWriter(handle, fieldnames=columns or ["epoch", "loss", "kept", "removed", "seconds"])
-        writer.writeheader()
-        writer.writerows(history)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import torch
 
+from uadcore.errors import UADError
 from uadcore.io.atomic import atomic_path
 
 AUDIT_COLUMNS = ("path", "epoch", "loss", "threshold", "loss_over_mean", "label", "reason", "score")
@@ -29,6 +31,53 @@ def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tup
     mean = float(losses[kept].mean())
     threshold = gamma * mean
     return kept & (losses > threshold), threshold, mean
+
+
+def check_removal_score(config, spec, preset, n_validation: int) -> None:
+    """A removal score other than the loss needs what its calibration needs: the
+    reconstruction-error map of a whole-volume model on the shared brain grid and
+    at least `MIN_SCANS` validation scans. Checked before the run folder exists."""
+    from uadcore.score.calibrate import MIN_SCANS
+
+    if not config.outlier_removal or config.removal_score == "loss":
+        return
+    if "rec" not in spec.maps or preset.unit is not None or not preset.prepares_brain:
+        raise UADError(f"removal_score {config.removal_score}: needs a whole-volume brain model (ae3d, vae3d, normative); "
+                       f"{config.model} scores {preset.unit or 'volume'}s on its own grid; use removal_score loss")
+    if n_validation < MIN_SCANS:
+        raise UADError(f"removal_score {config.removal_score}: needs at least {MIN_SCANS} validation scans to calibrate "
+                       f"the map, this run holds out {n_validation}; raise --val-fraction or use removal_score loss")
+
+
+@torch.no_grad()
+def removal_scores(model, train_set, val_set, device, autocast_dtype, removal_score: str, batch_size: int = 8) -> torch.Tensor:
+    """Each training scan's removal score, (N,) float64: the statistic named in
+    ``removal_score`` ("rec-top1", ...) of its reconstruction-error map calibrated
+    on the validation scans' maps at this epoch. Whole-volume items (one per scan)."""
+    from uadcore.score.calibrate import HealthyScorer
+    from uadcore.score.maps import batched_map_outputs
+
+    statistic = removal_score.split("-", 1)[1]
+    was_training = model.training
+    model.eval()
+
+    def maps_of(items, regions):  # (B, I, J, K) maps, 0 outside the brain, and the brains
+        regions = regions[:, 0].numpy()
+        maps = batched_map_outputs(model, items, device, "rec", batch_size, autocast_dtype)["rec"][:, 0].numpy()
+        return np.where(regions, maps, 0.0), regions
+
+    score = HealthyScorer(*maps_of(val_set.items, val_set.regions))
+    values = []
+    for start in range(0, len(train_set.items), batch_size):  # a batch at a time: N maps need not fit in memory
+        maps, regions = maps_of(train_set.items[start : start + batch_size], train_set.regions[start : start + batch_size])
+        values += [score(m, r, statistic) for m, r in zip(maps, regions)]
+    model.train(was_training)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def removed(audit: list[dict]) -> int:
+    """Scans outlier removal took out (audit rows of epoch 0 were never trained on)."""
+    return sum(1 for row in audit if row["epoch"])
 
 
 def curated_entries(state: dict, keep_removed=()) -> list:

@@ -122,7 +122,7 @@ def statistics(model_map: np.ndarray, inside: np.ndarray, share_threshold: float
 def reference(maps: list[np.ndarray], insides: list[np.ndarray]) -> dict:
     """Healthy reference of a set of maps (already calibrated or raw), one per
     validation scan: {"thresholds": {fpr: value}, "scores": {statistic: [per scan]}}."""
-    from uadcore.evaluate.metrics import threshold_at_fpr
+    from uadcore.metrics import threshold_at_fpr
 
     values = np.concatenate([m[i] for m, i in zip(maps, insides)])
     thresholds = {str(fpr): threshold_at_fpr(values, fpr) for fpr in FPR_LEVELS}
@@ -134,7 +134,7 @@ def choose_statistic(clean: list[dict], pseudo: list[dict]) -> tuple[str, dict]:
     """The statistic that best tells pseudo-lesioned copies from the clean scans:
     highest AUROC, ties broken by the separation of the means in units of the clean
     scans' spread. Returns (name, {name: AUROC})."""
-    from uadcore.evaluate.metrics import sample_metrics
+    from uadcore.metrics import sample_metrics
 
     ranking, aurocs = [], {}
     for name in STATISTICS:
@@ -193,6 +193,17 @@ def shares_grid(prepared: list) -> bool:
     return all(p.grid.matches(prepared[0].grid) for p in prepared)
 
 
+def calibrate_run(scorer, entries: list, workers: int | None = None, seed: int = 0) -> tuple[dict, dict]:
+    """Training's last step: the healthy reference of every map kind of the model
+    behind ``scorer`` (an uncalibrated `Scorer.of_model`) from the validation scans
+    ``entries``, as the checkpoint stores it: (validation dict, {kind: calibration state})."""
+    from uadcore.preprocess.dataset import prepare_scans
+
+    prepared = [result[0] for result in prepare_scans(entries, scorer.preset, workers, progress=False)]
+    validation, calibrations = healthy_reference(scorer, prepared, scorer.kinds, seed=seed)
+    return validation, {kind: calibration.to_state() for kind, calibration in calibrations.items()}
+
+
 def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dict, dict]:
     """What a run stores about its healthy validation scans, per map kind: the raw
     and (where possible) calibrated references, the default sample statistic and
@@ -201,7 +212,7 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
     scorer: an uncalibrated `Scorer` of the trained model; prepared: the validation
     scans (`Prepared`). Returns (validation dict (JSON), {kind: Calibration}).
     """
-    from uadcore.score.maps import ITEM_KINDS
+    from uadcore.score.maps import is_item_kind
 
     paths = [f"validation {i}" for i in range(len(prepared))]
     insides = [p.seen_region() for p in prepared]
@@ -211,7 +222,7 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
     validation, calibrations = {"maps": {}}, {}
     for kind in kinds:
         results = scorer.score_prepared(prepared, paths, kind)
-        if kind in ITEM_KINDS:
+        if is_item_kind(kind):
             validation["maps"][kind] = {"raw": {"scores": {ITEM_STATISTIC: [r.score for r in results]},
                                                 "thresholds": _item_thresholds(results)},
                                         "sample_score": ITEM_STATISTIC}
@@ -237,7 +248,7 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
 
 
 def _item_thresholds(results) -> dict:
-    from uadcore.evaluate.metrics import threshold_at_fpr
+    from uadcore.metrics import threshold_at_fpr
 
     values = np.concatenate([np.asarray(r.item_scores, float) for r in results if r.item_scores is not None] or [np.zeros(0)])
     return {str(fpr): threshold_at_fpr(values, fpr) for fpr in FPR_LEVELS}

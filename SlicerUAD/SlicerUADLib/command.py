@@ -1,5 +1,10 @@
 """`uad gui`: the Slicer panels in a PyQt5 window (needs the gui extra: PyQt5 and
-slicer-core)."""
+slicer-core).
+
+A command of the `uad` CLI that the engine does not know: setup.py names
+`add_parser` in the ``uad.commands`` entry-point group, which `uadcore.cli` reads.
+Nothing here imports Qt until the command runs.
+"""
 
 from __future__ import annotations
 

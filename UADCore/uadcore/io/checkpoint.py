@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from dataclasses import dataclass
 
 import torch
 
 from uadcore.errors import UADError
 from uadcore.io.atomic import atomic_path
+from uadcore.io.run_files import RunFiles
 
 FORMAT = "uad-checkpoint"
 VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 JSON_FIELDS = ("config", "preset", "history", "audit", "train_entries", "validation")
 
 
@@ -60,6 +61,40 @@ def write_failure(path: str, error: Exception) -> UADError:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
     return UADError(f"{path}: could not be written ({reason}); the previous checkpoint is kept: "
                     f"free space and continue with uad train --resume {folder}")
+
+
+@dataclass
+class FinishedRun:
+    """What scoring needs of a finished run: its model (name, options, weights), its
+    preprocessing preset (`Preset.to_dict`), its healthy reference (the validation
+    dict and the per-kind calibration states of `uadcore.score.calibrate`) and the
+    paths of the scans it trained on."""
+
+    folder: str
+    model: str
+    model_options: dict
+    amp: bool
+    preset: dict
+    weights: dict
+    validation: dict
+    calibration: dict
+    trained_on: set
+
+    @classmethod
+    def load(cls, run_dir: str) -> "FinishedRun":
+        folder = os.path.abspath(run_dir)
+        state = load_run(folder)
+        if not state.get("done"):
+            raise UADError(f"{folder}: training has not finished (epoch {state['epoch']}); resume it first")
+        config = state["config"]
+        return cls(folder, config["model"], config.get("model_params", {}), config.get("amp", True), state["preset"],
+                   state["model"], state.get("validation", {}), state.get("calibration", {}),
+                   {entry["path"] for entry in state["train_entries"]})
+
+
+def load_run(run_dir: str) -> dict:
+    """The checkpoint of the run folder ``run_dir`` (see `load_checkpoint`)."""
+    return load_checkpoint(RunFiles(run_dir).checkpoint)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

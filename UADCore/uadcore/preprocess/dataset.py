@@ -1,6 +1,6 @@
-"""The training set in memory: every scan read and prepared once (and remembered on
-disk for the next run), its model inputs stacked into one tensor (resident on the
-GPU when it fits)."""
+"""Scans prepared for a model and stacked into tensors (the training set, the scans
+a scorer batches): every scan read and prepared once (remembered in this process
+and on disk for the next run), its model inputs stacked into one tensor."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from uadcore.io import ScanEntry, read_mask, read_scan
 from uadcore.parallel import process_map
 from uadcore.preprocess import Prepared, Preset, resample
 from uadcore.preprocess import cache as disk_cache
+from uadcore.preprocess.brain import BRAINS
+from uadcore.preprocess.memory import RecentResults
 
 
 @dataclass
@@ -60,8 +62,14 @@ def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
 
 # Scans already prepared in this process, so that runs sharing scans (an experiment's
 # many runs, evaluation after training) read and resample each scan once.
-_PREPARED: dict = {}
-_PREPARED_LIMIT = 4096
+PREPARED = RecentResults(max_items=4096)
+
+
+def forget_prepared() -> None:
+    """Forget the scans prepared in this process (and their brains): only the disk
+    cache remains, as for a new process."""
+    PREPARED.clear()
+    BRAINS.clear()
 
 
 def _prepare_or_problem(job):
@@ -78,14 +86,14 @@ def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None 
     on disk (`uadcore.preprocess.cache`). A bad scan raises its `UADError`, or, when
     a ``problems`` dict is given, is recorded there (path -> message) and gives None."""
     keys = [_cache_key(entry, preset) for entry in entries]
-    missing = {key: entry for key, entry in zip(keys, entries) if key not in _PREPARED}
+    missing = {key: entry for key, entry in zip(keys, entries) if key not in PREPARED}
     root = disk_cache.cache_root()
     jobs = {}
     for key, entry in missing.items():
         content = _content_key(entry, preset) if root else None
         hit = disk_cache.load(root, content, preset) if content else None
         if hit is not None:
-            _remember(key, hit)
+            PREPARED.put(key, hit)
         else:
             jobs[key] = (entry, preset, root, content)
     failed = {}
@@ -95,19 +103,13 @@ def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None 
             if isinstance(result, str):
                 failed[key] = result
             else:
-                _remember(key, result)
+                PREPARED.put(key, result)
     for key, entry in zip(keys, entries):
         if key in failed:
             if problems is None:
                 raise UADError(failed[key])
             problems[entry.path] = failed[key]
-    return [_PREPARED.get(key) for key in keys]
-
-
-def _remember(key, result) -> None:
-    if len(_PREPARED) >= _PREPARED_LIMIT:
-        _PREPARED.clear()
-    _PREPARED[key] = result
+    return [PREPARED.get(key) for key in keys]
 
 
 def _content_key(entry: ScanEntry, preset: Preset) -> str | None:

@@ -1,0 +1,33 @@
+"""The files of a run folder: the one place that knows their names.
+
+    config.json      the full configuration, written at the start
+    checkpoint.pt    weights, optimiser, epoch, kept scans, audit, history, ...
+    outliers.csv     every removed (or excluded) scan: when, its score, the threshold
+    history.csv      loss and counts per epoch
+    kept.csv         manifest of the scans still in the training set
+    STOP             created by anyone to stop the run after the current step
+"""
+
+from __future__ import annotations
+
+import os
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"
+OUTLIERS_NAME = "outliers.csv"
+HISTORY_NAME = "history.csv"
+KEPT_NAME = "kept.csv"
+STOP_FILE = "STOP"
+
+
+class RunFiles:
+    """The paths of the files of the run folder ``folder``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.checkpoint = os.path.join(folder, CHECKPOINT_NAME)
+        self.config = os.path.join(folder, CONFIG_NAME)
+        self.outliers = os.path.join(folder, OUTLIERS_NAME)
+        self.history = os.path.join(folder, HISTORY_NAME)
+        self.kept = os.path.join(folder, KEPT_NAME)
+        self.stop = os.path.join(folder, STOP_FILE)

@@ -1,0 +1,90 @@
+"""The model contract: what every model offers the engine and the scorer
+(`AnomalyModel`), and what UAD knows about it besides its code (`ModelSpec`).
+
+A model is a `torch.nn.Module` with ``loss_per_sample`` and ``reconstruct``. One
+trained in stages (the MAE, then its anomaly classifier) is a `StagedModel`; one
+fitted in closed form (the normative baseline) a `ClosedFormModel`. Its
+`ModelSpec`, in the model's own file, names its preprocessing preset, its map
+kinds (`uadcore.score.maps.KINDS`), its training defaults, a CPU-sized
+configuration, and the optimiser of each stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+from uadcore.errors import UADError
+
+
+@runtime_checkable
+class AnomalyModel(Protocol):
+    def loss_per_sample(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> (B,): what training minimises and outlier removal compares."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> (B, C, ...): the healthy-looking version the maps compare with."""
+
+
+@runtime_checkable
+class StagedModel(AnomalyModel, Protocol):
+    stages: tuple[str, ...]
+
+    def begin_stage(self, stage: str, fresh: bool = True) -> list[torch.nn.Parameter]:
+        """Make ``stage`` the one trained; returns the parameters it trains."""
+
+
+@runtime_checkable
+class ClosedFormModel(AnomalyModel, Protocol):
+    def fit(self, items: torch.Tensor, regions: torch.Tensor) -> None:
+        """Fit on the training items (N, C, ...) and their brains (N, C, ...)."""
+
+
+def adam(parameters, config, stage: str) -> torch.optim.Optimizer:
+    """The engine's optimiser: Adam at the configured learning rate, every stage."""
+    return torch.optim.Adam(parameters, lr=config.lr)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as UAD offers it.
+
+    name: what ``--model`` calls it.
+    cls: the `torch.nn.Module` class, built as ``cls(in_shape=..., **options)``.
+    preset: its preprocessing preset (`uadcore.preprocess.PRESETS`), with
+        ``preset_params`` where the paper's differ from the preset's defaults.
+    maps: the map kinds it offers (`uadcore.score.maps.KINDS`); the first is the default.
+    train: training defaults where the paper's differ from `TrainConfig`'s.
+    small, small_preset: model and preset options of a configuration for CPUs (``--size small``).
+    stages: the stages it is trained in (a `StagedModel` has more than one); outlier
+        removal, re-initialisation and the validation schedules belong to the first.
+    closed_form: fitted in closed form on the kept scans (a `ClosedFormModel`), no gradient steps.
+    optimizer: ``(parameters, config, stage) -> torch.optim.Optimizer`` of each stage.
+    summary: one line for help texts.
+    """
+
+    name: str
+    cls: type
+    preset: str
+    maps: tuple[str, ...]
+    summary: str = ""
+    preset_params: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    small: dict = field(default_factory=dict)
+    small_preset: dict = field(default_factory=dict)
+    stages: tuple[str, ...] = ("model",)
+    closed_form: bool = False
+    optimizer: Callable = adam
+
+    def build(self, in_shape, **options) -> torch.nn.Module:
+        """The model for inputs of spatial shape ``in_shape``."""
+        try:
+            return self.cls(in_shape=tuple(in_shape), **options)
+        except TypeError as error:
+            raise UADError(f"model {self.name}: bad options {options} ({error})") from error
+
+    def preset_options(self, options: dict | None = None) -> dict:
+        """The preset's options for this model, ``options`` (the run's) over the paper's."""
+        return {**self.preset_params, **(options or {})}
