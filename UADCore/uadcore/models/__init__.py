@@ -2,14 +2,15 @@
 and its `ModelSpec` (see `uadcore.models.spec`).
 
 `MODELS` is the registry, by name: the CLI's choices and help, the scorer and the
-Slicer panels all read it. Adding a model is one file (the module and its spec)
-and one line in `_BUILT_IN` (or a call to `register_model`).
+Slicer panels all read it. Adding a model is one file (the module and its spec),
+its name in the import of the model files and its spec in `_BUILT_IN` (or a call
+to `register_model` from outside the package).
 """
 
 from __future__ import annotations
 
 from uadcore.errors import UADError
-from uadcore.models import ae3d, mae, normative, patchae, vae
+from uadcore.models import ae3d, mae, normative, patchae, vae  # the model files
 from uadcore.models.ae3d import AE3D
 from uadcore.models.mae import MAE
 from uadcore.models.normative import Normative
