@@ -41,7 +41,7 @@ def add_parser(commands) -> None:
                         help="what outlier removal compares with gamma x its mean: loss (default, the paper's: the training "
                              "loss) or a sample score of the reconstruction-error map calibrated on the validation scans "
                              f"(rec-top1: the mean of its highest 1 %%; whole-volume models with >= {MIN_SCANS} validation scans)")
-    parser.add_argument("--reinit-at", metavar="E1,E2", help=f"re-initialise the weights after these epochs (default {','.join(map(str, default.reinit_at))}"
+    parser.add_argument("--reinit-at", metavar="E1,E2", help=f"re-initialise the weights after these epochs (default {_shown(default.reinit_at)}"
                         f"{_by_model('reinit_at')}; 'none')")
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help=f"epochs of the second stage of two-stage models (mae2d's anomaly classifier; default {default.classifier_epochs})")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
@@ -69,11 +69,15 @@ def _by_model(setting: str) -> str:
     """The models whose own default of ``setting`` differs (their spec's), for a help text."""
     from uadcore.models import MODELS
 
-    def shown(value):
-        return ",".join(map(str, value)) or "none" if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
-
-    own = [f"{name} {shown(spec.train[setting])}" for name, spec in MODELS.items() if setting in spec.train]
+    own = [f"{name} {_shown(spec.train[setting])}" for name, spec in MODELS.items() if setting in spec.train]
     return f"; {', '.join(own)}" if own else ""
+
+
+def _shown(value) -> str:
+    """A default as a flag would give it: epochs as 50,100 (none for no epochs), 1e-4 as 0.0001."""
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def config_from_args(args):

@@ -73,6 +73,10 @@ class Run:
         return self.device.type == "cuda" and self.train_set.items.dim() == 5
 
     @property
+    def val_entries(self) -> list[ScanEntry]:
+        return self.val_set.entries if self.val_set is not None else []
+
+    @property
     def show_progress(self) -> bool:
         return self.ranks.is_main and self.events.progress
 
@@ -270,7 +274,7 @@ def wrap(run: Run, model: torch.nn.Module) -> torch.nn.Module:
 
 def _announce(run: Run, learner: Learner, state: TrainState) -> None:
     run.events.emit("start", run=run.files.folder, model=run.config.model, scans=len(run.train_set),
-                    validation=len(run.val_set.entries) if run.val_set else 0, epochs=state.last_epoch(run),
+                    validation=len(run.val_entries), epochs=state.last_epoch(run),
                     first_epoch=state.epoch + 1, device=describe(run.device), ranks=run.ranks.world,
                     batch_size=run.config.batch_size, parameters=sum(p.numel() for p in learner.model.parameters()))
 
@@ -436,11 +440,10 @@ def write_run(run: Run, saved: dict, done: bool = False) -> None:
     if not run.ranks.is_main:
         return
     train_entries = run.train_set.entries
-    val_entries = run.val_set.entries if run.val_set is not None else []
     save_checkpoint(
         {**saved, "config": run.config.to_dict(), "preset": run.preset.to_dict(), "done": done,
          "train_entries": [vars(e) for e in train_entries],
-         "validation": {"entries": [vars(e) for e in val_entries], **saved.get("validation", {})}},
+         "validation": {"entries": [vars(e) for e in run.val_entries], **saved.get("validation", {})}},
         run.files.checkpoint,
     )
     kept_entries = [e for e, k in zip(train_entries, saved["kept"]) if k]
@@ -452,10 +455,10 @@ def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> d
     """The healthy reference of the trained model (`calibrate_run`), the final
     checkpoint, and the run's summary."""
     validation, calibration = {}, {}
-    n_validation = len(run.val_set.entries) if run.val_set is not None else 0
-    if run.val_set is not None:
+    n_validation = len(run.val_entries)
+    if n_validation:
         scorer = Scorer.of_model(model, run.config.model, run.preset, run.device, run.config.amp)
-        validation, calibration = calibrate_run(scorer, run.val_set.entries, run.config.workers or None, run.config.seed)
+        validation, calibration = calibrate_run(scorer, run.val_entries, run.config.workers or None, run.config.seed)
     if not n_validation:
         warn(f"{run.files.folder}: no validation scans held out: scores get no healthy percentile, thresholds or calibrated maps")
     elif n_validation < FEW_VALIDATION_SCANS:
