@@ -57,7 +57,8 @@ def add_parser(commands) -> None:
                         f"{default.early_stop_patience}{_by_model('early_stop_patience')})")
     parser.add_argument("--checkpoint-every", type=int, metavar="N", help=f"epochs between checkpoints (default {default.checkpoint_every}{_by_model('checkpoint_every')})")
     parser.add_argument("--seed", type=int, help=f"random seed (default {default.seed})")
-    parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when present")
+    parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when present; with --resume, where "
+                        "this start trains (a run begun on a GPU goes on on the CPU and back)")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
     parser.add_argument("--events", action="store_true", help="print JSON-lines events on stdout instead of a progress bar")
@@ -128,7 +129,7 @@ def run(args) -> int:
     events = Events(json_lines=args.events)
     try:
         if args.resume:
-            summary = train(None, args.resume, resume=True, events=events)
+            summary = train(None, args.resume, resume=True, events=events, device=args.device)
         else:
             if not args.out:
                 raise UADError("uad train: --out RUN is needed (a new folder for the run)")

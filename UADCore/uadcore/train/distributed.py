@@ -25,12 +25,14 @@ class Ranks:
         return self.rank == 0
 
 
-def start(device_name: str) -> Ranks:
-    """Join the process group torchrun set up (env://): NCCL on GPUs, gloo on CPUs."""
+def start(device: str | torch.device) -> Ranks:
+    """Join the process group torchrun set up (env://): NCCL on GPUs, gloo on CPUs.
+    ``device``: the run's device name ("auto", "cpu", "cuda") or `torch.device`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))

@@ -112,8 +112,11 @@ class Learner:
     fitted_on: torch.Tensor | None = None  # the kept scans a closed-form fit used
 
 
-def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events: Events | None = None) -> dict:
-    """Train (or resume) the run in ``run_dir``; returns a summary dict."""
+def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events: Events | None = None,
+          device: str | torch.device | None = None) -> dict:
+    """Train (or resume) the run in ``run_dir``; returns a summary dict. ``device``
+    (a name or a `torch.device`) replaces the configuration's for this start only: a
+    run trained on a GPU resumes on the CPU and back."""
     events = events or Events()
     files = RunFiles(os.path.abspath(run_dir))
     stored, restart = None, False
@@ -130,10 +133,12 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     existed = os.path.isdir(files.folder)
     ours_to_forget = not resume and not os.path.exists(files.config)  # never another start's config.json
     remove_stale_temporaries(files.folder)
-    ranks = distributed.start(config.device)
+    ranks = distributed.start(device or config.device)
     events.enabled_here = ranks.is_main
     try:
-        return _train(config, files, stored, events, ranks, restart)
+        # the one place a training run picks its device; everything below is handed it
+        device = pick_device(device or config.device, ranks.local_rank)
+        return _train(config, files, stored, events, ranks, device, restart)
     except BaseException:
         if ours_to_forget and ranks.is_main:
             forget_failed_start(files, remove_folder=not existed)
@@ -142,8 +147,9 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
         distributed.stop(ranks)
 
 
-def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, restart: bool) -> dict:
-    run = open_run(config, files, stored, events, ranks, restart)
+def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, device: torch.device,
+           restart: bool) -> dict:
+    run = open_run(config, files, stored, events, ranks, device, restart)
     learner, state = start_training(run, stored)
     first_epoch = state.epoch + 1
     _announce(run, learner, state)
@@ -184,11 +190,11 @@ def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Ev
 # ---- the run and its model -----------------------------------------------------------
 
 
-def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, restart: bool) -> Run:
-    """The device, the model's preset and the prepared scans. A scan that cannot be
-    prepared (unreadable, no brain found, a failed registration) is left out of the
-    run and listed in its audit, not fatal."""
-    device = pick_device(config.device, ranks.local_rank)
+def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, device: torch.device,
+             restart: bool) -> Run:
+    """The model's preset and the prepared scans, on ``device``. A scan that cannot
+    be prepared (unreadable, no brain found, a failed registration) is left out of
+    the run and listed in its audit, not fatal."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -469,7 +475,7 @@ def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> d
     falling = still_falling(state.history, run.config)
     if falling is not None:
         run.events.emit("still_improving", epoch=state.epoch, fell_percent=round(100 * falling, 1))
-    summary = {"run": run.files.folder, "epochs": state.epoch, "scans": len(run.train_set), "kept": int(state.kept.sum()),
+    summary = {"run": run.files.folder, "device": str(run.device), "epochs": state.epoch, "scans": len(run.train_set), "kept": int(state.kept.sum()),
                "batch_size": run.config.batch_size, "still_improving": falling is not None, "validation": n_validation,
                "removed": removed(state.audit),
                "removed_unhealthy": sum(r["label"] == "unhealthy" for r in state.audit if r["epoch"]),

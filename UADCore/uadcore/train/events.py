@@ -149,6 +149,7 @@ class Done(Event):
     removed_unhealthy: int
     excluded: int
     final_loss: float | None
+    device: str | None = None  # where it trained: "cuda:0", "cpu"
 
 
 @dataclass
