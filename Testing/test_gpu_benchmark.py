@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
@@ -23,3 +25,25 @@ def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path, cohort):
     assert [r["map"] for r in result["scoring"]] == ["rec", "kl-grad"] and all(r["from_files_scans_per_s"] > 0 for r in result["scoring"])
     assert result["extrapolated"]["training_minutes"] > 0
     assert "share of matmul" in (out / "gpu.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_smoke_check_runs_every_check_on_the_cpu(tmp_path):
+    # the same script a lent GPU runs first (`--device cuda`), here on the CPU: every
+    # model trained, evaluated on every map kind and scored; a killed run resumed; torchrun
+    out = tmp_path / "smoke"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--device", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    checks = [json.loads(line) for line in (out / "smoke.jsonl").read_text().splitlines()]
+    assert done.returncode == 0, [c for c in checks if not c["ok"]] or done.stderr[-3000:]
+    assert done.stdout.splitlines() == (out / "smoke.jsonl").read_text().splitlines()  # one JSON line a check
+    from uadcore.models import MODELS
+
+    names = [c["check"] for c in checks]
+    for model in MODELS:
+        assert {f"train {model}", f"evaluate {model} (every map kind)", f"score {model}"} <= set(names)
+    assert names[-2:] == ["resume after SIGKILL", "torchrun"] and all(c["ok"] for c in checks)
+    evaluated = {c["check"].split()[1]: c["maps"] for c in checks if c["check"].startswith("evaluate")}
+    assert all(set(maps) == set(MODELS[m].maps) for m, maps in evaluated.items())
+    assert sum(c.get("removed", 0) for c in checks if c["check"].startswith("train")) > 0  # removal ran to its end
+    assert next(c for c in checks if c["check"] == "torchrun")["ranks"] == 2

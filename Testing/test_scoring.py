@@ -42,6 +42,48 @@ def test_score_writes_the_map_in_the_scans_geometry(trained, tmp_path, capsys):
     assert written.array.max() > 0 and (written.array[scan.array == 0] == 0).mean() > 0.95
 
 
+def test_score_of_many_scans_matches_one_at_a_time(trained, tmp_path, capsys):
+    # a manifest and a scan file on one command line: prepared by two worker
+    # processes while the model scores; each map and score as `uad score` of one scan
+    import csv
+    import shutil
+    import subprocess
+    import sys
+
+    run, test_manifest = trained
+    entries = read_manifest(test_manifest)
+    broken = tmp_path / "inputs" / "broken.nii.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a scan")
+    out = tmp_path / "maps"
+    done = subprocess.run([sys.executable, "-m", "uadcore", "score", run, test_manifest, str(broken), entries[0].path,
+                           "--out", str(out), "--workers", "2", "--json"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr  # a bad scan among them: reported, the others scored
+    assert str(broken) in done.stderr and done.stderr.count("error:") == 1
+    payload = json.loads(done.stdout)
+    assert [s["scan"] for s in payload["scans"]] == [e.path for e in entries] + [entries[0].path]
+    assert [p["path"] for p in payload["problems"]] == [str(broken)]
+    with open(out / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == [e.path for e in entries] + [str(broken), entries[0].path]
+    assert rows[-1]["map_file"] != rows[0]["map_file"] and rows[-2]["problem"] and not rows[-2]["score"]
+    for entry, row in zip(entries, rows):
+        assert main(["score", run, entry.path, "--out", str(tmp_path / "one.nii.gz"), "--force", "--json"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert float(row["score"]) == pytest.approx(one["score"], rel=1e-5)
+        many_map, one_map = read_scan(str(out / row["map_file"])), read_scan(str(tmp_path / "one.nii.gz"))
+        assert many_map.grid.matches(one_map.grid)
+        np.testing.assert_allclose(many_map.array, one_map.array, rtol=1e-5, atol=1e-6)
+    # nothing replaced without --force, and nothing written beside the scans
+    again = subprocess.run([sys.executable, "-m", "uadcore", "score", run, test_manifest, "--out", str(out)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr
+    inside = subprocess.run([sys.executable, "-m", "uadcore", "score", run, test_manifest, "--out",
+                             os.path.join(os.path.dirname(entries[0].path), "maps")], capture_output=True, text=True)
+    assert inside.returncode == 2 and "never writes there" in inside.stderr
+    shutil.rmtree(out)
+
+
 def test_score_refuses_an_unknown_map_kind(trained, capsys):
     run, test_manifest = trained
     assert main(["score", run, read_manifest(test_manifest)[0].path, "--map", "nonsense"]) == 2

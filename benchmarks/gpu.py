@@ -2,6 +2,7 @@
 the paper-size AE3D at (shortened) paper scale.
 
     python -m benchmarks.gpu --out DIR [--device cuda|cpu] [--quick] [--cohort MANIFEST]
+    python -m benchmarks.gpu --smoke --out DIR [--device cuda|cpu]   (see benchmarks.smoke)
 
 1. the device's limits, measured: the bf16 (CPU: float32) matrix-product rate of a
    large ``torch.matmul`` and the memory bandwidth of a large copy;
@@ -239,9 +240,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds (a test of the script)")
     parser.add_argument("--cohort", metavar="MANIFEST", help="use this labelled cohort instead of synthesising one")
+    parser.add_argument("--smoke", action="store_true", help="the smoke check instead: every main path once, a few minutes")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; use --device cpu (with --quick to test the script)")
+    if args.smoke:
+        from benchmarks.smoke import smoke
+
+        raise SystemExit(1 if smoke(args.out, args.device) else 0)
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
     result = {"benchmark": "gpu", "quick": args.quick, "machine": machine_info(),

@@ -1,10 +1,14 @@
 """Running one function over many independent jobs (scans, subjects) on all cores,
-results in job order, with a progress bar."""
+results in job order, with a progress bar: all at once (`process_map`) or as a
+stream that the caller consumes while the workers go on (`process_stream`)."""
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
+from typing import Iterator
 
 from uadcore.progress import progress_bar
 
@@ -30,18 +34,36 @@ def _one_thread_per_process(initializer):
 def process_map(function, jobs: list, workers: int | None = None, desc: str = "", unit: str = "it", progress: bool = True, initializer=None) -> list:
     """``[function(job) for job in jobs]`` over ``workers`` processes (default: one
     per core; 1 runs in this process). ``function`` must be importable (picklable)."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    results = []
+    return list(process_stream(function, jobs, workers, desc, unit, progress, initializer, ahead=len(jobs)))
+
+
+def process_stream(function, jobs: list, workers: int | None = None, desc: str = "", unit: str = "it",
+                   progress: bool = True, initializer=None, ahead: int | None = None) -> Iterator:
+    """``function(job)`` of each job, yielded in job order as soon as it is ready,
+    while the workers go on with the next ones: a pipeline whose consumer (a model
+    scoring prepared scans) works while the workers prepare. At most ``ahead`` jobs
+    (default: twice the workers) are submitted and not yet consumed, so the results
+    waiting in memory stay bounded. A consumer that stops early cancels the rest."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     with progress_bar(total=len(jobs), desc=desc, unit=unit, enabled=progress) as bar:
         if workers == 1:
             if initializer is not None:
                 initializer()
             for job in jobs:
-                results.append(function(job))
+                result = function(job)
                 bar.update()
-            return results
+                yield result
+            return
+        ahead = max(workers, ahead or 2 * workers)
         with ProcessPoolExecutor(workers, initializer=_one_thread_per_process, initargs=(initializer,)) as pool:
-            for result in pool.map(function, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))):
-                results.append(result)
-                bar.update()
-    return results
+            waiting = iter(jobs)
+            pending = deque(pool.submit(function, job) for job in islice(waiting, ahead))
+            try:
+                while pending:
+                    result = pending.popleft().result()
+                    pending.extend(pool.submit(function, job) for job in islice(waiting, 1))  # keep ``ahead`` in flight
+                    bar.update()
+                    yield result
+            finally:
+                for future in pending:
+                    future.cancel()

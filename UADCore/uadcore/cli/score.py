@@ -1,9 +1,15 @@
 """`uad score RUN SCAN --map KIND --out MAP.nii.gz`: one scan's anomaly map, in the
-scan's own geometry, and its sample score."""
+scan's own geometry, and its sample score; `uad score RUN SCAN... --out FOLDER`:
+many scans (files, DICOM folders, folders of scans, manifests), prepared by worker
+processes while the model scores the ones ready, each map written as it comes and
+every score in FOLDER/scores.csv."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
+import sys
 
 from uadcore.cli.output import print_json, say
 from uadcore.device import DEVICES
@@ -28,53 +34,163 @@ def add_map_options(parser) -> None:
     parser.add_argument("--reference", action="store_true", help="the published code's batch-dependent choices (VAE maps; raw)")
 
 
+SCORES_NAME = "scores.csv"
+SCORE_COLUMNS = ("path", "map_file", "score", "sample_score", "calibrated", "percentile_vs_healthy", "problem")
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "score",
-        help="write the anomaly map of one scan and print its score",
-        description="Score one scan with a trained run; write its anomaly map on the scan's own grid as NIfTI.",
+        help="write the anomaly maps of scans and print their scores",
+        description="Score scans with a trained run; write each anomaly map on its scan's own grid as NIfTI. One scan: "
+                    "--out names its map. Several (or a folder of scans, or a manifest .csv): --out names a folder that "
+                    f"gets one map per scan and {SCORES_NAME}; worker processes prepare the next scans while the model "
+                    "scores the ones ready.",
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
-    parser.add_argument("scan", metavar="SCAN", help="a scan file or DICOM folder")
+    parser.add_argument("scans", nargs="+", metavar="SCAN",
+                        help="a scan file or DICOM folder; several, a folder of scans or a manifest .csv score each scan")
     parser.add_argument("--map", metavar="KIND", help=map_help())
-    parser.add_argument("--out", metavar="MAP.nii.gz", help="where to write the map (NIfTI; never beside the scan)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--out", metavar="MAP.nii.gz|FOLDER",
+                        help="one scan: where to write its map (NIfTI); several: a new or empty folder for their maps and "
+                             f"{SCORES_NAME} (never beside the scans)")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
     add_map_options(parser)
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--json", action="store_true", help='print {"score": ..., "percentile_vs_healthy": ...}')
+    parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
+    parser.add_argument("--json", action="store_true", help='print {"score": ..., "percentile_vs_healthy": ...}; for several '
+                        'scans {"scans": [one such object a scan]}')
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from uadcore.errors import UADError
-    from uadcore.io import write_nifti
+    from uadcore.io import load_dataset
     from uadcore.score.scorer import Scorer
 
-    if args.out and not args.out.lower().endswith((".nii", ".nii.gz")):
-        raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
-    if args.out:
-        from uadcore.io import ScanEntry
-        from uadcore.io.outputs import check_output, data_folders
-
-        check_output(args.out, [args.scan], data_folders([ScanEntry(args.scan)]), force=args.force)
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
+    entries = [entry for source in args.scans for entry in load_dataset(source)]
+    one = len(entries) == 1 and not (args.out and not args.out.lower().endswith((".nii", ".nii.gz")))
+    check_outputs(args, entries, one)
     args.map = args.map or scorer.kinds[0]
-    result = scorer.score(args.scan, kind=args.map)
-    payload = {"scan": os.path.abspath(args.scan), "map": args.map, "calibrated": result.calibrated,
-               "sample_score": result.statistic, "score": result.score,
-               "percentile_vs_healthy": scorer.percentile(result.score, args.map),
-               "healthy_reference_scans": len(scorer.validation_scores.get(args.map, [])),
-               "thresholds_at_fpr": scorer.thresholds.get(args.map, {}), "sample_scores": result.sample_scores}
+    if one:
+        return score_one(args, scorer, entries[0].path)
+    return score_many(args, scorer, entries)
+
+
+def check_outputs(args, entries, one: bool) -> None:
+    """Refuse, before any work, outputs that would land on or beside an input, or
+    replace a file without --force."""
+    from uadcore.errors import UADError
+    from uadcore.io.outputs import check_output, data_folders
+
+    if not args.out:
+        return
+    inputs, folders = [e.path for e in entries], data_folders(entries)
+    if one:
+        if not args.out.lower().endswith((".nii", ".nii.gz")):
+            raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
+        check_output(args.out, inputs, folders, force=args.force)
+        return
+    if os.path.isfile(args.out):
+        raise UADError(f"{args.out}: is a file; for {len(entries)} scans --out names a folder for their maps")
+    for name in [SCORES_NAME, *map_names(inputs)]:
+        check_output(os.path.join(args.out, name), inputs, folders, force=args.force)
+
+
+def payload_of(scorer, result, kind: str) -> dict:
+    return {"scan": os.path.abspath(result.path), "map": kind, "calibrated": result.calibrated,
+            "sample_score": result.statistic, "score": result.score,
+            "percentile_vs_healthy": scorer.percentile(result.score, kind),
+            "healthy_reference_scans": len(scorer.validation_scores.get(kind, [])),
+            "thresholds_at_fpr": scorer.thresholds.get(kind, {}), "sample_scores": result.sample_scores}
+
+
+def score_one(args, scorer, scan: str) -> int:
+    from uadcore.io import write_nifti
+
+    result = scorer.score(scan, kind=args.map)
+    payload = payload_of(scorer, result, args.map)
     if args.out:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
     if args.json:
         print_json(payload)
     else:
-        percentile = payload["percentile_vs_healthy"]
-        n = payload["healthy_reference_scans"]
-        rank = f", above {percentile:.0f} % of the {n} healthy validation scans" if percentile is not None else ""
-        map_name = f"{'calibrated ' if result.calibrated else ''}{args.map} map"
-        print(f"score {result.score:.5f} ({result.statistic} of the {map_name}){rank}")
+        print(score_line(payload))
         if args.out:
             say(f"map written to {payload['out']}")
     return 0
+
+
+def score_line(payload: dict) -> str:
+    percentile, n = payload["percentile_vs_healthy"], payload["healthy_reference_scans"]
+    rank = f", above {percentile:.0f} % of the {n} healthy validation scans" if percentile is not None else ""
+    map_name = f"{'calibrated ' if payload['calibrated'] else ''}{payload['map']} map"
+    return f"score {payload['score']:.5f} ({payload['sample_score']} of the {map_name}){rank}"
+
+
+def score_many(args, scorer, entries) -> int:
+    """Every scan scored as the workers prepare them; each map written as it comes,
+    and its row of scores.csv with it (a stopped run keeps what it did). A scan that
+    cannot be read or prepared is reported, and its row says why; the exit status
+    is then 2."""
+    folder = os.path.abspath(args.out) if args.out else None
+    table = None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        table = open(os.path.join(folder, SCORES_NAME), "w", newline="", encoding="utf-8")
+        writer = csv.DictWriter(table, fieldnames=SCORE_COLUMNS)
+        writer.writeheader()
+    names = map_names([e.path for e in entries])
+    rows, payloads = [], []
+    with table or contextlib.nullcontext():
+        for name, (path, result) in zip(names, scorer.score_many(entries, args.map, args.workers, progress=not args.json)):
+            rows.append(score_and_write(args, scorer, folder, name, path, result, payloads))
+            if table:
+                writer.writerow({key: rows[-1].get(key, "") for key in SCORE_COLUMNS})
+                table.flush()
+    problems = [r for r in rows if "problem" in r]
+    if args.json:
+        print_json({"map": args.map, "scans": payloads, "problems": problems})
+    elif folder:
+        say(f"{len(payloads)} maps and {SCORES_NAME} written to {folder}")
+    return 2 if problems else 0
+
+
+def score_and_write(args, scorer, folder: str | None, name: str, path: str, result, payloads: list) -> dict:
+    """One scan's row of scores.csv, its map written into ``folder``, its payload
+    appended to ``payloads``; a problem (a string) said on stderr."""
+    from uadcore.io import write_nifti
+
+    row = {"path": os.path.abspath(path)}
+    if isinstance(result, str):
+        print(f"uad score: error: {result}", file=sys.stderr, flush=True)
+        return {**row, "problem": result}
+    payload = payload_of(scorer, result, args.map)
+    if folder:
+        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.join(folder, name))
+        row["map_file"] = name
+    payloads.append(payload)
+    if not args.json:
+        print(f"{path}: {score_line(payload)}", flush=True)
+    return {**row, **{key: payload[key] for key in ("score", "sample_score", "calibrated", "percentile_vs_healthy")}}
+
+
+def map_names(paths: list[str]) -> list[str]:
+    """A map file name for each scan: its name with ``_map.nii.gz`` (``-2``, ``-3``
+    ... where two scans share a name, or one is listed twice)."""
+    from uadcore.io.scans import SCAN_SUFFIXES
+
+    names, taken = [], set()
+    for path in paths:
+        stem = os.path.basename(os.path.normpath(path))
+        for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        name, count = f"{stem}_map.nii.gz", 1
+        while name in taken:
+            count += 1
+            name = f"{stem}-{count}_map.nii.gz"
+        taken.add(name)
+        names.append(name)
+    return names

@@ -13,7 +13,7 @@ import torch
 
 from uadcore.errors import UADError
 from uadcore.io import ScanEntry, read_mask, read_scan
-from uadcore.parallel import process_map
+from uadcore.parallel import process_stream
 from uadcore.preprocess import Prepared, Preset, resample
 from uadcore.preprocess import cache as disk_cache
 from uadcore.preprocess.brain import BRAINS
@@ -85,31 +85,56 @@ def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None 
     """`prepare_scan` of every entry, in parallel and remembered in this process and
     on disk (`uadcore.preprocess.cache`). A bad scan raises its `UADError`, or, when
     a ``problems`` dict is given, is recorded there (path -> message) and gives None."""
+    results = []
+    for entry, result in iter_prepared(entries, preset, workers, progress, ahead=len(entries)):
+        if isinstance(result, str):
+            if problems is None:
+                raise UADError(result)
+            problems[entry.path] = result
+            result = None
+        results.append(result)
+    return results
+
+
+def iter_prepared(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True,
+                  ahead: int | None = None, remember: bool = True):
+    """(entry, its `prepare_scan` result or the one-line message of its bad input) of
+    every entry, in order, each as soon as it is ready: scans remembered in this
+    process or in the disk cache at once, the others prepared by ``workers``
+    processes (default one per core), at most ``ahead`` of them (default twice the
+    workers) prepared and not yet consumed. The consumer works while the workers go
+    on (`uadcore.parallel.process_stream`)."""
     keys = [_cache_key(entry, preset) for entry in entries]
-    missing = {key: entry for key, entry in zip(keys, entries) if key not in PREPARED}
     root = disk_cache.cache_root()
-    jobs = {}
-    for key, entry in missing.items():
+    jobs, cached = {}, {}  # key -> the job that prepares it; key -> its disk-cache key (a hit)
+    for key, entry in zip(keys, entries):
+        if key in PREPARED or key in jobs or key in cached:
+            continue
         content = _content_key(entry, preset) if root else None
         hit = disk_cache.load(root, content, preset) if content else None
-        if hit is not None:
+        if hit is None:
+            jobs[key] = (entry, preset, root, content)
+        elif remember:
             PREPARED.put(key, hit)
         else:
-            jobs[key] = (entry, preset, root, content)
-    failed = {}
-    if jobs:
-        results = process_map(_prepare_or_problem, list(jobs.values()), workers, desc="prepare", unit="scan", progress=progress)
-        for key, result in zip(jobs, results):
+            cached[key] = content  # opened again (memory-mapped) when its turn comes
+    prepared = process_stream(_prepare_or_problem, list(jobs.values()), workers, desc="prepare", unit="scan",
+                              progress=progress, ahead=ahead)
+    failed, consumed = {}, set()
+    for key, entry in zip(keys, entries):
+        if key in jobs and key not in consumed:  # its turn in the workers' queue
+            consumed.add(key)
+            result = next(prepared)
             if isinstance(result, str):
                 failed[key] = result
-            else:
+            elif remember:
                 PREPARED.put(key, result)
-    for key, entry in zip(keys, entries):
-        if key in failed:
-            if problems is None:
-                raise UADError(failed[key])
-            problems[entry.path] = failed[key]
-    return [PREPARED.get(key) for key in keys]
+            yield entry, result
+        elif key in failed:
+            yield entry, failed[key]
+        else:  # remembered, in the disk cache, or a repeated entry
+            yield entry, (PREPARED.get(key) or (disk_cache.load(root, cached[key], preset) if key in cached else None)
+                          or _prepare_or_problem((entry, preset, root, jobs.get(key, (None,) * 4)[3])))
 
 
 def _content_key(entry: ScanEntry, preset: Preset) -> str | None:

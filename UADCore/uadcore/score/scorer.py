@@ -11,12 +11,12 @@ import torch
 
 from uadcore.device import amp_dtype, pick_device
 from uadcore.errors import UADError
-from uadcore.io import Scan, read_scan
+from uadcore.io import Scan, ScanEntry, read_scan
 from uadcore.io.checkpoint import FinishedRun
 from uadcore.io.run_files import RunFiles
 from uadcore.models import model_spec
 from uadcore.preprocess import Prepared, preset_from_dict
-from uadcore.preprocess.dataset import stack_inputs
+from uadcore.preprocess.dataset import iter_prepared, stack_inputs
 from uadcore.score.calibrate import ITEM_STATISTIC, SHARE_FPR, STATISTICS, Calibration
 from uadcore.score.calibrate import statistics as map_statistics
 from uadcore.score.maps import is_item_kind
@@ -56,6 +56,7 @@ class ScanScore:
 
 
 SCANS_AT_ONCE = 32  # scans stacked per pass: bounds the memory of inputs and outputs, not the speed
+SCANS_PER_PASS = 8  # scans of a stream scored together: few, so the first results come soon
 # voxels per scoring batch: on a CPU, batches beyond a few hundred thousand voxels
 # run slower per input (measured: one 64x77x66 volume per pass beats 8; all the
 # 64x64 slices of a scan in one pass beat one at a time, 7-8x); a GPU wants more
@@ -150,6 +151,29 @@ class Scorer:
         self.check_kind(kind)
         scan = read_scan(scan, need_3d=self.preset.needs_3d) if isinstance(scan, str) else scan
         return self.score_prepared([self.preset.prepare(scan)], [scan.path], kind)[0]
+
+    def score_many(self, scans: list[ScanEntry | str], kind: str = "rec", workers: int | None = None, progress: bool = True,
+                   scans_per_pass: int = SCANS_PER_PASS):
+        """(path, its `ScanScore` or the one-line message of its bad input) of every
+        scan, in order, one at a time: worker processes read and prepare the next
+        scans while this process scores the ones ready (`iter_prepared`), a few
+        (``scans_per_pass``) at a time; the prepared scans are not remembered, so a
+        stream of thousands holds only those in flight."""
+        self.check_kind(kind)
+        entries = [ScanEntry(s) if isinstance(s, str) else ScanEntry(s.path, brain=s.brain) for s in scans]
+        ready = []
+        for entry, result in iter_prepared(entries, self.preset, workers, progress, remember=False):
+            ready.append((entry.path, result))
+            if len(ready) == scans_per_pass:
+                yield from self._score_ready(ready, kind)
+                ready = []
+        yield from self._score_ready(ready, kind)
+
+    def _score_ready(self, ready: list[tuple[str, object]], kind: str):
+        good = [(path, result[0]) for path, result in ready if not isinstance(result, str)]
+        scored = iter(self.score_prepared([p for _, p in good], [path for path, _ in good], kind) if good else [])
+        for path, result in ready:
+            yield path, result if isinstance(result, str) else next(scored)
 
     def score_prepared(self, prepared: list[Prepared], paths: list[str], kind: str = "rec") -> list[ScanScore]:
         """Scores and maps of scans already on the model grid, in batches, at most

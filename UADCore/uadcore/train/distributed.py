@@ -1,5 +1,7 @@
 """PyTorch DDP as `torchrun` starts it: one process per GPU (or CPU worker, gloo),
-rank 0 writes. Without torchrun everything here is a no-op."""
+rank 0 writes. Without torchrun everything here is a no-op; under torchrun the
+process group is joined also with a single rank, so a one-GPU machine runs (and
+checks) the very NCCL path that many GPUs run."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    grouped: bool = False  # started by torchrun: in a process group (DDP, collectives)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.grouped
 
     @property
     def is_main(self) -> bool:
@@ -28,14 +31,13 @@ class Ranks:
 def start(device: str | torch.device) -> Ranks:
     """Join the process group torchrun set up (env://): NCCL on GPUs, gloo on CPUs.
     ``device``: the run's device name ("auto", "cpu", "cuda") or `torch.device`."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:  # not started by torchrun
         return Ranks()
     kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
     use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), grouped=True)
 
 
 def stop(ranks: Ranks) -> None:
