@@ -63,3 +63,51 @@ def test_the_cache_can_be_turned_off(tmp_path, monkeypatch, cohort):
     monkeypatch.setenv("UAD_CACHE", "off")
     prepare_fresh(read_manifest(cohort)[:1], make_preset("brain3d-behrendt"))
     assert not (tmp_path / "cache").exists()
+
+
+def test_shards_prepared_in_parallel_processes_are_what_training_reads(tmp_path, cohort):
+    # two `uad prepare` jobs at once, one told its shard by a SLURM array's variables,
+    # the other by --shard; then `uad train` finds every scan in the cache
+    import subprocess
+    import sys
+
+    from uadcore.cli.prepare import shard_of
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "UAD_CACHE_DIR": str(cache)}
+    slurm = {**env, "SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "2"}  # the second of 2
+    command = [sys.executable, "-m", "uadcore", "prepare", cohort, "--model", "normative", "--workers", "1", "--json"]
+    jobs = [subprocess.Popen(command + ["--shard", "1/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            subprocess.Popen(command, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    summaries = []
+    for job in jobs:
+        out, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err
+        summaries.append(__import__("json").loads(out))
+    n = len(read_manifest(cohort))
+    assert [s["shard"] for s in summaries] == ["1/2", "2/2"] and [s["scans"] for s in summaries] == [(n + 1) // 2, n // 2]
+    prepared = {name: os.stat(os.path.join(cache, name[:2], name)).st_mtime_ns for name in entries_in(cache)}
+    assert len(prepared) == n  # disjoint shards that cover the data
+    # training must read them and prepare nothing: the brain stage's own cache,
+    # removed now, would come back with anything prepared again
+    import shutil
+
+    shutil.rmtree(cache / "brain")
+    done = subprocess.run([sys.executable, "-m", "uadcore", "train", "--data", cohort, "--model", "normative", "--epochs", "1",
+                           "--val-fraction", "0", "--workers", "1", "--out", str(tmp_path / "run"), "--json"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (cache / "brain").exists()
+    assert {name: os.stat(os.path.join(cache, name[:2], name)).st_mtime_ns for name in entries_in(cache)} == prepared
+    assert shard_of(None, {"RANK": "2", "WORLD_SIZE": "4"}) == (3, 4) and shard_of(None, {}) == (1, 1)
+
+
+def test_a_bad_shard_is_refused():
+    import pytest
+
+    from uadcore.cli.prepare import shard_of
+    from uadcore.errors import UADError
+
+    for text in ("0/2", "3/2", "a/b", "2"):
+        with pytest.raises(UADError, match="--shard"):
+            shard_of(text)

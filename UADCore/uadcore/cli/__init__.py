@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 
 from uadcore import __version__
-from uadcore.cli import check, demo, evaluate, experiment, outliers, score, synth, train
+from uadcore.cli import check, demo, evaluate, experiment, outliers, prepare, score, synth, train
 from uadcore.errors import UADError
 from uadcore.libraries import quiet_libraries
 from uadcore.malloc import keep_freed_memory
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     synth.add_parser(commands)
     check.add_parser(commands)
+    prepare.add_parser(commands)
     train.add_parser(commands)
     score.add_parser(commands)
     evaluate.add_parser(commands)

@@ -105,21 +105,32 @@ def config_from_args(args):
             values["reinit_at"] = [] if args.reinit_at.lower() == "none" else [int(e) for e in args.reinit_at.split(",") if e.strip()]
         except ValueError:
             raise UADError(f"--reinit-at {args.reinit_at}: expected epochs like 50,100 or 'none'") from None
+    model = values.get("model", TrainConfig.model)
     if args.size == "small":
-        model = values.get("model", TrainConfig.model)
         values["model_params"] = {**MODELS[model].small, **values.get("model_params", {})}
-        values["preset_params"] = {**MODELS[model].small_preset, **values.get("preset_params", {})}
-    if args.skull_strip:
-        from uadcore.preprocess import PRESETS
-
-        model = values.get("model", TrainConfig.model)
-        if "skull_strip" not in PRESETS[MODELS[model].preset].defaults:
-            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
-        values["preset_params"] = {**values.get("preset_params", {}), "skull_strip": args.skull_strip}
+    values["preset_params"] = preset_params(model, args.size, args.skull_strip, values.get("preset_params"))
     config = TrainConfig.from_dict(values, source=args.config or "uad train")
     if not config.data:
         raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")
     return config
+
+
+def preset_params(model: str, size: str | None, skull_strip: str | None, given: dict | None = None) -> dict:
+    """The preset options of ``model`` that --size and --skull-strip ask for, over
+    ``given`` (a --config file's): one decision for `uad train` and `uad prepare`,
+    so that a prepared cache is the one training reads."""
+    from uadcore.errors import UADError
+    from uadcore.models import MODELS
+    from uadcore.preprocess import PRESETS
+
+    params = dict(given or {})
+    if size == "small":
+        params = {**MODELS[model].small_preset, **params}
+    if skull_strip:
+        if "skull_strip" not in PRESETS[MODELS[model].preset].defaults:
+            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
+        params["skull_strip"] = skull_strip
+    return params
 
 
 def run(args) -> int:
