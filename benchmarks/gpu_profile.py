@@ -1,6 +1,6 @@
 """Why a training step runs as fast as it does on a GPU: the paper-size AE3D and
-VAE3D step in several variants (memory format, precision, the VAE at the AE's
-channel widths), each against the device's measured matmul rate, and the CUDA
+VAE3D step in several variants (memory format, precision, the first and last
+layer in float32 or not, the VAE at the AE's channel widths), each against the device's measured matmul rate, and the CUDA
 kernels that take the VAE3D step's time (torch.profiler).
 
     python -m benchmarks.gpu_profile --out DIR [--device cuda|cpu] [--quick]
@@ -21,21 +21,27 @@ from benchmarks.gpu import device_limits, step_flops, timed
 from benchmarks.machine import machine_info
 
 SHAPE = (64, 77, 66)
-VARIANTS = {  # name -> (model, its options, channels-last-3d, autocast)
-    "ae3d bf16 channels-last (training's)": ("ae3d", {}, True, True),
-    "ae3d bf16 contiguous": ("ae3d", {}, False, True),
-    "vae3d bf16 channels-last (training's)": ("vae3d", {}, True, True),
-    "vae3d bf16 contiguous": ("vae3d", {}, False, True),
-    "vae3d float32 contiguous": ("vae3d", {}, False, False),
-    "vae3d at the AE's widths, bf16 channels-last": ("vae3d", {"channels": [32, 64, 128, 256]}, True, True),
+# name -> (model, its options, channels-last-3d, autocast, first and last layer in float32);
+# every variant with cudnn.benchmark on, as training sets it
+VARIANTS = {
+    "ae3d bf16 channels-last, edges float32 (training's)": ("ae3d", {}, True, True, True),
+    "ae3d bf16 channels-last, all bf16 (before)": ("ae3d", {}, True, True, False),
+    "ae3d bf16 contiguous, edges float32": ("ae3d", {}, False, True, True),
+    "vae3d bf16 channels-last, edges float32 (training's)": ("vae3d", {}, True, True, True),
+    "vae3d bf16 channels-last, all bf16 (before)": ("vae3d", {}, True, True, False),
+    "vae3d bf16 contiguous, edges float32": ("vae3d", {}, False, True, True),
+    "vae3d float32 contiguous": ("vae3d", {}, False, False, True),
+    "vae3d at the AE's widths, bf16 channels-last, all bf16": ("vae3d", {"channels": [32, 64, 128, 256]}, True, True, False),
 }
 
 
-def make_step(name: str, options: dict, channels_last: bool, autocast: bool, device, batch: int, shape):
+def make_step(name: str, options: dict, channels_last: bool, autocast: bool, edges_in_float32: bool, device, batch: int,
+              shape):
     from uadcore.device import amp_dtype
     from uadcore.models import make_model
 
     model = make_model(name, shape, **options).to(device)
+    model.edges_in_float32 = edges_in_float32
     x = torch.rand(batch, 1, *shape, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -65,10 +71,11 @@ def main() -> None:
     shape, batch, repeats = ((16, 16, 16), 2, 2) if args.quick else (SHAPE, args.batch, 10)
     limits = device_limits(device, args.quick)
     rows = []
-    for label, (name, options, channels_last, autocast) in VARIANTS.items():
+    torch.backends.cudnn.benchmark = True  # as training has it
+    for label, (name, options, *flags) in VARIANTS.items():
         if args.quick:
             options = {"channels": [4, 8, 8, 16], "latent": 16}
-        step = make_step(name, options, channels_last, autocast, device, batch, shape)
+        step = make_step(name, options, *flags, device, batch, shape)
         flops = step_flops(step)
         seconds = timed(step, device, repeats)
         rows.append({"variant": label, "batch": batch, "scans_per_s": batch / seconds, "tflops": flops / seconds / 1e12,

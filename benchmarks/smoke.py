@@ -7,8 +7,8 @@ On a small synthetic cohort (skull-stripped: no deepbet needed), one check a lin
 every model trains 2 epochs (the MAE 1 + 1 classifier epoch) with outlier removal
 and the healthy calibration, scores every map kind and is evaluated on unseen
 scans (`uad evaluate --map all`), writes one map on a scan's own grid (`uad
-score --out`); a run killed with SIGKILL after its first checkpoint resumes to its
-end; a run trains under `torchrun` (NCCL on CUDA with one rank per GPU, two gloo
+score --out`); before them, a run killed with SIGKILL after its first checkpoint
+resumes to its end, and a run trains under `torchrun` (NCCL on CUDA with one rank per GPU, two gloo
 ranks on the CPU). Models are paper-size on CUDA and the small CPU options on the
 CPU. Each check is a JSON line, on stdout and in DIR/smoke.jsonl:
 ``{"check", "ok", "seconds", ...}``; the exit status is 1 when any check failed.
@@ -77,7 +77,7 @@ def schedule(model: str, device: str, epochs: int = 2) -> list[str]:
     from uadcore.models import MODELS
 
     flags = ["--model", model, "--epochs", str(epochs), "--outlier-every", "1", "--removal-start", "paper",
-             "--reinit-at", "none", "--gamma", GAMMA, "--val-fraction", VAL_FRACTION, "--device", device, "--batch-size", "4"]
+             "--reinit-at", "none", "--gamma", GAMMA, "--val-fraction", VAL_FRACTION, "--device", device]
     if len(MODELS[model].stages) > 1:  # the MAE: one epoch of each stage
         flags[flags.index("--epochs") + 1] = str(max(1, epochs - 1))
         flags += ["--classifier-epochs", "1"]
@@ -162,12 +162,12 @@ def smoke(out: str, device: str) -> int:
     cohort = log.check("cohort", make_cohort, out)
     if cohort is None:
         return log.failed
+    log.check("resume after SIGKILL", killed_and_resumed, out, cohort, device)
+    log.check("torchrun", under_torchrun, out, cohort, device)
     for model in MODELS:
         trained = log.check(f"train {model}", train_model, out, cohort, model, device)
         if trained is None:
             continue
         log.check(f"evaluate {model} (every map kind)", evaluate_model, trained["_run"], cohort, device)
         log.check(f"score {model}", score_one, out, trained["_run"], cohort, device)
-    log.check("resume after SIGKILL", killed_and_resumed, out, cohort, device)
-    log.check("torchrun", under_torchrun, out, cohort, device)
     return log.failed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
@@ -54,6 +55,18 @@ class WholeGrid(nn.Module):
         else:  # weight (out, in, *grid): each output is a dot product over the whole grid
             y = F.linear(x.flatten(1), weight.flatten(1), bias).view(x.shape[0], -1, *self.ones)
         return self.act(y)
+
+
+def in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 even under autocast. For the full-resolution layers
+    with one or a few channels (a network's first and last): cuDNN has no fast
+    bfloat16 kernels for them (measured on an H200: one bf16 weight-gradient kernel
+    of such a layer took 85 % of the paper-size VAE3D's training step), and they
+    hold a small share of the FLOPs. On the CPU, where autocast is off, a plain call."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return layer(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
 
 
 def pad_to(x, shape):
