@@ -10,23 +10,23 @@ work=$(mktemp -d); mkdir -p "$out"
 log="$out/all.log"
 step() { echo "== $* ($(date +%T))" | tee -a "$log"; }
 step smoke
-timeout 180 python -m benchmarks.gpu --smoke --device "$device" --out "$work/smoke" >>"$log" 2>&1
+timeout 140 python -m benchmarks.gpu --smoke --device "$device" --out "$work/smoke" >>"$log" 2>&1
 echo "smoke exit $?" | tee -a "$log"
 cp "$work/smoke/smoke.jsonl" "$out/" 2>/dev/null
 step profile
-timeout 80 python -m benchmarks.gpu_profile --device "$device" --out "$out/prof" $quick >>"$log" 2>&1
+timeout 60 python -m benchmarks.gpu_profile --device "$device" --out "$out/prof" $quick >>"$log" 2>&1
 echo "profile exit $?" | tee -a "$log"
 step scoring from files
 scans=64; [ -n "$quick" ] && scans=6
 python -m uadcore synth "$work/many" --healthy $scans --unhealthy 0 --seed 3 >>"$log" 2>&1
 # its parts: preparing alone (every core), then scoring what the cache holds
 t0=$(date +%s.%N)
-UAD_CACHE_DIR="$work/cache" timeout 60 python -m uadcore prepare "$work/many" --model ae3d >>"$log" 2>&1
+UAD_CACHE_DIR="$work/cache" timeout 50 python -m uadcore prepare "$work/many" --model ae3d >>"$log" 2>&1
 t1=$(date +%s.%N)
-UAD_CACHE_DIR="$work/cache" timeout 40 python -m uadcore score "$work/smoke/run-ae3d" "$work/many" --out "$work/warm" --device "$device" >/dev/null 2>>"$log"
+UAD_CACHE_DIR="$work/cache" timeout 30 python -m uadcore score "$work/smoke/run-ae3d" "$work/many" --out "$work/warm" --device "$device" >/dev/null 2>>"$log"
 t2=$(date +%s.%N)
 python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); n=$scans; print(f'uad prepare (cold cache): {b-a:.1f} s, {n/(b-a):.2f} scans/s; uad score from the warm cache: {c-b:.1f} s, {n/(c-b):.2f} scans/s')" $t0 $t1 $t2 | tee -a "$log"
-timeout 90 python -m benchmarks.score_many --run "$work/smoke/run-ae3d" --data "$work/many/manifest.csv" --scans $scans \
+timeout 60 python -m benchmarks.score_many --run "$work/smoke/run-ae3d" --data "$work/many/manifest.csv" --scans $scans \
   --device "$device" --baseline-scans 0 --out "$out/score" >>"$log" 2>&1
 echo "score exit $?" | tee -a "$log"
 step done
