@@ -85,6 +85,9 @@ def training_steps(device: torch.device, quick: bool, matmul_tflops: float) -> l
     from uadcore.models import MODELS, make_model
 
     shape = (16, 16, 16) if quick else (64, 77, 66)
+    # as training sets it: without it cuDNN's heuristic picked a bf16 weight-gradient
+    # kernel for the VAE3D's first layer that took 85 % of the step (6x slower, H200)
+    torch.backends.cudnn.benchmark = True
     rows = []
     for name in ("ae3d", "vae3d"):
         for compiled in ((False,) if quick else (False, True)):
