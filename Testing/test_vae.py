@@ -58,7 +58,7 @@ def test_one_forward_pass_gives_the_map_and_every_sample_term(kind):
     model, shape = tiny_vae(2)
     x = torch.rand(3, 1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     calls = []
-    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    model.encoder[0].register_forward_hook(lambda *_: calls.append(1))
     outputs = map_outputs(model, x, kind)
     assert len(calls) == 1
     with torch.no_grad():

@@ -143,8 +143,8 @@ def score_many(args, scorer, entries) -> int:
     names = map_names([e.path for e in entries])
     rows, payloads = [], []
     with table or contextlib.nullcontext():
-        for name, (path, result) in zip(names, scorer.score_many(entries, args.map, args.workers, progress=not args.json)):
-            rows.append(score_and_write(args, scorer, folder, name, path, result, payloads))
+        for name, (entry, result, _) in zip(names, scorer.score_many(entries, args.map, args.workers, progress=not args.json)):
+            rows.append(score_and_write(args, scorer, folder, name, entry.path, result, payloads))
             if table:
                 writer.writerow({key: rows[-1].get(key, "") for key in SCORE_COLUMNS})
                 table.flush()

@@ -36,8 +36,7 @@ from uadcore.errors import UADError, warn
 from uadcore.evaluate.results import EvaluationReport, UnitMetrics, VoxelMetrics
 from uadcore.io import ScanEntry
 from uadcore.metrics import best_dice_threshold, dice, sample_metrics, voxel_metrics
-from uadcore.preprocess.dataset import prepare_scans
-from uadcore.score.scorer import Scorer
+from uadcore.score.scorer import SCANS_AT_ONCE, Scorer
 
 POSTPROCESS = {"median_filter": 5, "brain_erosion": 1, "max_removed_component": 7}
 HEALTHY_FPR = 0.01  # the stored healthy threshold that `dice_at_healthy_fpr` uses
@@ -49,13 +48,19 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
     """Metrics of ``scorer``'s run on ``entries`` (see the module docstring). A scan
     that cannot be prepared (e.g. a failed registration) is left out and listed in
     the report's ``skipped``."""
-    problems: dict = {}
-    prepared = prepare_scans(entries, scorer.preset, workers, progress, problems)
-    skipped = [{"path": e.path, "label": e.label or "", "reason": problems[e.path]} for e in entries if e.path in problems]
-    prepared, entries = [p for p in prepared if p is not None], [e for e in entries if e.path not in problems]
+    # scored as the workers prepare them (`Scorer.score_many`), as many together as
+    # `score_prepared` takes at once (the batches of --reference maps stay as they were)
+    skipped, kept, prepared, results = [], [], [], []
+    for entry, result, mask in scorer.score_many(entries, kind, workers, progress, masks=True, scans_per_pass=SCANS_AT_ONCE):
+        if isinstance(result, str):
+            skipped.append({"path": entry.path, "label": entry.label or "", "reason": result})
+            continue
+        kept.append(entry)
+        prepared.append((result.prepared, mask))
+        results.append(result)
+    entries = kept
     if not entries:
         raise UADError(f"none of the scans could be prepared; the first: {skipped[0]['reason']}")
-    results = scorer.score_prepared([p for p, _ in prepared], [e.path for e in entries], kind)
 
     labelled = [(r.score, e.label == "unhealthy") for r, e in zip(results, entries) if e.label]
     sample = sample_metrics([s for s, _ in labelled], [y for _, y in labelled])

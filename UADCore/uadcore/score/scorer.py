@@ -153,27 +153,29 @@ class Scorer:
         return self.score_prepared([self.preset.prepare(scan)], [scan.path], kind)[0]
 
     def score_many(self, scans: list[ScanEntry | str], kind: str = "rec", workers: int | None = None, progress: bool = True,
-                   scans_per_pass: int = SCANS_PER_PASS):
-        """(path, its `ScanScore` or the one-line message of its bad input) of every
-        scan, in order, one at a time: worker processes read and prepare the next
-        scans while this process scores the ones ready (`iter_prepared`), a few
-        (``scans_per_pass``) at a time; the prepared scans are not remembered, so a
-        stream of thousands holds only those in flight."""
+                   masks: bool = False, scans_per_pass: int = SCANS_PER_PASS):
+        """(entry, its `ScanScore` or the one-line message of its bad input, its lesion
+        mask on the model grid or None) of every scan, in order, one at a time:
+        worker processes read and prepare the next scans while this process scores
+        the ones ready (`iter_prepared`), a few (``scans_per_pass``) at a time.
+        Lesion masks are brought along only with ``masks`` (evaluation); without,
+        the prepared scans are not remembered either, so a stream of thousands
+        holds only those in flight."""
         self.check_kind(kind)
-        entries = [ScanEntry(s) if isinstance(s, str) else ScanEntry(s.path, brain=s.brain) for s in scans]
+        entries = [ScanEntry(s) if isinstance(s, str) else s if masks else ScanEntry(s.path, brain=s.brain) for s in scans]
         ready = []
-        for entry, result in iter_prepared(entries, self.preset, workers, progress, remember=False):
-            ready.append((entry.path, result))
+        for entry, result in iter_prepared(entries, self.preset, workers, progress, remember=masks):
+            ready.append((entry, result))
             if len(ready) == scans_per_pass:
                 yield from self._score_ready(ready, kind)
                 ready = []
         yield from self._score_ready(ready, kind)
 
-    def _score_ready(self, ready: list[tuple[str, object]], kind: str):
-        good = [(path, result[0]) for path, result in ready if not isinstance(result, str)]
+    def _score_ready(self, ready: list[tuple[ScanEntry, object]], kind: str):
+        good = [(entry.path, result[0]) for entry, result in ready if not isinstance(result, str)]
         scored = iter(self.score_prepared([p for _, p in good], [path for path, _ in good], kind) if good else [])
-        for path, result in ready:
-            yield path, result if isinstance(result, str) else next(scored)
+        for entry, result in ready:
+            yield (entry, result, None) if isinstance(result, str) else (entry, next(scored), result[1])
 
     def score_prepared(self, prepared: list[Prepared], paths: list[str], kind: str = "rec") -> list[ScanScore]:
         """Scores and maps of scans already on the model grid, in batches, at most
