@@ -132,9 +132,10 @@ def iter_prepared(entries: list[ScanEntry], preset: Preset, workers: int | None 
             yield entry, result
         elif key in failed:
             yield entry, failed[key]
-        else:  # remembered, in the disk cache, or a repeated entry
-            yield entry, (PREPARED.get(key) or (disk_cache.load(root, cached[key], preset) if key in cached else None)
-                          or _prepare_or_problem((entry, preset, root, jobs.get(key, (None,) * 4)[3])))
+        else:  # remembered, in the disk cache, or a repeated entry (stored by its worker)
+            content = cached.get(key) or (jobs[key][3] if key in jobs else None)
+            yield entry, (PREPARED.get(key) or (disk_cache.load(root, content, preset) if content else None)
+                          or _prepare_or_problem((entry, preset)))
 
 
 def _content_key(entry: ScanEntry, preset: Preset) -> str | None:
