@@ -52,8 +52,8 @@ def add_parser(commands) -> None:
                         help="a scan file or DICOM folder; several, a folder of scans or a manifest .csv score each scan")
     parser.add_argument("--map", metavar="KIND", help=map_help())
     parser.add_argument("--out", metavar="MAP.nii.gz|FOLDER",
-                        help="one scan: where to write its map (NIfTI); several: a new or empty folder for their maps and "
-                             f"{SCORES_NAME} (never beside the scans)")
+                        help="one scan: where to write its map (NIfTI); several: a folder (made if missing) for their "
+                             f"maps and {SCORES_NAME}, never beside the scans; no file in it is replaced without --force")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     add_map_options(parser)
     parser.add_argument("--device", default="auto", choices=DEVICES)
