@@ -87,3 +87,18 @@ def test_a_run_resumes_on_another_device(tmp_path, cohort):
 
 def test_one_process_needs_no_process_group():
     assert not start(NOT_THE_DEFAULT).enabled and not start("cuda").enabled
+
+
+@pytest.mark.parametrize("name", ["ae3d", "vae3d"])
+def test_the_full_resolution_layers_compute_in_float32_under_autocast(name):
+    # cuDNN's bf16 kernels for them are slow (benchmarks/RESULTS.md, GPU); the CPU's
+    # autocast shows the same dtypes the GPU's would
+    model = make_model(name, (16, 16, 16), channels=[2, 4, 8, 16], latent=8).eval()
+    seen = []
+    model.encoder[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.reconstruct(x).dtype == torch.float32 and seen[-1] == torch.float32
+        model.edges_in_float32 = False
+        assert model.reconstruct(x).dtype == torch.bfloat16 and seen[-1] == torch.bfloat16
+    assert model.reconstruct(x).dtype == torch.float32  # no autocast: float32 throughout

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from uadcore.models.blocks import crop_to, down, in_float32, pad_to, padded_shape, up
+from uadcore.models.blocks import crop_to, down, pad_to, padded_shape, through, up
 from uadcore.models.spec import ModelSpec
 
 
@@ -37,19 +37,16 @@ class AE3D(nn.Module):
         decoder = [up(3, widths[i + 1], widths[i], norm) for i in range(len(channels) - 1, 0, -1)]
         decoder.append(up(3, widths[1], in_channels, last=True))
         self.decoder = nn.Sequential(*decoder)
-        self.edges_in_float32 = True  # the first and last layer under autocast (`in_float32`); not a weight
+        self.edges_in_float32 = True  # the first and last layer in float32 under autocast (`blocks.in_float32`); not a weight
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, I, J, K) -> z (B, latent)."""
-        first, rest = self.encoder[0], self.encoder[1:]
-        x = pad_to(x, self.padded_shape)
-        return self.to_latent(rest(in_float32(first, x) if self.edges_in_float32 else first(x)))
+        return self.to_latent(through(self.encoder, pad_to(x, self.padded_shape), 0 if self.edges_in_float32 else None))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, latent) -> (B, C, I, J, K)."""
-        rest, last = self.decoder[:-1], self.decoder[-1]
-        h = rest(self.from_latent(z).view(-1, *self.bottleneck_shape))
-        return crop_to(in_float32(last, h) if self.edges_in_float32 else last(h), self.in_shape)
+        grid = self.from_latent(z).view(-1, *self.bottleneck_shape)
+        return crop_to(through(self.decoder, grid, -1 if self.edges_in_float32 else None), self.in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -69,6 +69,15 @@ def in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return layer(x.float())
 
 
+def through(layers: nn.Sequential, x: torch.Tensor, float32_layer: int | None = None) -> torch.Tensor:
+    """``layers(x)``, the layer at index ``float32_layer`` (0 or -1: a network's
+    full-resolution edge; None: none) run `in_float32`."""
+    chosen = None if float32_layer is None else float32_layer % len(layers)
+    for index, layer in enumerate(layers):
+        x = in_float32(layer, x) if index == chosen else layer(x)
+    return x
+
+
 def pad_to(x, shape):
     """Zero-pad the spatial axes of x (B, C, ...) at their far ends up to ``shape``."""
     pads = []

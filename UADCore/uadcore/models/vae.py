@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uadcore.models.blocks import ACTIVATION, WholeGrid, crop_to, down, in_float32, pad_to, padded_shape, up
+from uadcore.models.blocks import ACTIVATION, WholeGrid, crop_to, down, pad_to, padded_shape, through, up
 from uadcore.models.spec import ModelSpec
 
 
@@ -41,21 +41,17 @@ class VAE(nn.Module):
             up(d, widths[1], in_channels, last=True),
         ]
         self.decoder = nn.Sequential(*decoder)
-        self.edges_in_float32 = True  # the first and last layer under autocast (`in_float32`); not a weight
+        self.edges_in_float32 = True  # the first and last layer in float32 under autocast (`blocks.in_float32`); not a weight
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x -> posterior mean and log-variance, each (B, latent)."""
-        first, rest = self.encoder[0], self.encoder[1:]
-        x = pad_to(x, self.padded_shape)
-        moments = rest(in_float32(first, x) if self.edges_in_float32 else first(x)).flatten(1)
+        moments = through(self.encoder, pad_to(x, self.padded_shape), 0 if self.edges_in_float32 else None).flatten(1)
         return moments[:, : self.latent], moments[:, self.latent :]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, latent) -> reconstruction shaped like the input."""
         grid = z.view(z.shape[0], self.latent, *([1] * self.spatial_dims))
-        rest, last = self.decoder[:-1], self.decoder[-1]
-        h = rest(grid)
-        return crop_to(in_float32(last, h) if self.edges_in_float32 else last(h), self.in_shape)
+        return crop_to(through(self.decoder, grid, -1 if self.edges_in_float32 else None), self.in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training: decode a sample of the posterior; eval: decode its mean."""
