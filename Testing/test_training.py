@@ -223,3 +223,27 @@ def test_early_stopping_ends_a_vae_run(tmp_path, cohort):
     assert list(history[0]) == ["epoch", "loss", "kept", "removed", "seconds", "val_loss", "lr"]
     with pytest.raises(UADError, match="complete"):
         train(None, str(tmp_path / "run"), resume=True)
+
+
+def test_ddp_ranks_split_the_preparation_through_the_cache(tmp_path, monkeypatch, cohort):
+    # rank 1 of 2 prepares every second scan from the second into the disk cache,
+    # then meets the others (a one-process gloo group stands in for them here)
+    import torch.distributed as dist
+    from test_cache import entries_in
+
+    from uadcore.io import ScanEntry, read_manifest
+    from uadcore.preprocess import make_preset
+    from uadcore.preprocess.dataset import _content_key, forget_prepared
+    from uadcore.train.distributed import Ranks
+    from uadcore.train.engine import _prepare_share
+
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    entries, preset = read_manifest(cohort), make_preset("brain3d-behrendt")
+    forget_prepared()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        _prepare_share(entries, preset, 1, Ranks(rank=1, world=2, grouped=True), torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+        forget_prepared()
+    assert set(entries_in(tmp_path / "cache")) == {_content_key(ScanEntry(e.path), preset) for e in entries[1::2]}

@@ -27,6 +27,12 @@ class Ranks:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def workers_each(self) -> int | None:
+        """Processes preparing scans for each rank: the machine's cores shared among
+        its ranks (torchrun's LOCAL_WORLD_SIZE); None (one per core) for one process."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.grouped else 1
+        return max(1, (os.cpu_count() or 1) // local) if local > 1 else None
+
 
 def start(device: str | torch.device) -> Ranks:
     """Join the process group torchrun set up (env://): NCCL on GPUs, gloo on CPUs.

@@ -34,7 +34,8 @@ from uadcore.io.checkpoint import load_checkpoint, save_checkpoint
 from uadcore.io.run_files import CONFIG_NAME, RunFiles
 from uadcore.models import ModelSpec, model_spec
 from uadcore.preprocess import Preset, make_preset
-from uadcore.preprocess.dataset import PreparedSet, prepare_set
+from uadcore.preprocess.cache import cache_root as disk_cache_root
+from uadcore.preprocess.dataset import PreparedSet, prepare_scans, prepare_set
 from uadcore.progress import progress_bar
 from uadcore.score.calibrate import calibrate_run
 from uadcore.score.sample import mean_per_scan
@@ -203,8 +204,11 @@ def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: 
     train_entries, val_entries = _entries(config, files, stored, spec, preset, ranks, device, restart)
     show_progress = ranks.is_main and events.progress
     problems = {}
-    train_set = prepare_set(train_entries, preset, config.workers or None, progress=show_progress, problems=problems)
-    val_set = prepare_set(val_entries, preset, config.workers or None, progress=show_progress, problems=problems) if val_entries else None
+    workers = config.workers or ranks.workers_each()
+    if ranks.enabled:
+        _prepare_share(train_entries + val_entries, preset, workers, ranks, device)
+    train_set = prepare_set(train_entries, preset, workers, progress=show_progress, problems=problems)
+    val_set = prepare_set(val_entries, preset, workers, progress=show_progress, problems=problems) if val_entries else None
     excluded = [{"path": entry.path, "epoch": 0, "label": entry.label or "", "reason": problems[entry.path]}
                 for entry in train_entries + val_entries if entry.path in problems]
     for row in excluded:
@@ -216,6 +220,19 @@ def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: 
         items = items.to(device)
     return Run(config, spec, preset, files, events, ranks, device, amp_dtype(device, config.amp), train_set, val_set,
                items, excluded)
+
+
+def _prepare_share(entries: list[ScanEntry], preset: Preset, workers: int, ranks, device: torch.device) -> None:
+    """Under DDP the ranks split the preparation: each prepares every world-th scan
+    into the disk cache, then waits for the others; `prepare_set` then reads them
+    all from the cache (a rank whose cache does not hold another's share, a node
+    without a shared cache, prepares what is missing). Nothing to share without a
+    cache."""
+    if disk_cache_root() is None:
+        return
+    prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries[ranks.rank :: ranks.world]], preset, workers,
+                  progress=False, problems={})
+    distributed.any_rank(False, ranks, device)  # a barrier: every rank's share is in the cache
 
 
 def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tuple[list[ScanEntry], list[ScanEntry]]:
