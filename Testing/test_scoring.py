@@ -247,3 +247,12 @@ def test_evaluate_without_labels_or_masks_is_exit_2(trained, tmp_path, capsys):
         write_nifti(array, grid, str(tmp_path / "scans" / name))
     assert main(["evaluate", run, "--data", str(tmp_path / "scans")]) == 2
     assert "none of its 2 scan(s) has a label or a lesion mask; evaluation needs them" in capsys.readouterr().err
+
+
+def test_one_scan_s_map_must_be_nifti_and_a_folder_of_maps_no_file(trained, tmp_path, capsys):
+    run, test_manifest = trained
+    scan = read_manifest(test_manifest)[0].path
+    assert main(["score", run, scan, "--out", str(tmp_path / "map.png")]) == 2
+    assert "name it .nii.gz or .nii" in capsys.readouterr().err and not (tmp_path / "map.png").exists()
+    assert main(["score", run, test_manifest, "--out", str(tmp_path / "maps.nii.gz")]) == 2
+    assert "names a folder" in capsys.readouterr().err and not (tmp_path / "maps.nii.gz").exists()

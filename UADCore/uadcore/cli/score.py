@@ -69,31 +69,35 @@ def run(args) -> int:
 
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
     entries = [entry for source in args.scans for entry in load_dataset(source)]
-    one = len(entries) == 1 and not (args.out and not args.out.lower().endswith((".nii", ".nii.gz")))
-    check_outputs(args, entries, one)
+    # one scan file or DICOM series named alone: its map is --out; anything else (several,
+    # a folder of scans, a manifest) fills the folder --out
+    one = len(args.scans) == 1 and [e.path for e in entries] == [os.path.abspath(args.scans[0])]
+    names = None if one else map_names([e.path for e in entries])
+    check_outputs(args, entries, names)
     args.map = args.map or scorer.kinds[0]
     if one:
         return score_one(args, scorer, entries[0].path)
-    return score_many(args, scorer, entries)
+    return score_many(args, scorer, entries, names)
 
 
-def check_outputs(args, entries, one: bool) -> None:
+def check_outputs(args, entries, names: list[str] | None) -> None:
     """Refuse, before any work, outputs that would land on or beside an input, or
-    replace a file without --force."""
+    replace a file without --force: the one map (``names`` None), or every map of
+    ``names`` and scores.csv in the folder --out."""
     from uadcore.errors import UADError
     from uadcore.io.outputs import check_output, data_folders
 
     if not args.out:
         return
     inputs, folders = [e.path for e in entries], data_folders(entries)
-    if one:
+    if names is None:
         if not args.out.lower().endswith((".nii", ".nii.gz")):
             raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
         check_output(args.out, inputs, folders, force=args.force)
         return
-    if os.path.isfile(args.out):
-        raise UADError(f"{args.out}: is a file; for {len(entries)} scans --out names a folder for their maps")
-    for name in [SCORES_NAME, *map_names(inputs)]:
+    if os.path.isfile(args.out) or args.out.lower().endswith((".nii", ".nii.gz")):
+        raise UADError(f"{args.out}: names a file; for {len(entries)} scans --out names a folder for their maps")
+    for name in [SCORES_NAME, *names]:
         check_output(os.path.join(args.out, name), inputs, folders, force=args.force)
 
 
@@ -128,7 +132,7 @@ def score_line(payload: dict) -> str:
     return f"score {payload['score']:.5f} ({payload['sample_score']} of the {map_name}){rank}"
 
 
-def score_many(args, scorer, entries) -> int:
+def score_many(args, scorer, entries, names: list[str]) -> int:
     """Every scan scored as the workers prepare them; each map written as it comes,
     and its row of scores.csv with it (a stopped run keeps what it did). A scan that
     cannot be read or prepared is reported, and its row says why; the exit status
@@ -140,11 +144,12 @@ def score_many(args, scorer, entries) -> int:
         table = open(os.path.join(folder, SCORES_NAME), "w", newline="", encoding="utf-8")
         writer = csv.DictWriter(table, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
-    names = map_names([e.path for e in entries])
     rows, payloads = [], []
     with table or contextlib.nullcontext():
         for name, (entry, result, _) in zip(names, scorer.score_many(entries, args.map, args.workers, progress=not args.json)):
-            rows.append(score_and_write(args, scorer, folder, name, entry.path, result, payloads))
+            row, payload = score_and_write(args, scorer, folder, name, entry.path, result)
+            rows.append(row)
+            payloads += [payload] if payload else []
             if table:
                 writer.writerow({key: rows[-1].get(key, "") for key in SCORE_COLUMNS})
                 table.flush()
@@ -156,23 +161,22 @@ def score_many(args, scorer, entries) -> int:
     return 2 if problems else 0
 
 
-def score_and_write(args, scorer, folder: str | None, name: str, path: str, result, payloads: list) -> dict:
-    """One scan's row of scores.csv, its map written into ``folder``, its payload
-    appended to ``payloads``; a problem (a string) said on stderr."""
+def score_and_write(args, scorer, folder: str | None, name: str, path: str, result) -> tuple[dict, dict | None]:
+    """One scan's (row of scores.csv, payload), its map written into ``folder`` as
+    ``name``; a problem (a string) said on stderr, with no payload."""
     from uadcore.io import write_nifti
 
     row = {"path": os.path.abspath(path)}
     if isinstance(result, str):
         print(f"uad score: error: {result}", file=sys.stderr, flush=True)
-        return {**row, "problem": result}
+        return {**row, "problem": result}, None
     payload = payload_of(scorer, result, args.map)
     if folder:
         payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.join(folder, name))
         row["map_file"] = name
-    payloads.append(payload)
     if not args.json:
         print(f"{path}: {score_line(payload)}", flush=True)
-    return {**row, **{key: payload[key] for key in ("score", "sample_score", "calibrated", "percentile_vs_healthy")}}
+    return {**row, **{key: payload[key] for key in ("score", "sample_score", "calibrated", "percentile_vs_healthy")}}, payload
 
 
 def map_names(paths: list[str]) -> list[str]:

@@ -162,7 +162,9 @@ class Scorer:
         the prepared scans are not remembered either, so a stream of thousands
         holds only those in flight."""
         self.check_kind(kind)
-        entries = [ScanEntry(s) if isinstance(s, str) else s if masks else ScanEntry(s.path, brain=s.brain) for s in scans]
+        entries = [ScanEntry(s) if isinstance(s, str) else s for s in scans]
+        if not masks:  # as training reads them: the scan and its brain mask
+            entries = [ScanEntry(e.path, brain=e.brain) for e in entries]
         ready = []
         for entry, result in iter_prepared(entries, self.preset, workers, progress, remember=masks):
             ready.append((entry, result))

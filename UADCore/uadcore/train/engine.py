@@ -134,11 +134,12 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     existed = os.path.isdir(files.folder)
     ours_to_forget = not resume and not os.path.exists(files.config)  # never another start's config.json
     remove_stale_temporaries(files.folder)
-    ranks = distributed.start(device or config.device)
+    wanted = device or config.device
+    ranks = distributed.start(wanted)
     events.enabled_here = ranks.is_main
     try:
         # the one place a training run picks its device; everything below is handed it
-        device = pick_device(device or config.device, ranks.local_rank)
+        device = pick_device(wanted, ranks.local_rank)
         return _train(config, files, stored, events, ranks, device, restart)
     except BaseException:
         if ours_to_forget and ranks.is_main:
