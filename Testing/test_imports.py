@@ -87,3 +87,32 @@ def test_layers_only_point_down():
 
     cycles = sorted(package for package in graph if package in reachable(package))
     assert cycles == [], f"packages in an import cycle: {cycles}"
+
+
+# the preparation, lowest first: each module imports only those before it
+PREPARATION_LINE = ("resample", "template", "itk", "bias", "skullstrip", "register", "intensity", "memory", "prepared", "cache",
+                    "brain", "preset", "brain3d", "slices2d", "patches2d", "__init__", "dataset")
+
+
+def test_the_preparation_is_a_line():
+    """No preparation module imports one above it (also not inside a function), so
+    none of them can be in a cycle, and a new step has one place on the line."""
+    import ast
+    import pathlib
+
+    import uadcore.preprocess
+
+    root = pathlib.Path(uadcore.preprocess.__file__).parent
+    assert sorted(PREPARATION_LINE) == sorted(p.stem for p in root.glob("*.py")), "a module missing from PREPARATION_LINE"
+    upward = []
+    for level, name in enumerate(PREPARATION_LINE):
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("uadcore.preprocess"):
+                targets = [node.module.split(".")[2]] if node.module != "uadcore.preprocess" else \
+                    [a.name if a.name in PREPARATION_LINE else "__init__" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[2] for a in node.names if a.name.startswith("uadcore.preprocess.")]
+            else:
+                continue
+            upward += [f"{name} imports {t}" for t in targets if PREPARATION_LINE.index(t) >= level]
+    assert upward == []

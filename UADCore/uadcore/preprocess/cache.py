@@ -25,6 +25,7 @@ import numpy as np
 from uadcore.errors import warn
 from uadcore.io.atomic import remove_stale_temporaries
 from uadcore.io.grid import Grid
+from uadcore.preprocess.prepared import Prepared
 
 FORMAT = 2  # bump when what is stored changes (2: the registration and the preparation's quality)
 
@@ -39,12 +40,10 @@ def cache_root() -> str | None:
     return os.path.join(base, "uad", "prepared")
 
 
-def content_key(paths: list[str | None], preset_dict: dict) -> str:
+def content_key(paths: list[str | None], preset_dict: dict, brain_revision: int) -> str:
     """SHA-256 of the files' bytes (a DICOM folder: all its files, by name), the
-    preset and the brain preparation's revision."""
-    from uadcore.preprocess.brain import REVISION
-
-    recipe = {"format": FORMAT, "preset": preset_dict, "brain_revision": REVISION}
+    preset and the brain preparation's revision (`uadcore.preprocess.brain.REVISION`)."""
+    recipe = {"format": FORMAT, "preset": preset_dict, "brain_revision": brain_revision}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for path in paths:
         digest.update(b"\0file\0")
@@ -61,8 +60,6 @@ def content_key(paths: list[str | None], preset_dict: dict) -> str:
 
 def load(root: str, key: str, preset):
     """(Prepared, mask or None) from the cache, arrays memory-mapped; None on a miss."""
-    from uadcore.preprocess.preset import Prepared
-
     entry = load_entry(root, key)
     if entry is None:
         return None

@@ -16,7 +16,7 @@ from uadcore.io import ScanEntry, read_mask, read_scan
 from uadcore.parallel import process_stream
 from uadcore.preprocess import Prepared, Preset, resample
 from uadcore.preprocess import cache as disk_cache
-from uadcore.preprocess.brain import BRAINS
+from uadcore.preprocess.brain import BRAINS, REVISION
 from uadcore.preprocess.memory import RecentResults
 
 
@@ -142,7 +142,7 @@ def _content_key(entry: ScanEntry, preset: Preset) -> str | None:
     """The disk-cache key, or None when a file cannot be read (preparing it will
     then report the problem)."""
     try:
-        return disk_cache.content_key([entry.path, entry.mask, entry.brain], preset.to_dict())
+        return disk_cache.content_key([entry.path, entry.mask, entry.brain], preset.to_dict(), REVISION)
     except OSError:
         return None
 

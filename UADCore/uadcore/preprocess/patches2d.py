@@ -30,7 +30,8 @@ import numpy as np
 
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan
-from uadcore.preprocess.preset import Prepared, Preset, region_bounds
+from uadcore.preprocess.preset import Prepared, Preset
+from uadcore.preprocess.resample import region_bounds
 
 
 class Patches2D(Preset):

@@ -12,7 +12,6 @@ voxels, percentile scaling) stays available for the checkpoints trained with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -20,65 +19,10 @@ import numpy as np
 from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan, refuse_a_mask
-from uadcore.preprocess.resample import nonzero_box, resample
+from uadcore.preprocess.brain import prepare_brain
+from uadcore.preprocess.prepared import Prepared
+from uadcore.preprocess.resample import region_centre, resample
 from uadcore.preprocess.skullstrip import SKULL_STRIP_CHOICES
-
-
-@dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
-class Prepared:
-    """A scan brought onto a preset's model grid.
-
-    image: float32, shape grid.shape, intensities scaled to [0, 1].
-    region: bool, shape grid.shape; the brain (or foreground) on the model grid.
-    grid: the model grid (RAS mm; in MNI space for a registered scan).
-    scan_grid: the scan's own grid, where maps go back to (and are written with).
-    to_template: 4x4, the scan's world -> the model grid's world (the
-        registration; identity for presets that do not register).
-    quality: what the preparation measured (brain volume, registration
-        correlation, seconds per step), for reports and `uad check`.
-    units: which parts of the model grid the model sees: kept slice indices (K,)
-        for slice presets, patch corners (N, 3) as (i0, j0, k) for patch presets,
-        empty for whole-volume presets.
-    """
-
-    image: np.ndarray
-    region: np.ndarray
-    grid: Grid
-    scan_grid: Grid
-    preset: "Preset"
-    units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    to_template: np.ndarray = field(default_factory=lambda: np.eye(4))
-    quality: dict = field(default_factory=dict)
-
-    def inputs(self, volume: np.ndarray | None = None) -> np.ndarray:
-        """Model inputs as a float32 batch (shape set by the preset), cut from the
-        image or from another ``volume`` on the model grid (e.g. the region)."""
-        volume = self.image if volume is None else np.asarray(volume, dtype=np.float32)
-        return self.preset.inputs(self, volume)
-
-    def assemble(self, outputs: np.ndarray) -> np.ndarray:
-        """Model outputs (one per input) -> float32 volume of shape grid.shape."""
-        return self.preset.assemble(self, np.asarray(outputs, dtype=np.float32))
-
-    def seen_region(self) -> np.ndarray:
-        """bool, grid shape: the region's voxels that some model input covers (the
-        kept slices or patches; the whole region for a whole-volume preset)."""
-        return self.assemble(self.inputs(self.region)) > 0.5
-
-    def paint(self, values: np.ndarray) -> np.ndarray:
-        """One score per model input (N,) -> arrays shaped like the inputs, each
-        filled with its input's score (for `assemble`)."""
-        values = np.asarray(values, dtype=np.float32).reshape(-1)
-        shape = self.inputs(self.region).shape
-        return np.broadcast_to(values.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
-
-    def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
-        """A volume on the model grid -> float32 volume on the scan's own grid."""
-        return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
-
-    def scan_grid_in_model_space(self) -> Grid:
-        """The scan's voxels placed in the model grid's world (through the registration)."""
-        return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)
 
 
 class Preset:
@@ -160,8 +104,6 @@ class Preset:
     def _prepare_brain(self, scan: Scan, brain: np.ndarray | None) -> Prepared:
         """The brain preparation, then one resampling through the registration onto
         the model grid in MNI space."""
-        from uadcore.preprocess.brain import prepare_brain
-
         prepared_brain = prepare_brain(scan, brain, self.params["skull_strip"])
         grid = self.model_grid(scan, prepared_brain.brain)
         placed = prepared_brain.grid_in_template(scan.grid)
@@ -198,22 +140,6 @@ def scale_intensity(image: np.ndarray, region: np.ndarray, upper_percentile: flo
     if high <= low:
         high = low + 1.0  # a constant image scales to 0
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
-
-
-def region_bounds(grid: Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World box (RAS mm, lowest and highest corner) around ``region``'s voxels."""
-    low, high = nonzero_box(region)
-    high = high - 1  # the last voxel inside
-    corners = grid.index_to_world(
-        [[i, j, k] for i in (low[0], high[0]) for j in (low[1], high[1]) for k in (low[2], high[2])]
-    )
-    return corners.min(axis=0), corners.max(axis=0)
-
-
-def region_centre(grid: Grid, region: np.ndarray) -> np.ndarray:
-    """World centre (RAS mm) of the box around ``region``'s voxels."""
-    low, high = region_bounds(grid, region)
-    return (low + high) / 2.0
 
 
 def _json_values(value):

@@ -206,3 +206,19 @@ def _interpolate_axis(array: np.ndarray, axis: int, coordinates: np.ndarray, fil
     upper *= weight.reshape(along)
     result += upper
     return result
+
+
+def region_bounds(grid: Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World box (RAS mm, lowest and highest corner) around ``region``'s voxels."""
+    low, high = nonzero_box(region)
+    high = high - 1  # the last voxel inside
+    corners = grid.index_to_world(
+        [[i, j, k] for i in (low[0], high[0]) for j in (low[1], high[1]) for k in (low[2], high[2])]
+    )
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def region_centre(grid: Grid, region: np.ndarray) -> np.ndarray:
+    """World centre (RAS mm) of the box around ``region``'s voxels."""
+    low, high = region_bounds(grid, region)
+    return (low + high) / 2.0

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from uadcore.errors import UADError
 from uadcore.io.grid import Grid
-from uadcore.preprocess.preset import region_bounds
+from uadcore.preprocess.resample import region_bounds
 
 FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",

@@ -1,0 +1,69 @@
+"""A scan on a preset's model grid (`Prepared`): what the models see, the cache
+stores and the maps go back from. It knows its preset only as the object that
+cuts inputs and assembles outputs (`uadcore.preprocess.preset.Preset`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from uadcore.io.grid import Grid
+from uadcore.preprocess.resample import resample
+
+
+@dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
+class Prepared:
+    """A scan brought onto a preset's model grid.
+
+    image: float32, shape grid.shape, intensities scaled to [0, 1].
+    region: bool, shape grid.shape; the brain (or foreground) on the model grid.
+    grid: the model grid (RAS mm; in MNI space for a registered scan).
+    scan_grid: the scan's own grid, where maps go back to (and are written with).
+    to_template: 4x4, the scan's world -> the model grid's world (the
+        registration; identity for presets that do not register).
+    quality: what the preparation measured (brain volume, registration
+        correlation, seconds per step), for reports and `uad check`.
+    units: which parts of the model grid the model sees: kept slice indices (K,)
+        for slice presets, patch corners (N, 3) as (i0, j0, k) for patch presets,
+        empty for whole-volume presets.
+    """
+
+    image: np.ndarray
+    region: np.ndarray
+    grid: Grid
+    scan_grid: Grid
+    preset: "Preset"
+    units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    to_template: np.ndarray = field(default_factory=lambda: np.eye(4))
+    quality: dict = field(default_factory=dict)
+
+    def inputs(self, volume: np.ndarray | None = None) -> np.ndarray:
+        """Model inputs as a float32 batch (shape set by the preset), cut from the
+        image or from another ``volume`` on the model grid (e.g. the region)."""
+        volume = self.image if volume is None else np.asarray(volume, dtype=np.float32)
+        return self.preset.inputs(self, volume)
+
+    def assemble(self, outputs: np.ndarray) -> np.ndarray:
+        """Model outputs (one per input) -> float32 volume of shape grid.shape."""
+        return self.preset.assemble(self, np.asarray(outputs, dtype=np.float32))
+
+    def seen_region(self) -> np.ndarray:
+        """bool, grid shape: the region's voxels that some model input covers (the
+        kept slices or patches; the whole region for a whole-volume preset)."""
+        return self.assemble(self.inputs(self.region)) > 0.5
+
+    def paint(self, values: np.ndarray) -> np.ndarray:
+        """One score per model input (N,) -> arrays shaped like the inputs, each
+        filled with its input's score (for `assemble`)."""
+        values = np.asarray(values, dtype=np.float32).reshape(-1)
+        shape = self.inputs(self.region).shape
+        return np.broadcast_to(values.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
+    def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
+        """A volume on the model grid -> float32 volume on the scan's own grid."""
+        return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
+
+    def scan_grid_in_model_space(self) -> Grid:
+        """The scan's voxels placed in the model grid's world (through the registration)."""
+        return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)
