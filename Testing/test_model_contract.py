@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from uadcore.models import MODELS, AnomalyModel, ClosedFormModel, ModelSpec, StagedModel, register_model
+from uadcore.models import MODELS, AnomalyModel, ClosedFormModel, ModelSpec, ReconstructionModel, StagedModel, register_model
 from uadcore.preprocess import PRESETS
 from uadcore.score.maps import KINDS
 from uadcore.train import TrainConfig
@@ -25,6 +25,7 @@ def test_every_model_keeps_the_contract_its_spec_declares(name):
     shape = (16, 20, 16) if spec.preset.startswith("brain3d") else (64, 64)
     model = spec.build(shape, **spec.small)
     assert isinstance(model, AnomalyModel)
+    assert isinstance(model, ReconstructionModel) == ("rec" in spec.maps)  # the rec map needs a reconstruction
     assert isinstance(model, StagedModel) == (len(spec.stages) > 1)
     assert isinstance(model, ClosedFormModel) == spec.closed_form
 

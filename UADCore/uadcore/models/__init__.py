@@ -10,12 +10,13 @@ to `register_model` from outside the package).
 from __future__ import annotations
 
 from uadcore.errors import UADError
-from uadcore.models import ae3d, mae, normative, patchae, vae  # the model files
+from uadcore.models import ae3d, anomseg, mae, normative, patchae, vae  # the model files
 from uadcore.models.ae3d import AE3D
+from uadcore.models.anomseg import AnomSeg3D
 from uadcore.models.mae import MAE
 from uadcore.models.normative import Normative
 from uadcore.models.patchae import PatchAE
-from uadcore.models.spec import AnomalyModel, ClosedFormModel, ModelSpec, StagedModel
+from uadcore.models.spec import AnomalyModel, ClosedFormModel, ModelSpec, ReconstructionModel, StagedModel
 from uadcore.models.vae import VAE
 from uadcore.registry import Registry
 
@@ -27,7 +28,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return MODELS.register(spec)
 
 
-_BUILT_IN = (normative.SPEC, ae3d.SPEC, vae.SPEC_2D, vae.SPEC_3D, mae.SPEC, patchae.SPEC)
+_BUILT_IN = (normative.SPEC, ae3d.SPEC, vae.SPEC_2D, vae.SPEC_3D, mae.SPEC, patchae.SPEC, anomseg.SPEC)
 for _spec in _BUILT_IN:
     register_model(_spec)
 
@@ -44,5 +45,5 @@ def make_model(name: str, in_shape, **options):
     return model_spec(name).build(in_shape, **options)
 
 
-__all__ = ["AE3D", "MAE", "MODELS", "AnomalyModel", "ClosedFormModel", "ModelSpec", "Normative", "PatchAE", "StagedModel",
+__all__ = ["AE3D", "AnomSeg3D", "MAE", "MODELS", "AnomalyModel", "ClosedFormModel", "ModelSpec", "Normative", "PatchAE", "ReconstructionModel", "StagedModel",
            "VAE", "make_model", "model_spec", "register_model"]

@@ -1,12 +1,13 @@
 """The model contract: what every model offers the engine and the scorer
 (`AnomalyModel`), and what UAD knows about it besides its code (`ModelSpec`).
 
-A model is a `torch.nn.Module` with ``loss_per_sample`` and ``reconstruct``. One
-trained in stages (the MAE, then its anomaly classifier) is a `StagedModel`; one
-fitted in closed form (the normative baseline) a `ClosedFormModel`. Its
-`ModelSpec`, in the model's own file, names its preprocessing preset, its map
-kinds (`uadcore.score.maps.KINDS`), its training defaults, a CPU-sized
-configuration, and the optimiser of each stage.
+A model is a `torch.nn.Module` with ``loss_per_sample``; one whose maps compare a
+scan with a healthy-looking version of it (the ``rec`` kind) is a
+`ReconstructionModel` and also has ``reconstruct``. One trained in stages (the
+MAE, then its anomaly classifier) is a `StagedModel`; one fitted in closed form
+(the normative baseline) a `ClosedFormModel`. Its `ModelSpec`, in the model's own
+file, names its preprocessing preset, its map kinds (`uadcore.score.maps.KINDS`),
+its training defaults, a CPU-sized configuration, and the optimiser of each stage.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ class AnomalyModel(Protocol):
     def loss_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, ...) -> (B,): what training minimises and outlier removal compares."""
 
+
+@runtime_checkable
+class ReconstructionModel(AnomalyModel, Protocol):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, ...) -> (B, C, ...): the healthy-looking version the maps compare with."""
 
 
 @runtime_checkable
-class StagedModel(AnomalyModel, Protocol):
+class StagedModel(ReconstructionModel, Protocol):
     stages: tuple[str, ...]
 
     def begin_stage(self, stage: str, fresh: bool = True) -> list[torch.nn.Parameter]:
@@ -37,7 +41,7 @@ class StagedModel(AnomalyModel, Protocol):
 
 
 @runtime_checkable
-class ClosedFormModel(AnomalyModel, Protocol):
+class ClosedFormModel(ReconstructionModel, Protocol):
     def fit(self, items: torch.Tensor, regions: torch.Tensor) -> None:
         """Fit on the training items (N, C, ...) and their brains (N, C, ...)."""
 

@@ -8,7 +8,8 @@ voxel-wise anomaly maps of every model (Zimmerer et al. for the VAE):
 - ``combi``: the KL gradient, smoothed and min-max normalised, times the
   reconstruction term;
 - ``abs-z``, ``z``: the normative baseline's |z| and signed z-score per voxel
-  (rec there is |x - healthy median|).
+  (rec there is |x - healthy median|);
+- ``probability``: the anomaly segmenter's P(anomalous) per voxel.
 
 Per image by default: gradients of the *sum* over the batch (each image's gradient
 is then its own), min-max over each image. ``reference=True`` reproduces the
@@ -75,6 +76,12 @@ def z_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
     with torch.no_grad():
         z = model.z_score(x)
         return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "abs-z": z.abs(), "z": z}
+
+
+def probability_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
+    """The anomaly segmenter's voxel probabilities, {"probability": (B, C, ...)}."""
+    with torch.no_grad():
+        return {"probability": model.anomaly_probability(x)}
 
 
 def vae_outputs(model, x: torch.Tensor, reference: bool = False, kind: str = "rec") -> dict:
@@ -215,6 +222,7 @@ for _kind in (
     MapKind("combi", "smoothed, normalised KL gradient x reconstruction term", functools.partial(vae_outputs, kind="combi")),
     MapKind("abs-z", "|z| against the healthy voxel statistics", z_outputs),
     MapKind("z", "signed z against the healthy voxel statistics", z_outputs),
+    MapKind("probability", "the anomaly segmenter's P(anomalous) per voxel", probability_outputs),
     MapKind("classifier", "the MAE's anomaly classifier, P(pseudo-abnormal) of a slice",
             lambda model, x: model.abnormal_probability(x), per_item=True),
     MapKind("ssim", "1 - SSIM(x, x_hat) of a slice", ssim_scores, per_item=True),
