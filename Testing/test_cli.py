@@ -72,15 +72,18 @@ def test_demo_end_to_end_at_a_small_size(tmp_path):
     from uadcore.cli.demo import DemoPlan, run_demo
 
     plan = DemoPlan(healthy_train=5, injected=1, healthy_test=2, unhealthy_test=2,
-                    schedule={"epochs": 2, "outlier_every": 1, "reinit_at": [1], "batch_size": 2, "gamma": 1.4, "checkpoint_every": 1})
+                    schedule={"epochs": 2, "outlier_every": 1, "reinit_at": [1], "batch_size": 2, "gamma": 1.4, "checkpoint_every": 1},
+                    segmenter_schedule={"epochs": 1, "batch_size": 2})
     for _ in range(2):  # a second run replaces the first demo's folder, nothing else
         result = run_demo(str(tmp_path / "demo"), progress=False, plan=plan)
     assert result["n"] == 4 and 0.0 <= result["sample_auroc"] <= 1.0
     report = open(result["report"]).read()
     assert "sample_auroc" in report and "loss.png" in report
+    assert "| metric | small AE3D (rec) | anomseg3d (probability) | normative (abs-z) |" in report
+    assert 0.0 <= result["anomseg3d"]["sample_auroc"] <= 1.0
     for written in result["maps"]:
         assert os.path.isfile(written["map"]) and os.path.isfile(written["picture"])
-    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "cohort", "maps", "pictures", "report.json", "report.md", "run", "run-normative", "test.csv", "train.csv"]
+    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "cohort", "maps", "pictures", "report.json", "report.md", "run", "run-anomseg3d", "run-normative", "test.csv", "train.csv"]
 
 
 def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):

@@ -29,7 +29,8 @@ from uadcore.io import ScanEntry, read_manifest, write_manifest
 REALDATA = os.environ.get("UAD_REALDATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata"))
 HELD_OUT = 25
 GROUPS = {  # lesion kind -> case name prefix (lesions-info.csv)
-    "native-T1 gliomas": ("tcga-",),
+    "BraTS 2018 native-T1 gliomas": ("brats18-",),
+    "native-T1 gliomas (TCGA)": ("tcga-",),
     "white-matter lesions": ("wmh-",),
     "scans with skull": ("skull-",),
     "post-contrast gliomas": ("t1c-",),
@@ -46,8 +47,10 @@ CPU_SCHEDULES = {
     "mae2d": ["--size", "small", "--epochs", "20", "--classifier-epochs", "4", "--outlier-every", "5", "--batch-size", "64",
               "--checkpoint-every", "10"],
     "patchae2d": ["--size", "small", "--epochs", "10", "--outlier-every", "5", "--batch-size", "200", "--checkpoint-every", "5"],
+    "anomseg3d": ["--size", "small"],  # its own defaults: what a user gets
 }
-PICTURE_CASES = ("tcga-du-7294", "wmh-301D00252-20040121", "skull-scan1", "t1c-brats_2013_pat0001_1")
+PICTURE_CASES = ("tcga-du-7294", "wmh-301D00252-20040121", "skull-scan1", "t1c-brats_2013_pat0001_1", "brats18-cbica-aab",
+                 "brats18-cbica-asa", "brats18-cbica-ask", "brats18-tcia02-471", "brats18-tcia04-192")
 
 
 def split(out: str) -> tuple[str, str, list[ScanEntry]]:

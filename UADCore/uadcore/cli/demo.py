@@ -4,8 +4,10 @@
    BraTS gliomas of Behrendt et al.);
 2. train the small AE3D on healthy scans with some unhealthy ones injected, with
    outlier removal and a short schedule (one re-initialisation);
-3. evaluate on scans the model never saw, next to the `normative` baseline (per-voxel
-   healthy statistics, fitted in seconds on the same training scans);
+3. train the small anomaly segmenter (`anomseg3d`, self-supervised on synthetic
+   anomalies) and the `normative` baseline (per-voxel healthy statistics, fitted in
+   seconds) on the same training scans, and evaluate all three on scans they
+   never saw;
 4. write anomaly maps of a few test scans in their own geometry, slice pictures,
    the loss curve, the outlier table and a short report.
 """
@@ -35,13 +37,16 @@ class DemoPlan:
     # 15 % held out: 7 healthy validation scans calibrate the maps (at least 5 are needed)
     schedule: dict = field(default_factory=lambda: {"epochs": 40, "outlier_every": 5, "reinit_at": [15], "batch_size": 8, "gamma": 1.4,
                                                     "checkpoint_every": 10, "val_fraction": 0.15})
+    # the segmenter: its own defaults (`uadcore.models.anomseg`) but for these
+    segmenter_schedule: dict = field(default_factory=lambda: {"epochs": 30, "checkpoint_every": 10})
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "demo",
         help="run the pipeline on a synthetic cohort (minutes on a laptop CPU)",
-        description="Synthesise a cohort, train AE3D with outlier removal, evaluate on unseen scans, write maps and a report.",
+        description="Synthesise a cohort, train AE3D with outlier removal and the anomaly segmenter, evaluate both next "
+                    "to the normative baseline on unseen scans, write maps and a report.",
     )
     parser.add_argument("--out", default="uad-demo", metavar="DIR", help="output folder (default ./uad-demo)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -61,6 +66,10 @@ def run(args) -> int:
             f"{'calibrated' if result['calibrated'] else 'raw'} map; normative baseline {result['normative']['sample_auroc']:.3f})"
             + (f"; the map peaks inside the lesion in {100 * peak:.0f} % of lesion scans" if peak is not None else "")
             + f"; removed during training: {train['removed']} ({train['removed_unhealthy']} of the {result['injected']} injected unhealthy)")
+        segmenter = result["anomseg3d"]
+        say(f"anomaly segmenter: sample AUROC {segmenter['sample_auroc']:.3f}, voxel AP {segmenter['voxel_ap']:.3f} "
+            f"(AE3D {result['voxel_ap']:.3f}, normative {result['normative']['voxel_ap']:.3f})"
+            + (f", peaks inside the lesion in {100 * segmenter['peak_in_lesion']:.0f} %" if segmenter["peak_in_lesion"] is not None else ""))
         say(f"report: {result['report']}")
     return 0
 
@@ -106,6 +115,13 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
                                              "gamma": plan.schedule["gamma"], **MODELS["normative"].train})
     train(baseline_config, baseline_dir, events=Events(json_lines=False, progress=False))
     baseline = evaluate(Scorer(baseline_dir, device=device), test_entries, kind=MODELS["normative"].maps[0], progress=False)
+    say("      and the small anomaly segmenter, self-supervised on synthetic anomalies in the same training scans")
+    segmenter_dir = os.path.join(out, "run-anomseg3d")
+    segmenter_config = TrainConfig.from_dict({
+        "data": train_manifest, "model": "anomseg3d", "model_params": MODELS["anomseg3d"].small, "seed": seed, "device": device,
+        "val_fraction": config.val_fraction, **MODELS["anomseg3d"].train, **plan.segmenter_schedule})
+    train(segmenter_config, segmenter_dir, events=Events(json_lines=False, progress=progress))
+    segmenter = evaluate(Scorer(segmenter_dir, device=device), test_entries, kind=MODELS["anomseg3d"].maps[0], progress=False)
 
     say("[4/4] writing maps, pictures and the report")
     pictures, maps = os.path.join(out, "pictures"), os.path.join(out, "maps")
@@ -123,16 +139,19 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
                         "calibrated": result.calibrated, "map": map_path, "picture": png})
     state = load_run(run_dir)
     loss_picture = loss_png(state["history"], state["audit"], os.path.join(pictures, "loss.png"))
-    report_path = _write_report(out, plan, summary, report, baseline, state["audit"], written, loss_picture)
+    evaluations = {"small AE3D (rec)": report, "anomseg3d (probability)": segmenter, "normative (abs-z)": baseline}
+    report_path = _write_report(out, plan, summary, evaluations, state["audit"], written, loss_picture)
     return {"out": out, "run": run_dir, "report": report_path, "train": summary, "injected": plan.injected,
-            **{k: report.metric(k) for k in METRICS}, "normative": {k: baseline.metric(k) for k in METRICS}, "maps": written}
+            **{k: report.metric(k) for k in METRICS}, "normative": {k: baseline.metric(k) for k in METRICS},
+            "anomseg3d": {"run": segmenter_dir, **{k: segmenter.metric(k) for k in METRICS}}, "maps": written}
 
 
 METRICS = ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice", "dice_at_healthy_fpr", "peak_in_lesion",
            "sample_score", "calibrated")
 
 
-def _write_report(out, plan, summary, report, baseline, audit, written, loss_picture) -> str:
+def _write_report(out, plan, summary, evaluations: dict, audit, written, loss_picture) -> str:
+    """report.md and report.json; ``evaluations``: {"model (map kind)": its evaluation}, the AE3D's first."""
     def fmt(value):
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -148,20 +167,21 @@ def _write_report(out, plan, summary, report, baseline, audit, written, loss_pic
         *[f"| {os.path.basename(r['path'])} | {r['epoch']} | {r['loss_over_mean']} | {r['label']} |" for r in audit],
         "", "## Evaluation on unseen scans", "",
         "The normative baseline: per-voxel median and spread of the same training scans, map = |z| "
-        "(no learning; what a model has to beat).", "",
+        "(no learning; what a model has to beat). The anomaly segmenter (anomseg3d): a 3D U-Net trained on the same "
+        "training scans to find synthetic anomalies inserted into them (never a real lesion); its map is the "
+        "predicted anomaly probability.", "",
         "Maps are calibrated on the healthy validation scans (per voxel, in units of healthy "
         "variation); a scan's sample score is a statistic of its map, chosen by each run on pseudo-lesions in its "
         "validation scans (no lesion labels): `mean` (the paper's), `top1` (mean of the top 1 % of brain voxels) or "
         "`share` (of voxels above the healthy 1 % threshold). `peak_in_lesion`: the share of lesion scans whose map "
         "is highest inside the lesion.", "",
-        "| metric | small AE3D (rec) | normative (abs-z) |", "|---|---:|---:|",
-        *[f"| {key} | {fmt(report.metric(key))} | {fmt(baseline.metric(key))} |"
+        "| metric | " + " | ".join(evaluations) + " |", "|---|" + "---:|" * len(evaluations),
+        *[f"| {key} | " + " | ".join(fmt(e.metric(key)) for e in evaluations.values()) + " |"
           for key in ("calibrated", "sample_score", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc",
                       "voxel_ap", "dice", "best_dice", "dice_at_healthy_fpr", "peak_in_lesion")],
         "", "Every sample score (AUROC on the same scans):", "",
-        "| sample score | small AE3D | normative |", "|---|---:|---:|",
-        *[f"| {name} | {fmt(report.sample_scores[name]['auroc'])} | - |" for name in report.sample_scores],
-        *[f"| {name} | - | {fmt(baseline.sample_scores[name]['auroc'])} |" for name in baseline.sample_scores],
+        "| model | sample score | AUROC |", "|---|---|---:|",
+        *[f"| {model} | {name} | {fmt(e.sample_scores[name]['auroc'])} |" for model, e in evaluations.items() for name in e.sample_scores],
         "", "## Maps", "",
         *[f"- {os.path.basename(w['scan'])} ({w['label']}), {w['sample_score']} of the {'calibrated' if w['calibrated'] else 'raw'} "
           f"rec map {w['score']:.3f}: `{os.path.relpath(w['map'], out)}`\n\n  ![{w['label']}]({os.path.relpath(w['picture'], out)})"
@@ -172,7 +192,8 @@ def _write_report(out, plan, summary, report, baseline, audit, written, loss_pic
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as handle:
-        json.dump({"train": summary, "evaluation": report.to_dict(), "normative": baseline.to_dict(), "maps": written}, handle, indent=1)
+        json.dump({"train": summary, "evaluations": {model: e.to_dict() for model, e in evaluations.items()}, "maps": written},
+                  handle, indent=1)
     return path
 
 
