@@ -165,8 +165,7 @@ def _push_outwards(altered, region, offsets, radius: float, generator) -> None:
     distance = offsets.norm(dim=0).clamp_min(1e-3)
     push = strength * radius * torch.exp(-((distance / (1.5 * radius)) ** 2))  # voxels, along the radius
     sampled_at = offsets - offsets / distance * push  # each voxel shows what lay nearer the centre
-    centre = torch.stack([offsets[i].flatten()[0] for i in range(3)])  # offsets of the box's first voxel
-    index = sampled_at - centre.view(3, 1, 1, 1)  # voxel index inside the box
+    index = sampled_at - offsets[:, :1, :1, :1]  # voxel index inside the box (offsets of its first voxel subtracted)
     sizes = torch.tensor(box_shape, dtype=torch.float32, device=local.device).view(3, 1, 1, 1)
     normalised = 2 * index / (sizes - 1).clamp_min(1) - 1
     grid = normalised.flip(0).permute(1, 2, 3, 0)[None]  # grid_sample wants (x, y, z) = (K, J, I)
