@@ -90,7 +90,7 @@ def test_layers_only_point_down():
 
 
 # the preparation, lowest first: each module imports only those before it
-PREPARATION_LINE = ("resample", "template", "itk", "bias", "skullstrip", "register", "intensity", "memory", "prepared", "cache",
+PREPARATION_LINE = ("resample", "warp", "template", "itk", "bias", "skullstrip", "register", "intensity", "memory", "prepared", "cache",
                     "brain", "preset", "brain3d", "slices2d", "patches2d", "__init__", "dataset")
 
 

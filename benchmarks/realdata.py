@@ -1,7 +1,7 @@
 """Real scans: train on healthy IXI T1, evaluate on held-out IXI and the lesion cases
 of ``../shared/realdata`` (never copied into the repository), per lesion kind.
 
-    python -m benchmarks.realdata --out DIR [--models normative,ae3d,vae3d] [--prepare-only]
+    python -m benchmarks.realdata --out DIR [--models normative,ae3d,vae3d] [--registration deformable] [--prepare-only]
 
 1. a fixed subject-level split of the 145 IXI scans: 25 held out (drawn with seed
    0), 120 for training (of which `uad train` holds out its own 10 % validation);
@@ -67,14 +67,14 @@ def group_of(entry: ScanEntry) -> str:
     return next(name for name, prefixes in GROUPS.items() if case.startswith(prefixes))
 
 
-def prepare_all(entries: list[ScanEntry]) -> dict:
+def prepare_all(entries: list[ScanEntry], registration: str = "affine") -> dict:
     """Prepare (and cache) every scan; per-step seconds (median, max) and failures."""
     from uadcore.preprocess import make_preset
     from uadcore.preprocess.dataset import prepare_scans
 
     problems: dict = {}
     started = time.perf_counter()
-    results = prepare_scans(entries, make_preset("brain3d-behrendt"), problems=problems)
+    results = prepare_scans(entries, make_preset("brain3d-behrendt", registration=registration), problems=problems)
     wall = time.perf_counter() - started
     steps: dict = {}
     correlations = []
@@ -185,13 +185,17 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for manifests, runs, results and pictures")
     parser.add_argument("--models", default="normative,ae3d,vae3d")
     parser.add_argument("--prepare-only", action="store_true", help="only prepare (and cache) every scan")
+    parser.add_argument("--train-config", metavar="JSON", help="a uad train --config file for every model (e.g. model_params)")
+    parser.add_argument("--registration", choices=["affine", "deformable"], default="affine",
+                        help="the brain preparation's registration for every model (uad train --registration)")
     args = parser.parse_args()
     if not os.path.isdir(REALDATA):
         raise SystemExit(f"{REALDATA}: no real data here (set UAD_REALDATA)")
     os.makedirs(args.out, exist_ok=True)
     train, healthy_test, lesions = split(args.out)
     everything = read_manifest(train) + read_manifest(healthy_test) + lesions
-    result = {"benchmark": "realdata", "machine": machine_info(), "prepare": prepare_all(everything), "models": {}}
+    result = {"benchmark": "realdata", "machine": machine_info(), "registration": args.registration,
+              "prepare": prepare_all(everything, args.registration), "models": {}}
     earlier = os.path.join(args.out, "realdata.json")
     if os.path.exists(earlier):  # models measured before in this folder stay in the table
         with open(earlier, encoding="utf-8") as handle:
@@ -202,7 +206,8 @@ def main() -> None:
     for model in args.models.split(","):
         run = os.path.join(args.out, f"run-{model}")
         started = time.perf_counter()
-        command = ["train", "--data", train, "--model", model, "--out", run, "--device", "cpu"]
+        command = ["train", "--data", train, "--model", model, "--out", run, "--device", "cpu",
+                   "--registration", args.registration] + (["--config", args.train_config] if args.train_config else [])
         schedule = CPU_SCHEDULES.get(model, CPU_SCHEDULE)
         summary = uad(*command, *schedule)
         train_s = round(time.perf_counter() - started, 1)

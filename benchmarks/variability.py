@@ -2,7 +2,7 @@
 synthetic cohort next to real IXI T1 scans (``../shared/realdata``), prepared the
 same way (`brain3d-behrendt`).
 
-    python -m benchmarks.variability --out DIR [--scans 40]
+    python -m benchmarks.variability --out DIR [--scans 40] [--registration affine|deformable] [--sets synthetic,ixi]
 
 Per set of scans: the per-voxel standard deviation across scans inside the brain
 every scan shares (median and 90th percentile over those voxels), the same after a
@@ -43,6 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--scans", type=int, default=40, help="scans per set (default 40)")
+    parser.add_argument("--registration", choices=["affine", "deformable"], default="affine",
+                        help="the brain preparation's registration (uad train --registration)")
+    parser.add_argument("--sets", default="synthetic,ixi", help="which sets of scans (default synthetic,ixi)")
     args = parser.parse_args()
     from uadcore.io import read_manifest
     from uadcore.preprocess import make_preset
@@ -50,11 +53,13 @@ def main() -> None:
     from uadcore.preprocess.dataset import prepare_scans
 
     os.makedirs(args.out, exist_ok=True)
-    preset = make_preset("brain3d-behrendt")
+    preset = make_preset("brain3d-behrendt", registration=args.registration)
     result = {"benchmark": "variability", "machine": machine_info(), "preset": preset.to_dict()}
-    cohort = synthesize_cohort(os.path.join(args.out, "cohort"), healthy=args.scans, unhealthy=0, seed=11, progress=True)
-    result["synthetic"] = spread([p for p, _ in prepare_scans(read_manifest(cohort), preset)])
-    if os.path.isdir(REALDATA):
+    sets = args.sets.split(",")
+    if "synthetic" in sets:
+        cohort = synthesize_cohort(os.path.join(args.out, "cohort"), healthy=args.scans, unhealthy=0, seed=11, progress=True)
+        result["synthetic"] = spread([p for p, _ in prepare_scans(read_manifest(cohort), preset)])
+    if "ixi" in sets and os.path.isdir(REALDATA):
         real = read_manifest(os.path.join(REALDATA, "healthy.csv"))[: args.scans]
         result["ixi"] = spread([r[0] for r in prepare_scans(real, preset, problems={}) if r is not None])
     print(json.dumps(result, indent=1))

@@ -24,6 +24,7 @@ def add_parser(commands) -> None:
     parser.add_argument("data", metavar="DIR|MANIFEST", help="folder of scans or manifest CSV (path,label,mask)")
     parser.add_argument("--preset", default="brain3d-behrendt", choices=sorted(PRESETS), help="preprocessing preset (default brain3d-behrendt)")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"], help="brain presets: deepbet skull stripping (default auto)")
+    parser.add_argument("--registration", choices=["affine", "deformable"], help="brain presets: as uad train --registration")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -34,7 +35,8 @@ def run(args) -> int:
     from uadcore.preprocess import make_preset
     from uadcore.preprocess.dataset import prepare_scans
 
-    preset = make_preset(args.preset, **({"skull_strip": args.skull_strip} if args.skull_strip else {}))
+    options = {"skull_strip": args.skull_strip, "registration": args.registration}
+    preset = make_preset(args.preset, **{name: value for name, value in options.items() if value})
     entries = load_dataset(args.data)
     rows = []
     with progress_bar(total=len(entries), desc="check", unit="scan", enabled=not args.json) as bar:

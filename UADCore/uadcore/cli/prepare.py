@@ -34,6 +34,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--size", choices=["paper", "small"], help="as uad train --size (the small size prepares some "
                         "models' scans smaller)")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"], help="as uad train --skull-strip")
+    parser.add_argument("--registration", choices=["affine", "deformable"], help="as uad train --registration")
     parser.add_argument("--shard", metavar="K/N", help="prepare the K-th of N shares of the scans (K from 1; default: "
                         "from SLURM_ARRAY_TASK_ID/COUNT or torchrun's RANK/WORLD_SIZE, else 1/1)")
     parser.add_argument("--workers", type=int, metavar="W", help="processes preparing scans (default: one per core)")
@@ -75,7 +76,8 @@ def run(args) -> int:
         raise UADError("uad prepare: the preparation cache is off (UAD_CACHE=off); there is nowhere to prepare into")
     k, n = shard_of(args.shard)
     spec = model_spec(args.model)
-    preset = make_preset(spec.preset, **spec.preset_options(preset_params(args.model, args.size, args.skull_strip)))
+    preset = make_preset(spec.preset, **spec.preset_options(preset_params(args.model, args.size, skull_strip=args.skull_strip,
+                                                                     registration=args.registration)))
     entries = load_dataset(args.data)
     # the entries as training reads them (scan and brain mask; lesion masks are evaluation's)
     shard = [ScanEntry(e.path, brain=e.brain) for e in entries[k - 1 :: n]]

@@ -47,6 +47,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
                         help="brain models: deepbet skull stripping (default auto: unless a scan is already skull-stripped; "
                              "a manifest's brain column gives masks instead)")
+    parser.add_argument("--registration", choices=["affine", "deformable"],
+                        help="brain models: registration to MNI152 (default affine; deformable adds a smooth warp on top, "
+                             "about 2 s more a scan: healthy anatomy such as the ventricles varies less)")
     parser.add_argument("--batch-size", type=int, metavar="B", help=f"batch size (default {PAPER_BATCH}, smaller when that would give under {MIN_STEPS_PER_EPOCH} steps "
                         f"an epoch{_by_model('batch_size')})")
     parser.add_argument("--lr", type=float, help=f"learning rate (default {default.lr:g}{_by_model('lr')})")
@@ -108,15 +111,17 @@ def config_from_args(args):
     model = values.get("model", TrainConfig.model)
     if args.size == "small":
         values["model_params"] = {**MODELS[model].small, **values.get("model_params", {})}
-    values["preset_params"] = preset_params(model, args.size, args.skull_strip, values.get("preset_params"))
+    values["preset_params"] = preset_params(model, args.size, values.get("preset_params"), skull_strip=args.skull_strip,
+                                            registration=args.registration)
     config = TrainConfig.from_dict(values, source=args.config or "uad train")
     if not config.data:
         raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")
     return config
 
 
-def preset_params(model: str, size: str | None, skull_strip: str | None, given: dict | None = None) -> dict:
-    """The preset options of ``model`` that --size and --skull-strip ask for, over
+def preset_params(model: str, size: str | None, given: dict | None = None, **brain_options: str | None) -> dict:
+    """The preset options of ``model`` that --size, --skull-strip and --registration
+    (``brain_options``: skull_strip, registration; None where not given) ask for, over
     ``given`` (a --config file's): one decision for `uad train` and `uad prepare`,
     so that a prepared cache is the one training reads."""
     from uadcore.errors import UADError
@@ -126,10 +131,13 @@ def preset_params(model: str, size: str | None, skull_strip: str | None, given: 
     params = dict(given or {})
     if size == "small":
         params = {**MODELS[model].small_preset, **params}
-    if skull_strip:
-        if "skull_strip" not in PRESETS[MODELS[model].preset].defaults:
-            raise UADError(f"--skull-strip: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
-        params["skull_strip"] = skull_strip
+    for name, value in brain_options.items():
+        if value is None:
+            continue
+        if name not in PRESETS[MODELS[model].preset].defaults:
+            flag = "--" + name.replace("_", "-")
+            raise UADError(f"{flag}: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
+        params[name] = value
     return params
 
 

@@ -31,6 +31,7 @@ class Brain3DBehrendt(Preset):
         "field_of_view_mm": (160.0, 192.0, 166.0),  # R-L, A-P, S-I after cropping
         "downsample": 0.4,
         "skull_strip": "auto",  # auto | yes | no (see uadcore.preprocess.skullstrip)
+        "registration": "affine",  # affine | deformable (see uadcore.preprocess.brain)
         "upper_percentile": 99.5,  # version 1 only
     }
 

@@ -26,8 +26,9 @@ from uadcore.errors import warn
 from uadcore.io.atomic import remove_stale_temporaries
 from uadcore.io.grid import Grid
 from uadcore.preprocess.prepared import Prepared
+from uadcore.preprocess.warp import Warp
 
-FORMAT = 2  # bump when what is stored changes (2: the registration and the preparation's quality)
+FORMAT = 2  # bump when what is stored changes (2: the registration and the preparation's quality; a warp is an optional array)
 
 
 def cache_root() -> str | None:
@@ -40,9 +41,9 @@ def cache_root() -> str | None:
     return os.path.join(base, "uad", "prepared")
 
 
-def content_key(paths: list[str | None], preset_dict: dict, brain_revision: int) -> str:
+def content_key(paths: list[str | None], preset_dict: dict, brain_revision: int | str) -> str:
     """SHA-256 of the files' bytes (a DICOM folder: all its files, by name), the
-    preset and the brain preparation's revision (`uadcore.preprocess.brain.REVISION`)."""
+    preset and the brain preparation's revision (`uadcore.preprocess.brain.revision`)."""
     recipe = {"format": FORMAT, "preset": preset_dict, "brain_revision": brain_revision}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for path in paths:
@@ -66,7 +67,8 @@ def load(root: str, key: str, preset):
     arrays, meta = entry
     try:
         prepared = Prepared(arrays["image"], np.asarray(arrays["region"]), _grid(meta["grid"]), _grid(meta["scan_grid"]),
-                            preset, np.asarray(arrays["units"]), np.asarray(meta["to_template"], float), meta["quality"])
+                            preset, np.asarray(arrays["units"]), np.asarray(meta["to_template"], float), meta["quality"],
+                            load_warp(arrays, meta))
     except (KeyError, TypeError, ValueError):
         return None
     return prepared, (np.asarray(arrays["mask"]) if "mask" in arrays else None)
@@ -79,7 +81,19 @@ def store(root: str, key: str, prepared, mask) -> None:
         arrays["mask"] = mask
     meta = {"grid": _grid_record(prepared.grid), "scan_grid": _grid_record(prepared.scan_grid),
             "to_template": np.asarray(prepared.to_template).tolist(), "quality": prepared.quality}
-    store_entry(root, key, arrays, meta)
+    store_entry(root, key, *with_warp(arrays, meta, prepared.warp))
+
+
+def with_warp(arrays: dict, meta: dict, warp: Warp | None) -> tuple[dict, dict]:
+    """An entry's arrays and meta with ``warp`` added (unchanged when None)."""
+    if warp is None:
+        return arrays, meta
+    return {**arrays, "warp": warp.displacement}, {**meta, "warp_grid": _grid_record(warp.grid)}
+
+
+def load_warp(arrays: dict, meta: dict) -> Warp | None:
+    """The warp an entry holds (`with_warp`), or None."""
+    return Warp(_grid(meta["warp_grid"]), np.asarray(arrays["warp"])) if "warp" in arrays else None
 
 
 def load_entry(root: str, key: str) -> tuple[dict, dict] | None:

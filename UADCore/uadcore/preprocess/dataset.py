@@ -14,9 +14,9 @@ import torch
 from uadcore.errors import UADError
 from uadcore.io import ScanEntry, read_mask, read_scan
 from uadcore.parallel import process_stream
-from uadcore.preprocess import Prepared, Preset, resample
+from uadcore.preprocess import Prepared, Preset
 from uadcore.preprocess import cache as disk_cache
-from uadcore.preprocess.brain import BRAINS, REVISION
+from uadcore.preprocess.brain import BRAINS, revision
 from uadcore.preprocess.memory import RecentResults
 
 
@@ -54,7 +54,7 @@ def prepare_scan(job) -> tuple[Prepared, np.ndarray | None]:
     mask = None
     if entry.mask:
         # through the registration, as the scan itself went
-        mask = resample(read_mask(entry.mask, scan).astype(np.float32), prepared.scan_grid_in_model_space(), prepared.grid, order=0) > 0.5
+        mask = prepared.from_scan(read_mask(entry.mask, scan).astype(np.float32), order=0) > 0.5
     if cached and cached[0] and cached[1]:
         disk_cache.store(cached[0], cached[1], prepared, mask)
     return prepared, mask
@@ -142,7 +142,8 @@ def _content_key(entry: ScanEntry, preset: Preset) -> str | None:
     """The disk-cache key, or None when a file cannot be read (preparing it will
     then report the problem)."""
     try:
-        return disk_cache.content_key([entry.path, entry.mask, entry.brain], preset.to_dict(), REVISION)
+        return disk_cache.content_key([entry.path, entry.mask, entry.brain], preset.to_dict(),
+                                       revision(preset.params.get("registration", "affine")))
     except OSError:
         return None
 

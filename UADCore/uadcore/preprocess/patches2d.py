@@ -49,6 +49,7 @@ class Patches2D(Preset):
         "upper_percentile": 99.5,  # not for brain scans
         "brain": True,  # version 2: 3D volumes are brain scans (false: any other 3D image)
         "skull_strip": "auto",  # auto | yes | no, for brain scans (see uadcore.preprocess.skullstrip)
+        "registration": "affine",  # affine | deformable (see uadcore.preprocess.brain)
     }
 
     @property

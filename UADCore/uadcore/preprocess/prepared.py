@@ -10,6 +10,7 @@ import numpy as np
 
 from uadcore.io.grid import Grid
 from uadcore.preprocess.resample import resample
+from uadcore.preprocess.warp import Warp, resample_warped
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a scan in use, not a value
@@ -22,6 +23,8 @@ class Prepared:
     scan_grid: the scan's own grid, where maps go back to (and are written with).
     to_template: 4x4, the scan's world -> the model grid's world (the
         registration; identity for presets that do not register).
+    warp: the deformable part of the registration, on top of ``to_template``
+        (None: affine only).
     quality: what the preparation measured (brain volume, registration
         correlation, seconds per step), for reports and `uad check`.
     units: which parts of the model grid the model sees: kept slice indices (K,)
@@ -37,6 +40,7 @@ class Prepared:
     units: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     to_template: np.ndarray = field(default_factory=lambda: np.eye(4))
     quality: dict = field(default_factory=dict)
+    warp: Warp | None = None
 
     def inputs(self, volume: np.ndarray | None = None) -> np.ndarray:
         """Model inputs as a float32 batch (shape set by the preset), cut from the
@@ -62,8 +66,24 @@ class Prepared:
 
     def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
         """A volume on the model grid -> float32 volume on the scan's own grid."""
-        return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
+        if self.warp is None:
+            return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
+        return resample_warped(volume, self.grid, self.scan_grid_in_model_space(), self.warp.inverse, order=order)
+
+    def from_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
+        """A volume on the scan's own grid (e.g. a lesion mask) -> float32 volume on
+        the model grid, through the registration as the image came."""
+        return place_on_model_grid(volume, self.scan_grid_in_model_space(), self.grid, self.warp, order)
 
     def scan_grid_in_model_space(self) -> Grid:
         """The scan's voxels placed in the model grid's world (through the registration)."""
         return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)
+
+
+def place_on_model_grid(volume: np.ndarray, scan_in_model_space: Grid, grid: Grid, warp: Warp | None,
+                        order: int = 1) -> np.ndarray:
+    """A volume on a scan's grid (placed in model space by the affine registration)
+    -> float32 on the model ``grid``, through ``warp`` when there is one."""
+    if warp is None:
+        return resample(volume, scan_in_model_space, grid, order=order)
+    return resample_warped(volume, scan_in_model_space, grid, warp, order=order)

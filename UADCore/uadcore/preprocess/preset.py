@@ -19,8 +19,8 @@ import numpy as np
 from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan, refuse_a_mask
-from uadcore.preprocess.brain import prepare_brain
-from uadcore.preprocess.prepared import Prepared
+from uadcore.preprocess.brain import REGISTRATION_CHOICES, prepare_brain
+from uadcore.preprocess.prepared import Prepared, place_on_model_grid
 from uadcore.preprocess.resample import region_centre, resample
 from uadcore.preprocess.skullstrip import SKULL_STRIP_CHOICES
 
@@ -52,6 +52,8 @@ class Preset:
         self.params = {**self.defaults, **params}
         if self.params.get("skull_strip", "auto") not in SKULL_STRIP_CHOICES:
             raise UADError(f"preset {self.name}: skull_strip must be one of {', '.join(SKULL_STRIP_CHOICES)}")
+        if self.params.get("registration", "affine") not in REGISTRATION_CHOICES:
+            raise UADError(f"preset {self.name}: registration must be one of {', '.join(REGISTRATION_CHOICES)}")
 
     @property
     def prepares_brain(self) -> bool:
@@ -104,16 +106,16 @@ class Preset:
     def _prepare_brain(self, scan: Scan, brain: np.ndarray | None) -> Prepared:
         """The brain preparation, then one resampling through the registration onto
         the model grid in MNI space."""
-        prepared_brain = prepare_brain(scan, brain, self.params["skull_strip"])
+        prepared_brain = prepare_brain(scan, brain, self.params["skull_strip"], self.params["registration"])
         grid = self.model_grid(scan, prepared_brain.brain)
-        placed = prepared_brain.grid_in_template(scan.grid)
-        image = resample(prepared_brain.image, placed, grid)
-        on_grid = resample(prepared_brain.brain.astype(np.float32), placed, grid) > 0.5
+        placed, warp = prepared_brain.grid_in_template(scan.grid), prepared_brain.warp
+        image = place_on_model_grid(prepared_brain.image, placed, grid, warp)
+        on_grid = place_on_model_grid(prepared_brain.brain.astype(np.float32), placed, grid, warp) > 0.5
         if not on_grid.any():
             raise ScanError(f"{scan.path}: its brain falls outside the {self.name} grid after registration")
         image[~on_grid] = 0.0
         prepared = Prepared(image, on_grid, grid, scan.grid, self, to_template=prepared_brain.to_template,
-                            quality=prepared_brain.quality)
+                            quality=prepared_brain.quality, warp=warp)
         prepared.units = self.select_units(prepared)
         return prepared
 

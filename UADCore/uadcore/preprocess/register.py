@@ -10,6 +10,13 @@ full affine fit. One start alone failed on one of 60 IXI scans.
 The result is a 4x4 matrix from scan world to template world (RAS mm): the scan's
 voxels lie in template space at ``to_template @ scan.grid.affine``, so every map on
 a template grid goes back to the scan's own voxels by plain resampling.
+
+The deformable option (`deform_to_template`) adds a smooth warp on top of the
+affine: symmetric-forces demons on the template at 4 mm, the scan's intensities
+matched to the template's histogram, the displacement smoothed with a Gaussian of
+6 mm at each step. It brings the anatomy that differs most between healthy people
+(the size of the ventricles, the folding of the cortex) closer to the template's,
+in about 2 CPU-seconds a scan.
 """
 
 from __future__ import annotations
@@ -24,8 +31,15 @@ from uadcore.io.scans import Scan
 from uadcore.preprocess.itk import affine_to_ras, to_sitk
 from uadcore.preprocess.resample import resample
 from uadcore.preprocess.template import load_template
+from uadcore.preprocess.warp import Warp
 
 FIXED_SPACING_MM = 2.0
+# the deformable step: its grid, its iterations and the smoothing of the displacement
+# at each (in voxels of that grid: 1.5 x 4 mm = 6 mm); chosen on IXI scans for a
+# warp that does not fold (Jacobian determinant 0.4-2.1) in about 2 CPU-seconds
+WARP_SPACING_MM = 4.0
+WARP_ITERATIONS = 100
+WARP_SMOOTHING_VOXELS = 1.5
 START_PITCH_DEGREES = (0.0, -15.0, 15.0)
 # below this correlation with the template (inside its brain) a registration is not
 # trusted: good registrations of real scans give 0.42-0.65 (162 IXI and lesion
@@ -91,12 +105,44 @@ def register_to_template(image: np.ndarray, scan: Scan) -> Registration:
     return Registration(to_template, _correlation(image, scan.grid, to_template, fixed_t1, fixed_grid, fixed_brain))
 
 
+@functools.lru_cache(maxsize=1)
+def warp_template():
+    """(template brain at `WARP_SPACING_MM` as float32, its grid)."""
+    t1, grid, _ = fixed_template()
+    factor = WARP_SPACING_MM / FIXED_SPACING_MM
+    coarse = _coarser(grid, np.full(3, factor), np.ceil(np.asarray(grid.shape) / factor))
+    return resample(t1, grid, coarse), coarse
+
+
+def deform_to_template(image: np.ndarray, scan: Scan, to_template: np.ndarray) -> Warp:
+    """The warp that brings ``image`` (a skull-stripped brain on ``scan``'s grid,
+    placed in template space by ``to_template``) closer to the template: for each
+    template point x, where the same anatomy lies in the affinely placed scan."""
+    import SimpleITK as sitk
+
+    fixed_t1, grid = warp_template()
+    moving_array = resample(image, Grid(scan.grid.shape, to_template @ scan.grid.affine), grid)
+    fixed = to_sitk(fixed_t1, grid)
+    # demons compares intensities directly: bring the scan's histogram to the template's
+    # (above their means: the brains, not the background)
+    moving = sitk.HistogramMatching(to_sitk(moving_array, grid), fixed, numberOfHistogramLevels=64,
+                                    numberOfMatchPoints=7, thresholdAtMeanIntensity=True)
+    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+    demons.SetNumberOfIterations(WARP_ITERATIONS)
+    demons.SetStandardDeviations(WARP_SMOOTHING_VOXELS)
+    demons.SetSmoothDisplacementField(True)
+    field = sitk.GetArrayFromImage(demons.Execute(fixed, moving))  # (K, J, I, 3), LPS mm
+    displacement = field.transpose(3, 2, 1, 0).astype(np.float32)
+    displacement[:2] *= -1.0  # LPS -> RAS
+    return Warp(grid, displacement)
+
+
 def _coarse(image: np.ndarray, grid: Grid) -> tuple[Grid, np.ndarray]:
     """``image`` on a grid of the same axes with voxels no finer than the template's."""
     factor = np.maximum(1, np.floor(FIXED_SPACING_MM / grid.spacing)).astype(int)
     if (factor == 1).all():
         return grid, image
-    coarse = _coarser(grid, factor, np.ceil(np.asarray(grid.shape) / factor))
+    coarse = _coarser(grid, np.full(3, factor), np.ceil(np.asarray(grid.shape) / factor))
     return coarse, resample(image, grid, coarse)
 
 

@@ -32,7 +32,7 @@ def resample(
     # target index -> world -> source index, as one affine map
     target_to_source = np.linalg.inv(source.affine) @ target.affine
     separable = order == 1 and _axis_aligned(target_to_source[:3, :3])
-    sigma = _antialias_sigma(source, target) if antialias and order > 0 else None
+    sigma = antialias_sigma(source, target) if antialias and order > 0 else None
     # the blur's reach: scipy's kernel radius (truncate 4) and one voxel
     spread = np.zeros(3, int) if sigma is None else np.ceil(4.0 * sigma).astype(int) + 1
     low, high = np.zeros(3, int), np.array(array.shape)
@@ -69,7 +69,7 @@ def resample(
     return _sample(array, target_to_source, target.shape, order, fill, separable, sigma)
 
 
-def _antialias_sigma(source: Grid, target: Grid) -> np.ndarray | None:
+def antialias_sigma(source: Grid, target: Grid) -> np.ndarray | None:
     """Per source axis, the sigma (voxels) of the antialiasing blur: (factor - 1) / 2
     where the target is coarser by ``factor``; None when no axis needs one."""
     factor = target.spacing.min() / source.spacing

@@ -36,6 +36,7 @@ class Brain2DSlices(Preset):
         "slab_mm": 166.0,
         "min_brain_fraction": 0.05,
         "skull_strip": "auto",  # auto | yes | no (see uadcore.preprocess.skullstrip)
+        "registration": "affine",  # affine | deformable (see uadcore.preprocess.brain)
         "upper_percentile": 99.5,  # version 1 only
     }
 
