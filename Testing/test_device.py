@@ -102,3 +102,17 @@ def test_the_full_resolution_layers_compute_in_float32_under_autocast(name):
         model.edges_in_float32 = False
         assert model.reconstruct(x).dtype == torch.bfloat16 and seen[-1] == torch.bfloat16
     assert model.reconstruct(x).dtype == torch.float32  # no autocast: float32 throughout
+
+
+def test_a_float16_run_keeps_its_loss_scale_through_a_checkpoint():
+    from uadcore.train.engine import Learner, TrainState, make_scaler, snapshot
+
+    scaler = make_scaler(NOT_THE_DEFAULT, torch.float16)
+    assert scaler.is_enabled() and not make_scaler(NOT_THE_DEFAULT, torch.bfloat16).is_enabled()
+    scaler.scale(torch.ones(1))  # the scale exists once a loss was scaled
+    scaler.update(new_scale=512.0)  # where overflowing steps brought it
+    model = torch.nn.Linear(2, 1)
+    learner = Learner(model, "main", torch.optim.Adam(model.parameters()), model, scaler)
+    state = TrainState(3, torch.ones(4, dtype=torch.bool), [], [], {}, 10)
+    saved = snapshot(learner, state)["scaler"]
+    assert make_scaler(NOT_THE_DEFAULT, torch.float16, saved).get_scale() == 512.0  # not 65,536 again

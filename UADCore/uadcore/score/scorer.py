@@ -105,6 +105,9 @@ class Scorer:
         self.model_options = model_options
         self.preset = preset
         self.device = pick_device(device)
+        if self.device.type == "cuda":
+            # every pass has the same input shape: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
         self.amp_dtype = amp_dtype(self.device, amp)
         self.batch_size = batch_size  # model inputs per pass; None: `auto_batch_size`
         self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)

@@ -274,8 +274,18 @@ def start_training(run: Run, stored: dict | None) -> tuple[Learner, TrainState]:
     optimizer = make_optimizer(run, model, stage, fresh=stored is None)
     if stored is not None and optimizer is not None:
         optimizer.load_state_dict(stored["optimizer"])
-    scaler = torch.amp.GradScaler("cuda", enabled=run.autocast == torch.float16)
+    scaler = make_scaler(run.device, run.autocast, stored.get("scaler") if stored is not None else None)
     return Learner(model, stage, optimizer, wrap(run, model), scaler), state
+
+
+def make_scaler(device: torch.device, autocast: torch.dtype | None, stored: dict | None = None) -> torch.amp.GradScaler:
+    """The loss scaler of float16 autocast on ``device`` (disabled for bfloat16 and
+    float32), with the state a checkpoint kept (``stored``): a resumed run goes on
+    with the loss scale it had reached instead of probing from 65,536 again."""
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
+    if stored and scaler.is_enabled():
+        scaler.load_state_dict(stored)
+    return scaler
 
 
 def make_optimizer(run: Run, model: torch.nn.Module, stage: str, fresh: bool) -> torch.optim.Optimizer | None:
@@ -454,7 +464,7 @@ def snapshot(learner: Learner, state: TrainState) -> dict:
     optimizer = learner.optimizer
     return {"epoch": state.epoch, "model": copy.deepcopy(learner.model.state_dict()),
             "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer is not None else {},
-            "kept": state.kept.clone(), "audit": copy.deepcopy(state.audit), "history": copy.deepcopy(state.history),
+            "scaler": learner.scaler.state_dict(), "kept": state.kept.clone(), "audit": copy.deepcopy(state.audit), "history": copy.deepcopy(state.history),
             "rng": torch.get_rng_state(), "plateau": dict(state.plateau), "first_stage_end": state.first_stage_end}
 
 
