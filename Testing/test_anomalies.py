@@ -84,19 +84,3 @@ def test_the_images_stay_on_their_device_as_float32(dtype):
     x = brains(2).to(torch.device("cpu", 0), dtype)
     altered, masks = insert_anomalies(x, generator=torch.Generator().manual_seed(0))
     assert altered.device == masks.device == x.device and altered.dtype == masks.dtype == torch.float32
-
-
-def test_the_anatomy_varies_without_a_mark():
-    x = brains(4)
-    settings = AnomalySettings(voxel_mm=2.5, clean_share=1.0, anatomy_warp_mm=5.0)  # 2 voxels at most
-    altered, masks = insert_anomalies(x, settings, torch.Generator().manual_seed(3))
-    assert not masks.any()  # a healthy scan deformed is still healthy
-    moved = (altered - x).abs().flatten(1).amax(1)
-    assert (moved > 0.1).all()  # every image deformed: its folds moved
-    # moved, not repainted: nothing appears farther than the largest displacement from the brain
-    near = torch.nn.functional.max_pool3d((x > 0).float(), kernel_size=5, stride=1, padding=2) > 0
-    assert not altered[~near].any()
-    volume = (altered > 0.3).flatten(1).sum(1).float() / (x > 0.3).flatten(1).sum(1).float()
-    assert ((volume - 1).abs() < 0.1).all(), volume
-    same = insert_anomalies(x, settings, torch.Generator().manual_seed(3))[0]
-    assert torch.equal(same, altered)

@@ -41,7 +41,7 @@ VALIDATION_SEED = 20260  # the anomalies of the validation loss: the same every 
 
 class AnomSeg3D(nn.Module):
     def __init__(self, in_shape=(64, 77, 66), channels=(16, 32, 64, 128, 256), res_units=2, in_channels=1,
-                 voxel_mm=2.5, clean_share=0.1, anatomy_warp_mm=0.0):
+                 voxel_mm=2.5, clean_share=0.1):
         super().__init__()
         self.in_shape = tuple(int(n) for n in in_shape)
         self.padded_shape = padded_shape(self.in_shape, len(channels) - 1)
@@ -52,8 +52,7 @@ class AnomSeg3D(nn.Module):
             UNet(3, in_channels, channels[0], channels=tuple(channels), strides=(2,) * (len(channels) - 1),
                  num_res_units=res_units, norm="instance", act=("leakyrelu", {"negative_slope": 0.1})),
             nn.LeakyReLU(0.1), nn.Conv3d(channels[0], 1, kernel_size=1))
-        self.anomalies = AnomalySettings(voxel_mm=float(voxel_mm), clean_share=float(clean_share),
-                                         anatomy_warp_mm=float(anatomy_warp_mm))
+        self.anomalies = AnomalySettings(voxel_mm=float(voxel_mm), clean_share=float(clean_share))
         # start from "almost nothing is anomalous" (as the data are): the first steps
         # then learn where anomalies are, not to lower a probability of 0.5 everywhere
         nn.init.constant_(self.net[-1].bias, math.log(PRIOR / (1 - PRIOR)))

@@ -18,10 +18,7 @@ inside:
 
 Some regions also push their surroundings outwards (mass effect, a radial
 displacement that fades with distance); the displaced healthy tissue is not
-marked, the region is. Before any region goes in, each image's anatomy is
-deformed by a smooth random displacement of up to `anatomy_warp_mm` (ventricles
-larger or smaller, folds shifted, as between healthy people), not marked either:
-the segmenter learns that shape alone is no anomaly. The change blends in through the soft edge, and
+marked, the region is. The change blends in through the soft edge, and
 nothing changes outside the brain (the scan's nonzero voxels): the mask and
 the image are 0 there as in the input.
 
@@ -59,8 +56,6 @@ class AnomalySettings:
     clean_share: the share of images left unchanged (mask 0): the segmenter must
         also learn to leave a healthy scan dark.
     mass_effect_share: the share of regions that displace their surroundings.
-    anatomy_warp_mm: the largest displacement of the unmarked deformation of each
-        image's anatomy (0: none).
     max_regions: the most regions of one image; kinds: the kinds drawn from.
     """
 
@@ -69,7 +64,6 @@ class AnomalySettings:
     small_share: float = SMALL_SHARE
     clean_share: float = 0.1
     mass_effect_share: float = 0.3
-    anatomy_warp_mm: float = 0.0
     max_regions: int = MAX_REGIONS
     kinds: tuple = KINDS
 
@@ -80,8 +74,6 @@ def insert_anomalies(images: torch.Tensor, settings: AnomalySettings = AnomalySe
     """Altered copies of ``images`` (B, 1, I, J, K) and their soft anomaly masks,
     both float32 on the images' device (see the module docstring)."""
     images = images.float()
-    if settings.anatomy_warp_mm > 0:
-        images = _deform_anatomy(images, settings.anatomy_warp_mm / settings.voxel_mm, generator)
     brains = images > 0
     altered, masks = images.clone(), torch.zeros_like(images)
     brain_voxels = [torch.nonzero(b[0]).cpu() for b in brains]  # one transfer per image, not one per draw
@@ -162,21 +154,6 @@ def _content(kind: str, images, local, index, box, box_shape, distance, generato
     # noise: speckle around the local intensity
     sigma = level * (0.05 + 0.3 * _uniform(generator))
     return local + sigma * torch.randn(box_shape, generator=generator).to(device)
-
-
-def _deform_anatomy(images: torch.Tensor, largest: float, generator) -> torch.Tensor:
-    """Each image (B, 1, I, J, K) resampled through its own smooth random
-    displacement, up to ``largest`` voxels along each axis (varying over ~40 mm)."""
-    batch, shape = images.shape[0], images.shape[2:]
-    coarse = torch.randn((batch, 3, 5, 5, 5), generator=generator)
-    amplitude = largest * torch.rand((batch, 1, 1, 1, 1), generator=generator)
-    field = F.interpolate(coarse.clamp(-2.0, 2.0) / 2.0 * amplitude, size=tuple(shape), mode="trilinear",
-                          align_corners=True).to(images.device)  # (B, 3, I, J, K) voxels
-    axes = [torch.linspace(-1.0, 1.0, n, device=images.device) for n in shape]
-    identity = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, I, J, K), normalised
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], device=images.device).view(1, 3, 1, 1, 1)
-    grid = (identity[None] + field * scale).flip(1).permute(0, 2, 3, 4, 1)  # grid_sample wants (x, y, z) = (K, J, I)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def _push_outwards(altered, region, offsets, radius: float, generator) -> None:
