@@ -157,6 +157,25 @@ def test_a_run_folder_is_never_overwritten_or_put_in_the_input(tmp_path, cohort)
         train(config, os.path.join(os.path.dirname(cohort), "healthy", "run"))
 
 
+
+def test_a_symbolic_link_does_not_smuggle_a_run_into_the_input(tmp_path, cohort):
+    from uadcore.io.outputs import check_output
+
+    config, _ = tiny_config(tmp_path, cohort, epochs=1)
+    data = os.path.dirname(cohort)
+    (tmp_path / "datalink").symlink_to(data)  # the data reached through a link
+    (tmp_path / "healthylink").symlink_to(os.path.join(data, "healthy"))  # a link into the data
+    linked = TrainConfig.from_dict({**config.to_dict(), "data": str(tmp_path / "datalink")})
+    with pytest.raises(UADError, match="inside the input folder"):
+        train(linked, os.path.join(data, "run"))
+    with pytest.raises(UADError, match="inside the input folder"):
+        train(config, str(tmp_path / "healthylink" / "run"))
+    with pytest.raises(UADError, match="a folder of input scans"):
+        check_output(str(tmp_path / "healthylink" / "map.nii.gz"), input_folders=[data])
+    assert sorted(os.listdir(os.path.join(data, "healthy"))) == sorted(os.listdir(tmp_path / "healthylink"))
+    assert not os.path.exists(os.path.join(data, "run"))
+
+
 @pytest.mark.slow
 def test_ddp_with_two_gloo_processes_removes_the_same_scans(tmp_path, cohort):
     _, config_file = tiny_config(tmp_path, cohort)

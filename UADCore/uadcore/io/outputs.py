@@ -30,12 +30,22 @@ def check_output(path: str, input_files: Iterable[str] = (), input_folders: Iter
     for source in input_files:
         if source and os.path.exists(source) and os.path.realpath(source) == target:
             raise UADError(f"{path}: is an input of this command; write the output elsewhere")
-    for folder in input_folders:
-        folder = os.path.realpath(folder)
-        if target.startswith(folder.rstrip(os.sep) + os.sep):
-            raise UADError(f"{path}: lies inside {folder}, a folder of input scans; UAD never writes there, choose another place")
+    folder = enclosing_folder(path, input_folders)
+    if folder is not None:
+        raise UADError(f"{path}: lies inside {folder}, a folder of input scans; UAD never writes there, choose another place")
     if os.path.isdir(target):
         raise UADError(f"{path}: is a folder; name a file")
     if os.path.exists(target) and not force:
         raise UADError(f"{path}: exists; choose another name, or pass --force to replace it")
     return os.path.abspath(path)
+
+
+def enclosing_folder(path: str, folders: Iterable[str]) -> str | None:
+    """The first of ``folders`` that ``path`` is (or lies inside, at any depth), both
+    with their symbolic links resolved (``path`` need not exist yet); None if none."""
+    target = os.path.realpath(path)
+    for folder in folders:
+        resolved = os.path.realpath(folder)
+        if os.path.commonpath([target, resolved]) == resolved:
+            return resolved
+    return None

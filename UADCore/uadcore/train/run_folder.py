@@ -13,6 +13,7 @@ from uadcore.errors import UADError
 from uadcore.io import ScanEntry, write_manifest
 from uadcore.io.atomic import atomic_path
 from uadcore.io.checkpoint import write_failure
+from uadcore.io.outputs import data_folders, enclosing_folder
 from uadcore.io.run_files import CONFIG_NAME, STOP_FILE, RunFiles
 from uadcore.train.outliers import write_audit
 
@@ -22,11 +23,11 @@ def create_run_dir(files: RunFiles, config, entries: list[ScanEntry], restart: b
     run_dir = files.folder
     if not restart and os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
         raise UADError(f"{run_dir}: exists and is not empty; resume it with --resume, or choose a new --out")
-    data = os.path.abspath(config.data)
-    input_folders = {data} if os.path.isdir(data) else {os.path.dirname(e.path) for e in entries}
-    for folder in sorted(input_folders):
-        if os.path.commonpath([run_dir, folder]) == folder:
-            raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
+    # links resolved on both sides: a link to the data (or into it) is the data
+    input_folders = ([config.data] if os.path.isdir(config.data) else []) + data_folders(entries)
+    folder = enclosing_folder(run_dir, input_folders)
+    if folder is not None:
+        raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
     os.makedirs(run_dir, exist_ok=True)
     with atomic_path(files.config) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         json.dump(config.to_dict(), handle, indent=1)
