@@ -13,6 +13,7 @@ import sys
 import time
 
 from uadcore.cli import main
+from uadcore.io import read_manifest, write_manifest
 from uadcore.io.atomic import remove_stale_temporaries
 from uadcore.io.checkpoint import load_checkpoint
 
@@ -52,20 +53,36 @@ def test_a_second_start_into_a_run_being_prepared_leaves_that_run_alone(tmp_path
 
 
 def test_a_run_killed_while_preparing_is_started_again_by_resume(tmp_path, cohort):
+    # started with a relative --data from one folder, resumed from another that has a
+    # different data set under the same name: the run trains on its own scans, or refuses
+    entries = read_manifest(cohort)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    write_manifest(entries, str(tmp_path / "a" / "c.csv"))
+    write_manifest(entries[:4], str(tmp_path / "b" / "c.csv"))
     run = tmp_path / "run"
     fresh_cache = {"UAD_CACHE_DIR": str(tmp_path / "cache")}  # so that preparing takes seconds
-    process = uad("train", "--data", cohort, "--config", config_file(tmp_path), "--out", str(run), env=fresh_cache)
+    process = uad("train", "--data", "c.csv", "--config", config_file(tmp_path), "--out", str(run), env=fresh_cache,
+                  cwd=str(tmp_path / "a"))
     deadline = time.monotonic() + 120
     while not (run / "config.json").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (run / "config.json").exists() and not (run / "checkpoint.pt").exists()
-    resumed = uad("train", "--resume", str(run), env=fresh_cache)
+    written = json.loads((run / "config.json").read_text())
+    assert written["data"] == os.path.realpath(tmp_path / "a" / "c.csv") and written["data_fingerprint"]
+
+    write_manifest(entries[:5], str(tmp_path / "a" / "c.csv"))  # its data changed meanwhile: refused
+    refused = uad("train", "--resume", str(run), env=fresh_cache, cwd=str(tmp_path / "b"))
+    _, err = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "the training scans changed since the run" in err, err
+    write_manifest(entries, str(tmp_path / "a" / "c.csv"))  # as it was
+
+    resumed = uad("train", "--resume", str(run), env=fresh_cache, cwd=str(tmp_path / "b"))
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "no checkpoint yet (the run ended before its first one); starting it again from config.json" in err
-    # a log says at the start what the run is
+    # a log says at the start what the run is: its own 6 scans, not the 4 of b/c.csv
     assert re.search(r"training ae3d \(\d+\.\d\d M parameters\) on 6 scans \(0 more held out for validation\), batch 2, "
                      r"epochs 1-2, on CPU", err), err
     assert load_checkpoint(str(run / "checkpoint.pt"))["done"]

@@ -21,6 +21,7 @@ named like masks or segmentations (``*_mask*``, ``*_seg*``, ``masks/``,
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -186,3 +187,22 @@ def _is_dicom(path: str) -> bool:
             return handle.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def fingerprint(entries: list[ScanEntry]) -> str:
+    """A fingerprint of a training set: each scan's, mask's and brain mask's resolved
+    path, label, size and modification time (a DICOM folder: of all its files). Cheap
+    (no file is read), and it changes when a scan is added, removed, relabelled,
+    moved or rewritten."""
+    digest = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: os.path.realpath(e.path)):
+        digest.update(f"{entry.label}\0".encode())
+        for path in (entry.path, entry.mask, entry.brain):
+            if not path:
+                digest.update(b"-\0")
+                continue
+            files = sorted(os.path.join(path, n) for n in os.listdir(path)) if os.path.isdir(path) else [path]
+            for name in files:
+                status = os.stat(name)
+                digest.update(f"{os.path.realpath(name)}\0{status.st_size}\0{status.st_mtime_ns}\0".encode())
+    return digest.hexdigest()

@@ -18,6 +18,7 @@ kept and removed scans. The run folder's files: `uadcore.io.run_files`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 import signal
@@ -44,7 +45,8 @@ from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
 from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
-from uadcore.train.run_folder import create_run_dir, forget_failed_start, write_readable_copies
+from uadcore.train.run_folder import (DATA_FINGERPRINT, check_same_data, create_run_dir, forget_failed_start,
+                                      write_readable_copies)
 from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
 
 FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
@@ -120,11 +122,16 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     run trained on a GPU resumes on the CPU and back."""
     events = events or Events()
     files = RunFiles(os.path.abspath(run_dir))
+    if config is not None and config.data:
+        # stored resolved: a start again from config.json reads the same data from any folder
+        config = dataclasses.replace(config, data=os.path.realpath(config.data))
     stored, restart = None, False
     if resume and not os.path.isfile(files.checkpoint) and os.path.isfile(files.config):
         # a start that ended before its first checkpoint (killed while preparing
         # the scans): start it again from the configuration it wrote
-        config, restart = TrainConfig.from_dict(TrainConfig.from_file(files.config), source=files.config), True
+        written = TrainConfig.from_file(files.config)
+        written.pop(DATA_FINGERPRINT, None)
+        config, restart = TrainConfig.from_dict(written, source=files.config), True
         warn(f"{files.folder}: no checkpoint yet (the run ended before its first one); starting it again from {CONFIG_NAME}")
     elif resume:
         stored = load_checkpoint(files.checkpoint)
@@ -243,6 +250,8 @@ def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tup
         return ([ScanEntry(**e) for e in stored["train_entries"]],
                 [ScanEntry(**e) for e in stored["validation"]["entries"]])
     entries = load_dataset(config.data)
+    if restart:
+        check_same_data(files, config, entries)
     train_entries, val_entries = _split(entries, config)
     check_removal_score(config, spec, preset, len(val_entries))
     created = False

@@ -11,11 +11,14 @@ import os
 
 from uadcore.errors import UADError
 from uadcore.io import ScanEntry, write_manifest
+from uadcore.io.datasets import fingerprint
 from uadcore.io.atomic import atomic_path
 from uadcore.io.checkpoint import write_failure
 from uadcore.io.outputs import data_folders, enclosing_folder
 from uadcore.io.run_files import CONFIG_NAME, STOP_FILE, RunFiles
 from uadcore.train.outliers import write_audit
+
+DATA_FINGERPRINT = "data_fingerprint"  # in config.json, beside the settings
 
 
 def create_run_dir(files: RunFiles, config, entries: list[ScanEntry], restart: bool = False) -> None:
@@ -30,7 +33,17 @@ def create_run_dir(files: RunFiles, config, entries: list[ScanEntry], restart: b
         raise UADError(f"{run_dir}: lies inside the input folder {folder}; UAD never writes there, choose another --out")
     os.makedirs(run_dir, exist_ok=True)
     with atomic_path(files.config) as temporary, open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(config.to_dict(), handle, indent=1)
+        json.dump({**config.to_dict(), DATA_FINGERPRINT: fingerprint(entries)}, handle, indent=1)
+
+
+def check_same_data(files: RunFiles, config, entries: list[ScanEntry]) -> None:
+    """A start again from config.json (no checkpoint yet) trains on the data it began
+    with, or refuses: the scans of ``entries`` must have the fingerprint stored there."""
+    with open(files.config, encoding="utf-8") as handle:
+        stored = json.load(handle).get(DATA_FINGERPRINT)
+    if stored is not None and stored != fingerprint(entries):
+        raise UADError(f"{config.data}: the training scans changed since the run {files.folder} began ({len(entries)} "
+                       "scans now; added, removed, relabelled or rewritten); start a new run with --out")
 
 
 def forget_failed_start(files: RunFiles, remove_folder: bool) -> None:
