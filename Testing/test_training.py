@@ -131,6 +131,28 @@ def test_a_stop_file_stops_training(tmp_path, cohort):
     assert not (run / STOP_FILE).exists()
 
 
+def test_a_resume_refuses_training_scans_that_changed(tmp_path, cohort):
+    from uadcore.io import read_manifest
+    from uadcore.train import STOP_FILE, Events
+
+    config, _ = tiny_config(tmp_path, cohort, epochs=2)
+    run = tmp_path / "run"
+
+    class StopAfterFirstEpoch(Events):
+        def emit(self, event, **fields):
+            if event == "epoch":
+                (run / STOP_FILE).write_text("")
+
+    assert train(config, str(run), events=StopAfterFirstEpoch())["stopped"]
+    scan = read_manifest(cohort)[0].path
+    before = os.stat(scan)
+    os.utime(scan, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # rewritten since
+    with pytest.raises(UADError, match="the training scans changed since the run"):
+        train(None, str(run), resume=True)
+    os.utime(scan, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert train(None, str(run), resume=True)["epochs"] == 2
+
+
 def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
     marker = tmp_path / "owned"
 

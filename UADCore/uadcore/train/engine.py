@@ -45,8 +45,9 @@ from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
 from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
+from uadcore.io.datasets import fingerprint
 from uadcore.train.run_folder import (DATA_FINGERPRINT, check_same_data, create_run_dir, forget_failed_start,
-                                      write_readable_copies)
+                                      stored_fingerprint, write_readable_copies)
 from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
 
 FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
@@ -247,11 +248,13 @@ def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tup
     """The training and validation scans: the checkpoint's, or a new split of the
     data (the run folder created once they are known to be usable)."""
     if stored is not None:
-        return ([ScanEntry(**e) for e in stored["train_entries"]],
-                [ScanEntry(**e) for e in stored["validation"]["entries"]])
+        train_entries = [ScanEntry(**e) for e in stored["train_entries"]]
+        val_entries = [ScanEntry(**e) for e in stored["validation"]["entries"]]
+        check_same_data(files, config, train_entries + val_entries, stored.get(DATA_FINGERPRINT))
+        return train_entries, val_entries
     entries = load_dataset(config.data)
     if restart:
-        check_same_data(files, config, entries)
+        check_same_data(files, config, entries, stored_fingerprint(files))
     train_entries, val_entries = _split(entries, config)
     check_removal_score(config, spec, preset, len(val_entries))
     created = False
@@ -486,6 +489,7 @@ def write_run(run: Run, saved: dict, done: bool = False) -> None:
     save_checkpoint(
         {**saved, "config": run.config.to_dict(), "preset": run.preset.to_dict(), "done": done,
          "train_entries": [vars(e) for e in train_entries],
+         DATA_FINGERPRINT: fingerprint(list(train_entries) + list(run.val_entries)),
          "validation": {"entries": [vars(e) for e in run.val_entries], **saved.get("validation", {})}},
         run.files.checkpoint,
     )

@@ -36,14 +36,25 @@ def create_run_dir(files: RunFiles, config, entries: list[ScanEntry], restart: b
         json.dump({**config.to_dict(), DATA_FINGERPRINT: fingerprint(entries)}, handle, indent=1)
 
 
-def check_same_data(files: RunFiles, config, entries: list[ScanEntry]) -> None:
-    """A start again from config.json (no checkpoint yet) trains on the data it began
-    with, or refuses: the scans of ``entries`` must have the fingerprint stored there."""
+def stored_fingerprint(files: RunFiles) -> str | None:
+    """The data fingerprint config.json holds (None: a run of an older UAD)."""
     with open(files.config, encoding="utf-8") as handle:
-        stored = json.load(handle).get(DATA_FINGERPRINT)
-    if stored is not None and stored != fingerprint(entries):
+        return json.load(handle).get(DATA_FINGERPRINT)
+
+
+def check_same_data(files: RunFiles, config, entries: list[ScanEntry], expected: str | None) -> None:
+    """A resumed run trains on the data it began with, or refuses: the scans of
+    ``entries`` must have the fingerprint ``expected`` (from config.json before the
+    first checkpoint, from the checkpoint after; None, a run of an older UAD: not checked)."""
+    if expected is None:
+        return
+    try:
+        now = fingerprint(entries)
+    except OSError as error:
+        now = f"unreadable: {error}"
+    if now != expected:
         raise UADError(f"{config.data}: the training scans changed since the run {files.folder} began ({len(entries)} "
-                       "scans now; added, removed, relabelled or rewritten); start a new run with --out")
+                       "scans now; added, removed, relabelled, rewritten or gone); start a new run with --out")
 
 
 def forget_failed_start(files: RunFiles, remove_folder: bool) -> None:
