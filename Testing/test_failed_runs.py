@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from uadcore.cli import main
 from uadcore.io import read_manifest, write_manifest
 from uadcore.io.atomic import remove_stale_temporaries
@@ -142,3 +144,46 @@ def test_a_long_run_says_what_it_will_cost_after_its_first_epoch(capsys):
     assert "--size small --epochs 40" in line
     _estimate(Events(), 1.0, 1, 40, torch.device("cpu"), TrainConfig())  # minutes: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads processes from Linux /proc")
+def test_preparation_workers_end_with_a_killed_uad(tmp_path, cohort):
+    process = uad("prepare", cohort, "--model", "normative", "--workers", "2", env={"UAD_CACHE_DIR": str(tmp_path / "cache")})
+    deadline = time.monotonic() + 120
+    workers = []
+    while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        workers = _children(process.pid)
+    assert len(workers) == 2, "the workers never started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in workers if _alive(pid)]
+    for pid in orphans:  # leave nothing running, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "workers outlived their uad process"
