@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from uadcore.io.grid import Grid
-from uadcore.preprocess.resample import resample
 from uadcore.preprocess.warp import Warp, resample_warped
 
 
@@ -66,24 +65,15 @@ class Prepared:
 
     def to_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
         """A volume on the model grid -> float32 volume on the scan's own grid."""
-        if self.warp is None:
-            return resample(volume, self.grid, self.scan_grid_in_model_space(), order=order)
-        return resample_warped(volume, self.grid, self.scan_grid_in_model_space(), self.warp.inverse, order=order)
+        inverse = self.warp.inverse if self.warp is not None else None
+        return resample_warped(volume, self.grid, self.scan_grid_in_model_space(), inverse, order=order)
 
     def from_scan(self, volume: np.ndarray, order: int = 1) -> np.ndarray:
         """A volume on the scan's own grid (e.g. a lesion mask) -> float32 volume on
         the model grid, through the registration as the image came."""
-        return place_on_model_grid(volume, self.scan_grid_in_model_space(), self.grid, self.warp, order)
+        return resample_warped(volume, self.scan_grid_in_model_space(), self.grid, self.warp, order=order)
 
     def scan_grid_in_model_space(self) -> Grid:
         """The scan's voxels placed in the model grid's world (through the registration)."""
         return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)
 
-
-def place_on_model_grid(volume: np.ndarray, scan_in_model_space: Grid, grid: Grid, warp: Warp | None,
-                        order: int = 1) -> np.ndarray:
-    """A volume on a scan's grid (placed in model space by the affine registration)
-    -> float32 on the model ``grid``, through ``warp`` when there is one."""
-    if warp is None:
-        return resample(volume, scan_in_model_space, grid, order=order)
-    return resample_warped(volume, scan_in_model_space, grid, warp, order=order)

@@ -20,9 +20,10 @@ from uadcore.errors import ScanError, UADError
 from uadcore.io.grid import Grid
 from uadcore.io.scans import Scan, refuse_a_mask
 from uadcore.preprocess.brain import REGISTRATION_CHOICES, prepare_brain
-from uadcore.preprocess.prepared import Prepared, place_on_model_grid
+from uadcore.preprocess.prepared import Prepared
 from uadcore.preprocess.resample import region_centre, resample
 from uadcore.preprocess.skullstrip import SKULL_STRIP_CHOICES
+from uadcore.preprocess.warp import resample_warped
 
 
 class Preset:
@@ -109,8 +110,8 @@ class Preset:
         prepared_brain = prepare_brain(scan, brain, self.params["skull_strip"], self.params["registration"])
         grid = self.model_grid(scan, prepared_brain.brain)
         placed, warp = prepared_brain.grid_in_template(scan.grid), prepared_brain.warp
-        image = place_on_model_grid(prepared_brain.image, placed, grid, warp)
-        on_grid = place_on_model_grid(prepared_brain.brain.astype(np.float32), placed, grid, warp) > 0.5
+        image = resample_warped(prepared_brain.image, placed, grid, warp)
+        on_grid = resample_warped(prepared_brain.brain.astype(np.float32), placed, grid, warp) > 0.5
         if not on_grid.any():
             raise ScanError(f"{scan.path}: its brain falls outside the {self.name} grid after registration")
         image[~on_grid] = 0.0

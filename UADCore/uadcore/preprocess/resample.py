@@ -39,7 +39,7 @@ def resample(
     if sigma is not None:
         # blur only the source voxels the target can reach (a brain's box in a scan
         # with air around it), with room for the blur to read
-        reach_low, reach_high = _footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
+        reach_low, reach_high = footprint(np.linalg.inv(target_to_source), target.shape, source.shape)
         low, high = np.maximum(reach_low - spread, low), np.minimum(reach_high + spread, high)
     if fill == 0.0:
         # only the nonzero voxels (a brain in air, a map that is 0 outside the brain) and
@@ -53,18 +53,18 @@ def resample(
     if np.any(high <= low):
         return np.full(target.shape, fill, np.float32)
     if np.any(low > 0) or np.any(high < array.shape):
-        array, target_to_source = array[_box(low, high)], _translation(-low) @ target_to_source
+        array, target_to_source = array[_box(low, high)], translation(-low) @ target_to_source
     if sigma is not None and not separable:  # the separable path blurs axis by axis while sampling, on ever smaller arrays
         array, sigma = ndimage.gaussian_filter(array, sigma, mode="nearest"), None
 
-    low, high = _footprint(target_to_source, array.shape, target.shape)
+    low, high = footprint(target_to_source, array.shape, target.shape)
     if np.any(high <= low):
         return np.full(target.shape, fill, np.float32)
     if np.any(low > 0) or np.any(high < target.shape):
         # only the target voxels near the source can differ from `fill` (e.g. a map on
         # a brain's box, brought back onto a scan with much air around the brain)
         out = np.full(target.shape, fill, np.float32)
-        out[_box(low, high)] = _sample(array, target_to_source @ _translation(low), tuple(high - low), order, fill, separable, sigma)
+        out[_box(low, high)] = _sample(array, target_to_source @ translation(low), tuple(high - low), order, fill, separable, sigma)
         return out
     return _sample(array, target_to_source, target.shape, order, fill, separable, sigma)
 
@@ -93,14 +93,14 @@ def _box(low, high) -> tuple:
     return tuple(slice(a, b) for a, b in zip(low, high))
 
 
-def _translation(offset) -> np.ndarray:
+def translation(offset) -> np.ndarray:
     """4x4 affine moving indices by ``offset``."""
     matrix = np.eye(4)
     matrix[:3, 3] = offset
     return matrix
 
 
-def _footprint(target_to_source: np.ndarray, source_shape, target_shape) -> tuple[np.ndarray, np.ndarray]:
+def footprint(target_to_source: np.ndarray, source_shape, target_shape) -> tuple[np.ndarray, np.ndarray]:
     """The index box [low, high) of the target voxels that lie within one voxel of
     the source volume; outside it, sampling (order 0 or 1) gives only ``fill``."""
     source_to_target = np.linalg.inv(target_to_source)

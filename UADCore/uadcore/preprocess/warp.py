@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from uadcore.io.grid import Grid
-from uadcore.preprocess.resample import antialias_sigma, nonzero_box
+from uadcore.preprocess.resample import antialias_sigma, footprint, nonzero_box, resample, translation
 
 INVERSE_ITERATIONS = 30
 
@@ -62,51 +62,41 @@ class Warp:
         return Warp(self.grid, inverse.T.reshape((3,) + self.grid.shape))
 
 
-def resample_warped(array: np.ndarray, source: Grid, target: Grid, warp: Warp, order: int = 1) -> np.ndarray:
+def resample_warped(array: np.ndarray, source: Grid, target: Grid, warp: Warp | None, order: int = 1) -> np.ndarray:
     """Values of ``array`` (on ``source``, 0 outside it) at the voxel centres x of
-    ``target`` moved by ``warp``: at x + displacement(x). Both grids in the warp's
-    world. Antialiased as `resample.resample` is when ``target`` is coarser.
+    ``target`` moved by ``warp``: at x + displacement(x) (no warp: plain
+    `resample.resample`). Both grids in the warp's world. Antialiased as
+    `resample.resample` is when ``target`` is coarser.
 
     array: shape source.shape. Returns float32 of shape target.shape.
     order: 0 nearest (labels), 1 trilinear (images, maps).
     """
+    if warp is None:
+        return resample(array, source, target, order=order)
     if array.shape != source.shape:
         raise ValueError(f"array shape {array.shape} is not the source grid shape {source.shape}")
     out = np.zeros(target.shape, np.float32)
     box = nonzero_box(np.asarray(array))
     if box is None:
         return out
-    array = np.asarray(array, np.float32)
+    # only the nonzero box, with room for the blur to read (beyond it the source is 0)
     sigma = antialias_sigma(source, target) if order > 0 else None
+    reach = 1 + (np.ceil(4.0 * sigma).astype(int) if sigma is not None else 0)
+    low, high = np.maximum(box[0] - reach, 0), np.minimum(box[1] + reach, source.shape)
+    array = np.asarray(array, np.float32)[tuple(slice(a, b) for a, b in zip(low, high))]
     if sigma is not None:
         array = ndimage.gaussian_filter(array, sigma, mode="nearest")
-    # only target voxels whose moved point can reach the source's nonzero box (grown
-    # by the blur and one voxel) can be nonzero: the rest stays 0
-    reach = 1 + (np.ceil(4.0 * sigma).astype(int) if sigma is not None else 0)
-    low_world, high_world = _world_box(source, box[0] - reach, box[1] - 1 + reach)
-    margin = warp.largest_mm + 1e-3
-    low, high = _index_box(target, low_world - margin, high_world + margin)
-    if np.any(high <= low):
+    target_to_source = translation(-low) @ np.linalg.inv(source.affine) @ target.affine
+    # the target voxels near that box, and as far again as the warp moves any point
+    near_low, near_high = footprint(target_to_source, array.shape, target.shape)
+    grow = np.ceil((warp.largest_mm + 1e-3) / target.spacing).astype(int)
+    near_low, near_high = np.maximum(near_low - grow, 0), np.minimum(near_high + grow, target.shape)
+    if np.any(near_high <= near_low):
         return out
-    indices = np.indices(tuple(high - low)).reshape(3, -1).T + low
+    indices = np.indices(tuple(near_high - near_low)).reshape(3, -1).T + near_low
     points = target.index_to_world(indices)
     points = points + warp.at(points)
-    values = ndimage.map_coordinates(array, source.world_to_index(points).T, order=order, mode="grid-constant",
-                                     cval=0.0, prefilter=False)
-    out[tuple(slice(a, b) for a, b in zip(low, high))] = values.reshape(tuple(high - low))
+    within = source.world_to_index(points).T - low[:, None]  # indices into the cropped source
+    values = ndimage.map_coordinates(array, within, order=order, mode="grid-constant", cval=0.0, prefilter=False)
+    out[tuple(slice(a, b) for a, b in zip(near_low, near_high))] = values.reshape(tuple(near_high - near_low))
     return out
-
-
-def _world_box(grid: Grid, low, high) -> tuple[np.ndarray, np.ndarray]:
-    """World box around the index box [low, high] (both corners inside) of ``grid``."""
-    corners = grid.index_to_world([[a, b, c] for a in (low[0], high[0]) for b in (low[1], high[1]) for c in (low[2], high[2])])
-    return corners.min(axis=0), corners.max(axis=0)
-
-
-def _index_box(grid: Grid, low_world, high_world) -> tuple[np.ndarray, np.ndarray]:
-    """Index box [low, high) of ``grid``'s voxels that may lie in the world box."""
-    corners = grid.world_to_index([[a, b, c] for a in (low_world[0], high_world[0]) for b in (low_world[1], high_world[1])
-                                   for c in (low_world[2], high_world[2])])
-    low = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, grid.shape)
-    high = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, grid.shape)
-    return low, high

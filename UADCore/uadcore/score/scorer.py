@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from uadcore.device import amp_dtype, pick_device
+from uadcore.device import amp_dtype, pick_device, use_device
 from uadcore.errors import UADError
 from uadcore.io import Scan, ScanEntry, read_scan
 from uadcore.io.checkpoint import FinishedRun
@@ -105,9 +105,7 @@ class Scorer:
         self.model_options = model_options
         self.preset = preset
         self.device = pick_device(device)
-        if self.device.type == "cuda":
-            # every pass has the same input shape: let cuDNN pick its fastest kernels once
-            torch.backends.cudnn.benchmark = True
+        use_device(self.device)
         self.amp_dtype = amp_dtype(self.device, amp)
         self.batch_size = batch_size  # model inputs per pass; None: `auto_batch_size`
         self.reference = reference  # the published code's batch-dependent choices (see uadcore.score.maps)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from uadcore.device import amp_dtype, describe, pick_device
+from uadcore.device import amp_dtype, describe, pick_device, use_device
 from uadcore.errors import UADError, warn
 from uadcore.io import ScanEntry, load_dataset
 from uadcore.io.atomic import remove_stale_temporaries
@@ -71,6 +71,7 @@ class Run:
     val_set: PreparedSet | None  # the held-out healthy scans (None: none held out)
     items: torch.Tensor  # train_set.items, on the GPU when they fit in half of its free memory
     excluded: list[dict]  # audit rows (epoch 0) of the scans that could not be prepared
+    data_fingerprint: str  # of the training and validation scans as opened (`io.datasets.fingerprint`)
 
     @property
     def channels_last(self) -> bool:
@@ -205,9 +206,7 @@ def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: 
     """The model's preset and the prepared scans, on ``device``. A scan that cannot
     be prepared (unreadable, no brain found, a failed registration) is left out of
     the run and listed in its audit, not fatal."""
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+    use_device(device)
     spec = model_spec(config.model)
     preset = make_preset(spec.preset, **spec.preset_options(config.preset_params))
     train_entries, val_entries = _entries(config, files, stored, spec, preset, ranks, device, restart)
@@ -227,8 +226,9 @@ def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: 
     items = train_set.items
     if device.type == "cuda" and items.numel() * 4 < 0.5 * torch.cuda.mem_get_info(device)[0]:
         items = items.to(device)
+    scans = train_set.entries + (val_set.entries if val_set is not None else [])
     return Run(config, spec, preset, files, events, ranks, device, amp_dtype(device, config.amp), train_set, val_set,
-               items, excluded)
+               items, excluded, fingerprint(scans))
 
 
 def _prepare_share(entries: list[ScanEntry], preset: Preset, workers: int, ranks, device: torch.device) -> None:
@@ -489,7 +489,7 @@ def write_run(run: Run, saved: dict, done: bool = False) -> None:
     save_checkpoint(
         {**saved, "config": run.config.to_dict(), "preset": run.preset.to_dict(), "done": done,
          "train_entries": [vars(e) for e in train_entries],
-         DATA_FINGERPRINT: fingerprint(list(train_entries) + list(run.val_entries)),
+         DATA_FINGERPRINT: run.data_fingerprint,
          "validation": {"entries": [vars(e) for e in run.val_entries], **saved.get("validation", {})}},
         run.files.checkpoint,
     )
