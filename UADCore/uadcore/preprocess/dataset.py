@@ -80,6 +80,12 @@ def _prepare_or_problem(job):
         return str(error)
 
 
+def _worker_lost(job) -> str:
+    """The problem of a scan whose preparation killed its worker process twice."""
+    return (f"{job[0].path}: preparing it ended the process that prepared it (killed by the system, most likely for "
+            "running out of memory, or crashed in a library); left out")
+
+
 def prepare_scans(entries: list[ScanEntry], preset: Preset, workers: int | None = None, progress: bool = True,
                   problems: dict | None = None) -> list:
     """`prepare_scan` of every entry, in parallel and remembered in this process and
@@ -119,7 +125,7 @@ def iter_prepared(entries: list[ScanEntry], preset: Preset, workers: int | None 
         else:
             cached[key] = content  # opened again (memory-mapped) when its turn comes
     prepared = process_stream(_prepare_or_problem, list(jobs.values()), workers, desc="prepare", unit="scan",
-                              progress=progress, ahead=ahead)
+                              progress=progress, ahead=ahead, lost=_worker_lost)
     failed, consumed = {}, set()
     for key, entry in zip(keys, entries):
         if key in jobs and key not in consumed:  # its turn in the workers' queue
