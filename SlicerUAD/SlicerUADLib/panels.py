@@ -271,7 +271,8 @@ class TrainPanel:
                             f"{event.scans} scans; removed none (γ too low?)")
 
     def _stopped(self, event: Stopped) -> None:
-        self.status.setText(f"stopped after epoch {event.epoch}; resume with: {event.resume}")
+        self.status.setText(f"stopped after epoch {event.epoch}; resume with: {event.resume}" if event.resume
+                            else "stopped before the first epoch ended: nothing was trained")
 
     def _done(self, event: Done) -> None:
         self.progress.setValue(read(self.progress, "maximum"))

@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
         description=(
             "Train a model on healthy scans. Every --outlier-every epochs, scans whose loss exceeds "
             "gamma x the epoch's mean loss are removed from training and listed in RUN/outliers.csv. "
-            "Stop with SIGTERM or by creating RUN/STOP; continue with --resume RUN."
+            "Stop with Ctrl-C, SIGTERM or by creating RUN/STOP (what was trained is kept); continue with --resume RUN."
         ),
     )
     parser.add_argument("--data", metavar="DIR|MANIFEST", help="training scans: a folder or a manifest CSV")
@@ -153,15 +153,21 @@ def run(args) -> int:
             if not args.out:
                 raise UADError("uad train: --out RUN is needed (a new folder for the run)")
             summary = train(config_from_args(args), args.out, events=events)
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once (a checkpoint, if any, stays)
+        events.emit("stopped", signal="SIGINT", at_once=True)
+        raise
     except Exception as error:
         events.emit("error", message=str(error), kind="bad input" if isinstance(error, UADError) else type(error).__name__)
         raise
+    interrupted = 130 if summary.get("signal") == "SIGINT" else 0  # Ctrl-C: the shell's code for it, the run kept
     if args.events:
-        return 0  # stdout holds the events; the last one ("done" or "stopped") is the summary
+        return interrupted  # stdout holds the events; the last one ("done" or "stopped") is the summary
     if args.json:
         print_json(summary)
     else:
-        if summary.get("stopped"):
+        if summary.get("stopped") and not summary["epoch"]:
+            say("stopped before the first epoch ended: nothing was trained")
+        elif summary.get("stopped"):
             say(f"stopped after epoch {summary['epoch']}; continue with: uad train --resume {summary['run']}")
         else:
             say(
@@ -174,4 +180,4 @@ def run(args) -> int:
             if summary.get("excluded"):
                 say(f"{summary['excluded']} scans could not be prepared and were left out (see uad outliers {summary['run']})")
             say(f"run: {summary['run']}  (uad outliers {summary['run']} lists the removed scans)")
-    return 0
+    return interrupted

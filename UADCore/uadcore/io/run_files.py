@@ -6,6 +6,7 @@
     history.csv      loss and counts per epoch
     kept.csv         manifest of the scans still in the training set
     STOP             created by anyone to stop the run after the current step
+    .uad-lock        held by the one process training the run, while it does
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ OUTLIERS_NAME = "outliers.csv"
 HISTORY_NAME = "history.csv"
 KEPT_NAME = "kept.csv"
 STOP_FILE = "STOP"
+LOCK_NAME = ".uad-lock"
 
 
 class RunFiles:
@@ -31,3 +33,4 @@ class RunFiles:
         self.history = os.path.join(folder, HISTORY_NAME)
         self.kept = os.path.join(folder, KEPT_NAME)
         self.stop = os.path.join(folder, STOP_FILE)
+        self.lock = os.path.join(folder, LOCK_NAME)

@@ -10,9 +10,10 @@ gamma x the epoch's mean) and `step_schedules` (validation loss, learning-rate
 plateau), with `write_run` every `checkpoint_every` epochs. At the end
 `uadcore.score.calibrate.calibrate_run` stores the healthy reference.
 
-Checkpoints are written atomically; a run stopped (SIGTERM, or a file named STOP in
-the run folder) or killed resumes from its last checkpoint and reaches the same
-kept and removed scans. The run folder's files: `uadcore.io.run_files`.
+Checkpoints are written atomically; a run stopped (SIGTERM, Ctrl-C, or a file named
+STOP in the run folder: a checkpoint at the stop) or killed resumes from its last
+checkpoint and reaches the same kept and removed scans. One process at a time
+trains a run (`RunOwner`). The run folder's files: `uadcore.io.run_files`.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
 from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
 from uadcore.io.datasets import fingerprint
-from uadcore.train.run_folder import (DATA_FINGERPRINT, check_same_data, create_run_dir, forget_failed_start,
-                                      stored_fingerprint, write_readable_copies)
+from uadcore.train.run_folder import (DATA_FINGERPRINT, RunOwner, check_same_data, create_run_dir, stored_fingerprint,
+                                      write_readable_copies)
 from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
 
 FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
@@ -140,76 +141,97 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
         config = TrainConfig.from_dict(stored["config"], source=files.checkpoint)
         if stored.get("done"):
             raise UADError(f"{files.folder}: this run is complete ({stored['epoch']} epochs); start a new run to train more")
-    existed = os.path.isdir(files.folder)
-    ours_to_forget = not resume and not os.path.exists(files.config)  # never another start's config.json
+    owner = RunOwner(files)  # the run is this process's while it trains it; a failed fresh start leaves nothing
     remove_stale_temporaries(files.folder)
     wanted = device or config.device
     ranks = distributed.start(wanted)
     events.enabled_here = ranks.is_main
+    failed = True
     try:
+        if resume and ranks.is_main:
+            owner.acquire()
         # the one place a training run picks its device; everything below is handed it
         device = pick_device(wanted, ranks.local_rank)
-        return _train(config, files, stored, events, ranks, device, restart)
-    except BaseException:
-        if ours_to_forget and ranks.is_main:
-            forget_failed_start(files, remove_folder=not existed)
-        raise
+        summary = _train(config, files, stored, events, ranks, device, restart, owner)
+        failed = summary.get("epoch") == 0 and summary.get("stopped")  # stopped before it trained anything
+        return summary
     finally:
+        if ranks.is_main:
+            owner.release(failed)
         distributed.stop(ranks)
 
 
 def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, device: torch.device,
-           restart: bool) -> dict:
-    run = open_run(config, files, stored, events, ranks, device, restart)
-    learner, state = start_training(run, stored)
-    first_epoch = state.epoch + 1
-    _announce(run, learner, state)
-    last = snapshot(learner, state)
-    bar = progress_bar(total=state.last_epoch(run), desc="train", unit="epoch", enabled=run.show_progress)
-    bar.update(state.epoch)
-    stop_requested = _StopRequest(files.stop)
-    try:
-        while state.epoch < state.last_epoch(run):
-            epoch = state.epoch + 1
-            started = time.perf_counter()
-            begin_epoch(run, learner, state, epoch)
-            losses = run_epoch(run, learner, state, epoch, stop_requested)
-            record = epoch_record(run, learner, state, epoch, losses, time.perf_counter() - started)
-            events.emit("epoch", **record, epochs=state.last_epoch(run))
-            if epoch == first_epoch:
-                estimate(events, record["seconds"], epoch, state.last_epoch(run), run.device, config)
-            if learner.stage == run.spec.stages[0]:
-                _stop_early(run, state, epoch)
-            bar.total = state.last_epoch(run)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", kept=record["kept"], removed=record["removed"])
-            bar.update()
+           restart: bool, owner: RunOwner) -> dict:
+    """Open the run, train epoch after epoch, calibrate. A stop (SIGTERM, Ctrl-C,
+    RUN/STOP) during the epochs ends the run after the current step; while the
+    scans are prepared or the model is calibrated, at once. Either way what was
+    trained is kept in a checkpoint and a "stopped" event says where to go on."""
+    last = None  # the state at the end of the last finished epoch (`snapshot`)
+    written = stored["epoch"] if stored is not None else None  # the epoch the checkpoint on disk holds
+    bar = None
+    with _StopRequest(files.stop) as stop_requested:
+        try:
+            run = open_run(config, files, stored, events, ranks, device, restart, owner)
+            learner, state = start_training(run, stored)
+            first_epoch = state.epoch + 1
+            _announce(run, learner, state)
             last = snapshot(learner, state)
-            if epoch % config.checkpoint_every == 0 and epoch < state.last_epoch(run):
+            bar = progress_bar(total=state.last_epoch(run), desc="train", unit="epoch", enabled=run.show_progress)
+            bar.update(state.epoch)
+            stop_requested.at_once = False  # from here a stop waits for the end of the step
+            while state.epoch < state.last_epoch(run):
+                epoch = state.epoch + 1
+                started = time.perf_counter()
+                begin_epoch(run, learner, state, epoch)
+                losses = run_epoch(run, learner, state, epoch, stop_requested)
+                record = epoch_record(run, learner, state, epoch, losses, time.perf_counter() - started)
+                events.emit("epoch", **record, epochs=state.last_epoch(run))
+                if epoch == first_epoch:
+                    estimate(events, record["seconds"], epoch, state.last_epoch(run), run.device, config)
+                if learner.stage == run.spec.stages[0]:
+                    _stop_early(run, state, epoch)
+                bar.total = state.last_epoch(run)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", kept=record["kept"], removed=record["removed"])
+                bar.update()
+                last = snapshot(learner, state)
+                if epoch % config.checkpoint_every == 0:
+                    written = write_run(run, last)
+            bar.close()
+            stop_requested.at_once = True
+            if stop_requested():  # asked for during the last epoch
+                raise _Stopped()
+            if written != last["epoch"]:  # the training, kept before calibrating: a stop or a kill there loses none of it
+                written = write_run(run, last)
+            return finish(run, learner.model, state, last)
+        except (_Stopped, KeyboardInterrupt):
+            stop_requested.at_once = False  # already stopping: another signal must not cut the checkpoint short
+            if bar is not None:
+                bar.close()
+            trained = last is not None and last["epoch"] > (stored["epoch"] if stored is not None else 0)
+            if trained and written != last["epoch"]:
                 write_run(run, last)
-    except _Stopped:
-        write_run(run, last)
-        stop_requested.clear()
-        bar.close()
-        events.emit("stopped", epoch=last["epoch"], resume=f"uad train --resume {files.folder}")
-        return {"run": files.folder, "stopped": True, "epoch": last["epoch"]}
-    finally:
-        stop_requested.restore()
-    bar.close()
-    return finish(run, learner.model, state, last)
+            stop_requested.clear()
+            epoch = last["epoch"] if last is not None else (stored["epoch"] if stored is not None else 0)
+            # what stays: a run with a checkpoint, or a start again from its config.json (not a fresh one that trained nothing)
+            stays = epoch > 0 or (os.path.isfile(files.config) and not owner.wrote_config)
+            events.emit("stopped", epoch=epoch, signal=stop_requested.cause,
+                        resume=f"uad train --resume {files.folder}" if stays else None)
+            return {"run": files.folder, "stopped": True, "epoch": epoch, "signal": stop_requested.cause}
 
 
 # ---- the run and its model -----------------------------------------------------------
 
 
 def open_run(config: TrainConfig, files: RunFiles, stored: dict | None, events: Events, ranks, device: torch.device,
-             restart: bool) -> Run:
+             restart: bool, owner: RunOwner) -> Run:
     """The model's preset and the prepared scans, on ``device``. A scan that cannot
     be prepared (unreadable, no brain found, a failed registration) is left out of
     the run and listed in its audit, not fatal."""
     use_device(device)
     spec = model_spec(config.model)
     preset = make_preset(spec.preset, **spec.preset_options(config.preset_params))
-    train_entries, val_entries = _entries(config, files, stored, spec, preset, ranks, device, restart)
+    train_entries, val_entries = _entries(config, files, stored, spec, preset, ranks, device, restart, owner)
     show_progress = ranks.is_main and events.progress
     problems = {}
     workers = config.workers or ranks.workers_each()
@@ -244,7 +266,7 @@ def _prepare_share(entries: list[ScanEntry], preset: Preset, workers: int, ranks
     distributed.any_rank(False, ranks, device)  # a barrier: every rank's share is in the cache
 
 
-def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tuple[list[ScanEntry], list[ScanEntry]]:
+def _entries(config, files, stored, spec, preset, ranks, device, restart, owner) -> tuple[list[ScanEntry], list[ScanEntry]]:
     """The training and validation scans: the checkpoint's, or a new split of the
     data (the run folder created once they are known to be usable)."""
     if stored is not None:
@@ -260,7 +282,7 @@ def _entries(config, files, stored, spec, preset, ranks, device, restart) -> tup
     created = False
     try:
         if ranks.is_main:
-            create_run_dir(files, config, entries, restart)
+            create_run_dir(files, config, entries, owner, restart)
         created = True
     finally:
         distributed.agree(created, ranks, device, "creating the run folder")
@@ -480,11 +502,11 @@ def snapshot(learner: Learner, state: TrainState) -> dict:
             "rng": torch.get_rng_state(), "plateau": dict(state.plateau), "first_stage_end": state.first_stage_end}
 
 
-def write_run(run: Run, saved: dict, done: bool = False) -> None:
+def write_run(run: Run, saved: dict, done: bool = False) -> int:
     """The checkpoint of ``saved`` (a `snapshot`, with the healthy reference when
-    ``done``) and its readable copies; rank 0 only."""
+    ``done``) and its readable copies (rank 0 only); returns its epoch."""
     if not run.ranks.is_main:
-        return
+        return saved["epoch"]
     train_entries = run.train_set.entries
     save_checkpoint(
         {**saved, "config": run.config.to_dict(), "preset": run.preset.to_dict(), "done": done,
@@ -496,6 +518,7 @@ def write_run(run: Run, saved: dict, done: bool = False) -> None:
     kept_entries = [e for e, k in zip(train_entries, saved["kept"]) if k]
     write_readable_copies(run.files, saved["audit"], saved["history"], kept_entries)
     run.events.emit("checkpoint", epoch=saved["epoch"], path=run.files.checkpoint)
+    return saved["epoch"]
 
 
 def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> dict:
@@ -570,30 +593,48 @@ class _Stopped(Exception):
 
 
 class _StopRequest:
-    """True once SIGTERM arrived or the STOP file at ``path`` exists."""
+    """A stop asked for: SIGTERM, Ctrl-C (SIGINT) or the STOP file at ``path``.
+    While ``at_once`` a signal stops at once (raises `_Stopped`); otherwise it is
+    noted, and the training loop asks (``stop_requested()``) after each step. A
+    second Ctrl-C raises KeyboardInterrupt at once. ``cause``: what asked."""
+
+    SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
     def __init__(self, path: str):
         self.path = path
-        self.signalled = False
-        self.previous = None
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._on_signal)
-        except ValueError:  # not the main thread (e.g. called from a GUI worker thread)
-            pass
+        self.at_once = True
+        self.cause = None
+        self.previous = {}
+
+    def __enter__(self):
+        for number in self.SIGNALS:
+            try:
+                self.previous[number] = signal.signal(number, self._on_signal)
+            except ValueError:  # not the main thread (e.g. called from a GUI worker thread)
+                pass
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
     def _on_signal(self, signum, frame):
-        self.signalled = True
+        if self.cause == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        self.cause = self.SIGNALS[signum]
+        if self.at_once:
+            raise _Stopped()
+        if signum == signal.SIGINT:
+            warn("stopping after this step, keeping what was trained (Ctrl-C again to quit at once)")
 
     def __call__(self) -> bool:
-        return self.signalled or os.path.exists(self.path)
+        if self.cause is None and os.path.exists(self.path):
+            self.cause = "STOP"
+        return self.cause is not None
 
     def clear(self):
         if os.path.exists(self.path):
             os.remove(self.path)
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _reinitialise(model: torch.nn.Module, seed: int) -> None:

@@ -129,9 +129,13 @@ class StillImproving(Event):
 
 @dataclass
 class Stopped(Event):
+    """The run stopped; what it trained up to ``epoch`` is in its checkpoint."""
     name = "stopped"
-    epoch: int
-    resume: str  # the command that continues the run
+    optional = ("epoch", "resume", "signal", "at_once")
+    epoch: int | None = None  # the last finished epoch (0: nothing trained)
+    resume: str | None = None  # the command that continues the run; None: nothing stays to resume
+    signal: str | None = None  # SIGTERM, SIGINT or STOP (the file)
+    at_once: bool | None = None  # a second Ctrl-C: out without waiting for the step
 
 
 @dataclass
