@@ -472,3 +472,78 @@ def test_a_missing_dice_says_why():
     # seed 0 draws the healthy scan to choose the threshold: no lesion voxel there
     result = next(r for seed in range(20) for r in [_dice([healthy, sick], 0.5, seed, False)] if r["dice"] is None)
     assert result["dice_missing"].startswith("no lesion voxel in the 1 scan(s) drawn to choose the threshold")
+
+
+def _gzip_with_zeros(path, header_bytes: bytes, zeros: int) -> None:
+    """A .nii.gz: ``header_bytes`` then ``zeros`` zero bytes, compressed as it goes (a
+    GB of zeros is a MB of gzip)."""
+    import zlib
+
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    block = bytes(1 << 22)
+    with open(path, "wb") as handle:
+        handle.write(compressor.compress(header_bytes))
+        for start in range(0, zeros, len(block)):
+            handle.write(compressor.compress(block[: min(len(block), zeros - start)]))
+        handle.write(compressor.flush())
+
+
+def _peak_memory_of_reading(path) -> tuple[int, str]:
+    """(peak memory in MB, stderr) of a fresh process that reads ``path`` with `read_scan`."""
+    # VmHWM, not ru_maxrss: that one keeps the peak of the (forked) pytest process from before exec
+    code = ("import sys\nfrom uadcore.io import read_scan\nfrom uadcore.errors import UADError\n"
+            "try:\n    read_scan(sys.argv[1])\nexcept UADError as error:\n    print(error, file=sys.stderr)\n"
+            "print([int(line.split()[1]) // 1024 for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    return int(done.stdout.split()[-1]), done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from Linux /proc")
+def test_a_gzip_bomb_is_refused_from_its_header_without_inflating_it(tmp_path):
+    # 1.2 GB of claimed voxels in 1.2 MB of gzip: before, all of it was inflated (and more) before "too large"
+    header = nib.Nifti1Header()
+    header.set_data_shape((1100, 1000, 1000))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    bomb = tmp_path / "bomb.nii.gz"
+    _gzip_with_zeros(bomb, header.binaryblock + b"\0" * 4, 1_100_000_000)
+    assert bomb.stat().st_size < 5_000_000
+    peak, err = _peak_memory_of_reading(bomb)
+    assert "claims 1100x1000x1000 voxels, more than any scan has" in err
+    assert peak < 500, f"{peak} MB to refuse it"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from Linux /proc")
+def test_data_past_what_the_header_needs_is_never_inflated(tmp_path):
+    array, grid, _ = marker_volume(shape=(40, 40, 40))
+    image = nib.Nifti1Image(array, grid.affine)
+    image.header["vox_offset"] = 352
+    padded = tmp_path / "padded.nii.gz"
+    _gzip_with_zeros(padded, image.header.binaryblock + b"\0" * 4 + array.astype("<f4").tobytes(order="F"), 800_000_000)
+    peak, err = _peak_memory_of_reading(padded)
+    assert err == "" and peak < 400, f"{peak} MB for a 256 KB scan: {err}"
+
+
+def test_a_nifti_followed_by_nul_padding_reads_as_itself(tmp_path):
+    from uadcore.io import read_scan
+
+    array, grid, _ = marker_volume(shape=(30, 30, 20))
+    path = write_nifti(array, grid, str(tmp_path / "scan.nii.gz"))
+    with open(path, "ab") as handle:  # as some transfer tools leave files: gzip and nibabel read them
+        handle.write(b"\0" * 4096)
+    assert np.array_equal(read_scan(path).array, array)
+
+
+def test_dicom_rows_and_columns_beyond_the_bytes_present_are_refused_before_reading(tmp_path, capsys):
+    from volumes import write_dicom_series
+
+    array, grid, _ = marker_volume(shape=(32, 32, 6))
+    folder = write_dicom_series(array, grid, str(tmp_path / "series"))
+    for name in os.listdir(folder):  # Rows and Columns (0028,0010/0011), implicit VR little endian, patched to 4096
+        path = os.path.join(folder, name)
+        data = open(path, "rb").read()
+        for tag in (b"\x28\x00\x10\x00\x02\x00\x00\x00", b"\x28\x00\x11\x00\x02\x00\x00\x00"):
+            at = data.index(tag) + len(tag)
+            data = data[:at] + (4096).to_bytes(2, "little") + data[at + 2 :]
+        open(path, "wb").write(data)
+    assert_rejected(capsys, tmp_path, folder, "its header claims 4096x4096x1 pixels")

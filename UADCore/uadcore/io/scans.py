@@ -199,7 +199,7 @@ def _read_nifti(path: str) -> tuple[np.ndarray, Grid]:
     import nibabel as nib
 
     if path.lower().endswith(".gz"):
-        data = _gunzip(path)
+        data = _gunzip_nifti(path)
         nifti2 = data[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either byte order
         image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
     else:
@@ -231,8 +231,7 @@ def _check_nifti_header(image, path: str, file_bytes: int, as_written) -> None:
     voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
     claimed = voxels * dtype.itemsize
     offset = int(header.get("vox_offset", 0) or 0) if "vox_offset" in header else 0
-    if voxels > MAX_VOXELS:
-        raise ScanError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels, more than any scan has; it is corrupt")
+    check_size(shape, dtype.itemsize, path)
     if claimed > max(file_bytes - offset, 0):
         raise ScanError(f"{path}: cannot read it as an image (the header claims {'x'.join(map(str, shape))} voxels of {dtype}, "
                         f"{claimed} bytes, the file holds {max(file_bytes - offset, 0)}: cut short or corrupt)")
@@ -251,27 +250,137 @@ def _check_nifti_header(image, path: str, file_bytes: int, as_written) -> None:
             warn(f"{path}: its qform and sform place the voxels up to {apart:.0f} mm apart; using the sform, as nibabel does")
 
 
-def _gunzip(path: str) -> bytes:
-    """The whole content of a gzip file (every member, see `gzip_members`) in one
-    pass: twice as fast as reading through a streaming gzip file, as nibabel does."""
+GZIP_CHUNK = 1 << 20  # compressed bytes read at a time
+
+
+def _gunzip_nifti(path: str) -> bytes:
+    """The NIfTI file inside the gzip file ``path`` (every member, see
+    `gzip_members`), inflated no further than its header says it needs: a header
+    claiming too much is refused after its first bytes (a few MB of zeros inflate
+    to GBs), and data past the voxels (or NUL padding after the last member) is
+    never inflated. One pass: twice as fast as reading through nibabel's gzip file."""
     import zlib
 
+    out = bytearray()
+    needed = None  # the header's length, extensions and voxels, once the header is in
+    stream, data = zlib.decompressobj(31), b""
     with open(path, "rb") as handle:
-        rest = handle.read()
-    parts = []
-    while rest:
-        stream = zlib.decompressobj(31)
-        parts.append(stream.decompress(rest))
-        if not stream.eof:
-            raise EOFError("the compressed file ends before its end-of-stream marker (cut short?)")
-        rest = stream.unused_data
-    return b"".join(parts)
+        while needed is None or len(out) < needed:
+            if not data:
+                data = handle.read(GZIP_CHUNK)
+                if not data:
+                    break  # the file ends: a stream cut short is refused by the header check
+            if stream.eof:  # the next member, or padding after the last
+                if not data.strip(b"\0"):
+                    data = b""
+                    continue
+                stream = zlib.decompressobj(31)
+            room = needed - len(out) if needed is not None else GZIP_CHUNK
+            out += stream.decompress(data, room)
+            data = stream.unused_data if stream.eof else stream.unconsumed_tail
+            if needed is None and len(out) >= 348:
+                needed = _nifti_bytes(bytes(out[:540]), path)
+    return bytes(out)
+
+
+def _nifti_bytes(start: bytes, path: str) -> int:
+    """The length of the NIfTI file whose first bytes are ``start`` (its header,
+    extensions and voxels), after `check_size` of what the header claims."""
+    import nibabel as nib
+
+    nifti2 = start[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either byte order
+    kind, size = (nib.Nifti2Header, 540) if nifti2 else (nib.Nifti1Header, 348)
+    if len(start) < size:
+        return size
+    header = kind(binaryblock=start[:size], check=False)
+    shape, dtype = header.get_data_shape(), header.get_data_dtype()
+    check_size(shape, dtype.itemsize, path)
+    return max(int(header["vox_offset"]), size) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def check_size(shape, itemsize: int, path: str) -> None:
+    """Refuse an image that no scan is, or that this machine cannot hold: more than
+    `MAX_VOXELS`, or more memory for its voxels as read and as float32 than is free
+    (checked from its header, before anything is allocated)."""
+    voxels = int(np.prod([max(int(n), 0) for n in shape], dtype=np.int64)) if len(shape) else 0
+    if voxels > MAX_VOXELS:
+        raise ScanError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels, more than any scan has; it is corrupt")
+    needs, free = voxels * (itemsize + 4), _available_memory()
+    if free is not None and needs > free:
+        raise ScanError(f"{path}: too large to read into this machine's memory ({'x'.join(map(str, shape))} voxels need "
+                        f"{needs / 2**30:.1f} GB, {free / 2**30:.1f} GB are free)")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for this process now (Linux: MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _read_with_sitk(path: str) -> tuple[np.ndarray, Grid]:
     import SimpleITK as sitk
 
+    _check_claimed_size([path], path)
     return _from_sitk(sitk.ReadImage(path), path)
+
+
+# DICOM transfer syntaxes whose pixel data is stored as it is (not compressed): its bytes can be counted
+_UNCOMPRESSED_DICOM = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _check_claimed_size(files: list[str], path: str) -> None:
+    """What the headers of ``files`` (one image, or the slices of one DICOM series
+    ``path``) claim, checked before the pixels are read: not more than `check_size`
+    allows, and, for DICOM stored uncompressed, not more bytes than each file holds
+    (a header whose rows and columns were patched to 4096 in a file of 30 KB)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    total, itemsize = 0, 1
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return  # no header to check: reading the pixels will say what is wrong
+        size = [int(n) for n in reader.GetSize()]
+        itemsize = _bytes_per_pixel(reader)
+        pixels = int(np.prod(size, dtype=np.int64))
+        total += pixels
+        if _dicom_transfer_syntax(name) in _UNCOMPRESSED_DICOM and pixels * itemsize > os.path.getsize(name):
+            raise ScanError(f"{path}: {os.path.basename(name)}: its header claims {'x'.join(map(str, size))} pixels, "
+                            f"{pixels * itemsize} bytes, the file holds {os.path.getsize(name)}: it is corrupt")
+    check_size([total], itemsize, path)
+
+
+def _dicom_transfer_syntax(path: str) -> str | None:
+    """The transfer syntax UID (0002,0010) of a DICOM file, None for another file.
+    Read from the file's meta header (always explicit VR little endian): SimpleITK
+    does not show group 0002."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    at = head.find(b"\x02\x00\x10\x00UI")
+    if head[128:132] != b"DICM" or at < 0:
+        return None
+    length = int.from_bytes(head[at + 6 : at + 8], "little")
+    return head[at + 8 : at + 8 + length].strip(b" \0").decode("ascii", "replace")
+
+
+def _bytes_per_pixel(reader) -> int:
+    """Bytes of one pixel of the image ``reader`` has read the header of
+    (SimpleITK names its types "16-bit signed integer", "vector of 32-bit float")."""
+    import re
+
+    import SimpleITK as sitk
+
+    bits = re.search(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return (int(bits.group(1)) // 8 if bits else 8) * reader.GetNumberOfComponents()
 
 
 def _read_dicom_series(folder: str) -> tuple[np.ndarray, Grid]:
@@ -286,6 +395,7 @@ def _read_dicom_series(folder: str) -> tuple[np.ndarray, Grid]:
             f"{folder}: folder holds {len(series)} DICOM series; point to a folder with one"
         )
     files = reader.GetGDCMSeriesFileNames(folder, series[0])
+    _check_claimed_size(files, folder)
     _check_slice_positions(files, folder)
     reader.SetFileNames(files)
     return _from_sitk(reader.Execute(), folder)
