@@ -111,3 +111,56 @@ def test_a_bad_shard_is_refused():
     for text in ("0/2", "3/2", "a/b", "2"):
         with pytest.raises(UADError, match="--shard"):
             shard_of(text)
+
+
+def _entry_folders(root):
+    """Every entry folder under ``root``: the prepared scans' and the brain stage's."""
+    return sorted(os.path.join(dirpath, name) for dirpath, names, _ in os.walk(root) for name in names
+                  if os.path.isfile(os.path.join(dirpath, name, "meta.json")))
+
+
+def test_a_damaged_entry_is_prepared_again_and_replaced_with_one_warning(tmp_path, monkeypatch, cohort, capsys):
+    import json
+    import warnings
+
+    monkeypatch.setenv("UAD_CACHE_DIR", str(tmp_path / "cache"))
+    entries = [e for e in read_manifest(cohort) if e.mask][:1]
+    preset = make_preset("brain3d-behrendt")
+    (first, _), = prepare_fresh(entries, preset)
+    folders = _entry_folders(tmp_path / "cache")
+    scan_entry = next(f for f in folders if f"{os.sep}brain{os.sep}" not in f)
+    brain_entry = next(f for f in folders if f"{os.sep}brain{os.sep}" in f and "-warp-" not in f)
+
+    def damage_image(folder):  # random values in place of the prepared scan (same shape and type)
+        image = np.load(os.path.join(folder, "image.npy"), mmap_mode="r+")
+        image[...] = np.random.default_rng(0).random(image.shape)
+        image.flush()
+
+    def shift_registration(folder):  # the brain stage's registration moved 30 mm
+        meta = json.load(open(os.path.join(folder, "meta.json")))
+        meta["to_template"][0][3] += 30.0
+        json.dump(meta, open(os.path.join(folder, "meta.json"), "w"))
+
+    def truncate(folder):
+        path = os.path.join(folder, "image.npy")
+        os.truncate(path, os.path.getsize(path) // 2)
+
+    for folder, damage in ((scan_entry, damage_image), (brain_entry, shift_registration), (scan_entry, truncate)):
+        damage(folder)
+        if folder == brain_entry:  # reached only through a scan that is not in the cache
+            import shutil
+            shutil.rmtree(scan_entry)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (again, _), = prepare_fresh(entries, preset)
+        said = [str(w.message) for w in caught if "damaged" in str(w.message)]
+        assert len(said) == 1 and os.path.basename(folder) in said[0], said
+        assert not isinstance(again.image, np.memmap)  # prepared again, not the damaged values
+        # (equal up to ITK's multithreaded sums: preparing a scan again differs in the 5th digit)
+        np.testing.assert_allclose(again.image, first.image, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(again.to_template, first.to_template, atol=1e-3)
+        with warnings.catch_warnings(record=True) as caught:  # and stored again: read back intact, silently
+            warnings.simplefilter("always")
+            (read_back, _), = prepare_fresh(entries, preset)
+        assert isinstance(read_back.image, np.memmap) and not [w for w in caught if "damaged" in str(w.message)]
+        np.testing.assert_array_equal(read_back.image, again.image)

@@ -5,7 +5,8 @@ Keyed by the *content* of the scan and mask files and by the preset (name,
 version, options): an edited or replaced file, or another preprocessing, is a
 miss. Entries are plain ``.npy`` files opened memory-mapped, written into a
 temporary folder renamed into place (atomic; concurrent runs cannot see half an
-entry). The cache lives in ``$UAD_CACHE_DIR`` or ``$XDG_CACHE_HOME/uad/prepared``
+entry), with a checksum verified on every read: a damaged entry is prepared again
+and replaced. The cache lives in ``$UAD_CACHE_DIR`` or ``$XDG_CACHE_HOME/uad/prepared``
 (``~/.cache/uad/prepared``), never beside the scans; ``UAD_CACHE=off`` turns it off.
 Its ``brain/`` folder holds the brain preparation's masks and registrations
 (`uadcore.preprocess.brain`). An entry that cannot be written (a full disk) is
@@ -97,21 +98,53 @@ def load_warp(arrays: dict, meta: dict) -> Warp | None:
 
 
 def load_entry(root: str, key: str) -> tuple[dict, dict] | None:
-    """(arrays memory-mapped, meta) of the entry ``key`` under ``root``; None on a miss
-    or an unreadable entry."""
+    """(arrays memory-mapped, meta) of the entry ``key`` under ``root``; None on a miss.
+    An entry that is not as it was written (its checksum differs: a damaged disk, a
+    truncated file, an edit) is removed, with one warning line, so that it is
+    prepared and stored again."""
     folder = os.path.join(root, key[:2], key)
+    if not os.path.isdir(folder):
+        return None
     try:
         with open(os.path.join(folder, "meta.json"), encoding="utf-8") as handle:
             meta = json.load(handle)
-        return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in meta["arrays"]}, meta
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        arrays = {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in meta["arrays"]}
+        intact = meta.get("checksum") == checksum(arrays, meta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        arrays, meta, intact = None, {}, False
+    if intact:
+        return arrays, meta
+    if "checksum" in meta or not meta:  # not an entry of an older UAD, which had no checksum: damaged
+        warn(f"cache {root}: entry {key} is damaged (not as it was written); preparing it again")
+    _remove_entry(folder)
+    return None
+
+
+def checksum(arrays: dict, meta: dict) -> str:
+    """A digest of an entry's arrays (name, type, shape, bytes) and of its meta."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def _remove_entry(folder: str) -> None:
+    """Remove an entry: first renamed aside (one rename: no reader sees half of it)."""
+    aside = f"{os.path.dirname(folder)}/.incoming-{os.getpid()}-removed-{os.path.basename(folder)}"
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return  # gone already (another process removed it)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
     """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON) as the entry ``key``
-    under ``root``, atomically: a temporary folder renamed into place (a concurrent
-    writer of the same entry wins)."""
+    under ``root``, with their `checksum`, atomically: a temporary folder renamed
+    into place (a concurrent writer of the same entry wins)."""
     folder = os.path.join(root, key[:2], key)
     if os.path.isdir(folder):
         return
@@ -122,8 +155,9 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
         temporary = tempfile.mkdtemp(prefix=f".incoming-{os.getpid()}-", dir=os.path.dirname(folder))
         for name, array in arrays.items():
             np.save(os.path.join(temporary, f"{name}.npy"), np.ascontiguousarray(array))
+        meta = json.loads(json.dumps({**meta, "arrays": list(arrays)}))  # as it will be read back
         with open(os.path.join(temporary, "meta.json"), "w", encoding="utf-8") as handle:
-            json.dump({**meta, "arrays": list(arrays)}, handle)
+            json.dump({**meta, "checksum": checksum(arrays, meta)}, handle)
         os.rename(temporary, folder)
     except OSError as error:
         if temporary:
