@@ -221,13 +221,31 @@ def test_no_command_writes_over_or_beside_its_inputs(trained, tmp_path, capsys):
         assert main(["score", run, scan, "--out", out]) == 2
         assert message in capsys.readouterr().err
     assert _bytes(scan) == before
-    # an existing file UAD did not write: only with --force
+    # an existing file: never without --force, and with it only a map UAD wrote (not another scan, not a run's file)
     existing = tmp_path / "existing.nii.gz"
     existing.write_bytes(b"keep me")
     assert main(["score", run, scan, "--out", str(existing)]) == 2
     assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
-    assert main(["score", run, scan, "--out", str(existing), "--force", "--json"]) == 0
+    other_scan = read_manifest(test_manifest)[0].path
+    for out, message in ((existing, "is not an anomaly map UAD wrote"), (other_scan, "is not an anomaly map UAD wrote")):
+        copy = tmp_path / "copy.nii.gz"
+        copy.write_bytes(_bytes(out))
+        assert main(["score", run, scan, "--out", str(copy), "--force"]) == 2
+        assert message in capsys.readouterr().err and _bytes(copy) == _bytes(out)
+    mine = tmp_path / "mine.nii.gz"
+    assert main(["score", run, scan, "--out", str(mine), "--json"]) == 0
+    assert main(["score", run, scan, "--out", str(mine), "--force", "--json"]) == 0  # its own map: replaced
     capsys.readouterr()
+    checkpoint = _bytes(os.path.join(run, "checkpoint.pt"))
+    for name in ("checkpoint.pt", "kept.csv"):
+        assert main(["outliers", run, "--export-kept", os.path.join(run, name), "--force"]) == 2
+        assert "is a file of the run folder" in capsys.readouterr().err
+    assert _bytes(os.path.join(run, "checkpoint.pt")) == checkpoint
+    exported = tmp_path / "kept.csv"
+    assert main(["outliers", run, "--export-kept", str(exported)]) == 0
+    assert main(["outliers", run, "--export-kept", str(exported), "--force"]) == 0  # a manifest it wrote: replaced
+    assert main(["outliers", run, "--export-kept", str(existing), "--force"]) == 2
+    assert "is not a manifest UAD wrote" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
     # the curated manifest over the training manifest, the ROC plot over an input scan
     manifest = os.path.join(os.path.dirname(run), "train.csv")
     manifest_before = _bytes(manifest)

@@ -119,7 +119,8 @@ class UADLogic:
         state = load_run(run)
         entries = curated_entries(state, keep_removed)
         # the file dialog has asked about replacing an existing file; an input is never replaced
-        check_output(manifest, [state["config"].get("data"), *(e.path for e in entries)], data_folders(entries), force=True)
+        check_output(manifest, [state["config"].get("data"), *(e.path for e in entries)], data_folders(entries), force=True,
+                     kind="manifest")
         return write_manifest(entries, manifest)
 
     def scorer(self, run: str, raw: bool = False, statistic: str | None = None):

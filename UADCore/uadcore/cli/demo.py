@@ -78,6 +78,7 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     """The demo into the folder ``out``; returns its summary."""
     from uadcore.evaluate.run import evaluate
     from uadcore.io import read_manifest, write_manifest, write_nifti
+    from uadcore.io.outputs import ANOMALY_MAP
     from uadcore.models import MODELS
     from uadcore.report import loss_png, overlay_png
     from uadcore.score.scorer import Scorer
@@ -131,7 +132,8 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     for (prepared, mask), entry in zip(prepare_scans(examples, scorer.preset, progress=False), examples):
         result = scorer.score_prepared([prepared], [entry.path])[0]
         name = os.path.basename(entry.path).split(".")[0]
-        map_path = write_nifti(result.scan_map(), prepared.scan_grid, os.path.join(maps, f"{name}_rec.nii.gz"))
+        map_path = write_nifti(result.scan_map(), prepared.scan_grid, os.path.join(maps, f"{name}_rec.nii.gz"),
+                               f"{ANOMALY_MAP} (rec)")
         percentile = scorer.percentile(result.score)
         title = f"{name} ({entry.label}): {result.statistic} {result.score:.2f}, above {percentile:.0f} % of healthy"
         png = overlay_png(prepared.image, result.model_map, os.path.join(pictures, f"{name}.png"), mask, title)

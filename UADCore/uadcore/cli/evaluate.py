@@ -45,7 +45,7 @@ def run(args) -> int:
         from uadcore.io.outputs import check_output, data_folders
 
         check_output(args.plot, [args.data, *(e.path for e in entries), *(e.mask for e in entries if e.mask)],
-                     data_folders(entries), force=args.force)
+                     data_folders(entries), force=args.force, kind="picture")
         if not args.plot.lower().endswith(".png"):
             raise UADError(f"--plot {args.plot}: the ROC plot is a PNG picture; give a name ending in .png")
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)

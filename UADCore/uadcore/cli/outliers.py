@@ -34,7 +34,8 @@ def run(args) -> int:
         from uadcore.io.outputs import check_output, data_folders
 
         manifest = state["config"].get("data")
-        check_output(args.export_kept, [manifest, *(e.path for e in kept)], data_folders(kept), force=args.force)
+        check_output(args.export_kept, [manifest, *(e.path for e in kept)], data_folders(kept), force=args.force,
+                     kind="manifest")
         write_manifest(kept, args.export_kept)
     payload = {"run": os.path.abspath(args.run_dir), "epoch": state["epoch"], "gamma": state["config"]["gamma"],
                "training_scans": len(state["train_entries"]), "kept": int(state["kept"].sum()),

@@ -93,12 +93,13 @@ def check_outputs(args, entries, names: list[str] | None) -> None:
     if names is None:
         if not args.out.lower().endswith((".nii", ".nii.gz")):
             raise UADError(f"{args.out}: the map is written as NIfTI; name it .nii.gz or .nii")
-        check_output(args.out, inputs, folders, force=args.force)
+        check_output(args.out, inputs, folders, force=args.force, kind="map")
         return
     if os.path.isfile(args.out) or args.out.lower().endswith((".nii", ".nii.gz")):
         raise UADError(f"{args.out}: names a file; for {len(entries)} scans --out names a folder for their maps")
     for name in [SCORES_NAME, *names]:
-        check_output(os.path.join(args.out, name), inputs, folders, force=args.force)
+        check_output(os.path.join(args.out, name), inputs, folders, force=args.force,
+                     kind="scores" if name == SCORES_NAME else "map")
 
 
 def payload_of(scorer, result, kind: str) -> dict:
@@ -111,11 +112,13 @@ def payload_of(scorer, result, kind: str) -> dict:
 
 def score_one(args, scorer, scan: str) -> int:
     from uadcore.io import write_nifti
+    from uadcore.io.outputs import ANOMALY_MAP
 
     result = scorer.score(scan, kind=args.map)
     payload = payload_of(scorer, result, args.map)
     if args.out:
-        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out))
+        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.abspath(args.out),
+                                     f"{ANOMALY_MAP} ({args.map})")
     if args.json:
         print_json(payload)
     else:
@@ -165,6 +168,7 @@ def score_and_write(args, scorer, folder: str | None, name: str, path: str, resu
     """One scan's (row of scores.csv, payload), its map written into ``folder`` as
     ``name``; a problem (a string) said on stderr, with no payload."""
     from uadcore.io import write_nifti
+    from uadcore.io.outputs import ANOMALY_MAP
 
     row = {"path": os.path.abspath(path)}
     if isinstance(result, str):
@@ -172,7 +176,8 @@ def score_and_write(args, scorer, folder: str | None, name: str, path: str, resu
         return {**row, "problem": result}, None
     payload = payload_of(scorer, result, args.map)
     if folder:
-        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.join(folder, name))
+        payload["out"] = write_nifti(result.scan_map(), result.prepared.scan_grid, os.path.join(folder, name),
+                                     f"{ANOMALY_MAP} ({args.map})")
         row["map_file"] = name
     if not args.json:
         print(f"{path}: {score_line(payload)}", flush=True)

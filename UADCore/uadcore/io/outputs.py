@@ -1,14 +1,20 @@
 """Where a command may write its outputs: never over one of its inputs, never into
 the folder of an input scan or mask (at any depth; a DICOM series is a folder of
-its own), and never over an existing file unless the user says so (``--force``).
-Symbolic links are resolved first, so a link cannot smuggle an output onto an input."""
+its own), and never over an existing file unless the user says so (``--force``),
+and even then only over a file UAD wrote as that kind of output, never over a file
+of a run folder. Symbolic links are resolved first, so a link cannot smuggle an
+output onto an input."""
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Iterable
 
 from uadcore.errors import UADError
+from uadcore.io.run_files import CHECKPOINT_NAME, CONFIG_NAME
+
+ANOMALY_MAP = "uad anomaly map"  # the NIfTI description (descrip) of every map UAD writes
 
 
 def data_folders(entries) -> list[str]:
@@ -22,10 +28,12 @@ def data_folders(entries) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
-def check_output(path: str, input_files: Iterable[str] = (), input_folders: Iterable[str] = (), force: bool = False) -> str:
+def check_output(path: str, input_files: Iterable[str] = (), input_folders: Iterable[str] = (), force: bool = False,
+                 kind: str | None = None) -> str:
     """``path`` (returned absolute) if a command may write it; otherwise `UADError`
     naming it: it is one of ``input_files``, lies inside one of ``input_folders``,
-    or exists and ``force`` is false."""
+    or exists and ``force`` is false, or is a file of a run folder, or is not what
+    UAD writes as ``kind`` (a key of `KINDS`: the output this is)."""
     target = os.path.realpath(path)
     for source in input_files:
         if source and os.path.exists(source) and os.path.realpath(source) == target:
@@ -35,9 +43,50 @@ def check_output(path: str, input_files: Iterable[str] = (), input_folders: Iter
         raise UADError(f"{path}: lies inside {folder}, a folder of input scans; UAD never writes there, choose another place")
     if os.path.isdir(target):
         raise UADError(f"{path}: is a folder; name a file")
-    if os.path.exists(target) and not force:
-        raise UADError(f"{path}: exists; choose another name, or pass --force to replace it")
+    if os.path.exists(target):
+        if not force:
+            raise UADError(f"{path}: exists; choose another name, or pass --force to replace it")
+        run = os.path.dirname(target)
+        if any(os.path.isfile(os.path.join(run, name)) for name in (CHECKPOINT_NAME, CONFIG_NAME)):
+            raise UADError(f"{path}: is a file of the run folder {run}; UAD never replaces a run's files, choose another name")
+        if kind is not None and not KINDS[kind][1](target):
+            raise UADError(f"{path}: exists and is not {KINDS[kind][0]} UAD wrote; --force replaces only those, "
+                           "choose another name")
     return os.path.abspath(path)
+
+
+def _first_bytes(path: str, count: int) -> bytes:
+    """The first ``count`` bytes of ``path``, inflated when it is gzip."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(count)
+        if start[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as handle:
+                start = handle.read(count)
+        return start
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return b""
+
+
+def _nifti_description(path: str) -> str:
+    """The description field (descrip) of a NIfTI-1 file, '' for another file."""
+    header = _first_bytes(path, 348)
+    if len(header) < 348 or header[344:348] not in (b"n+1\0", b"ni1\0"):
+        return ""
+    return header[148:228].split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def _first_line(path: str) -> str:
+    return _first_bytes(path, 4096).split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+
+
+# what --force may replace: (what it is, in words; whether an existing file is one UAD wrote)
+KINDS = {
+    "manifest": ("a manifest", lambda path: _first_line(path).startswith("path,label,mask")),
+    "map": ("an anomaly map", lambda path: _nifti_description(path).startswith(ANOMALY_MAP)),
+    "scores": ("a table of scores", lambda path: _first_line(path).startswith("path,map_file,")),
+    "picture": ("a PNG picture", lambda path: _first_bytes(path, 8) == b"\x89PNG\r\n\x1a\n"),
+}
 
 
 def enclosing_folder(path: str, folders: Iterable[str]) -> str | None:

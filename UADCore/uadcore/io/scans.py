@@ -125,8 +125,9 @@ def read_mask(path: str, scan: Scan) -> np.ndarray:
     return mask.array > 0
 
 
-def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
-    """Write ``array`` (shape grid.shape) as NIfTI on ``grid``, atomically.
+def write_nifti(array: np.ndarray, grid: Grid, path: str, description: str = "") -> str:
+    """Write ``array`` (shape grid.shape) as NIfTI on ``grid``, atomically, with
+    ``description`` in its header (descrip, at most 80 characters).
 
     Both qform and sform carry the affine, so nibabel, ITK and 3D Slicer all read
     the same geometry back. A ``.nii.gz`` is compressed on every core (see
@@ -142,6 +143,7 @@ def write_nifti(array: np.ndarray, grid: Grid, path: str) -> str:
     image = nib.Nifti1Image(array, grid.affine)
     image.set_qform(grid.affine, code=1)
     image.set_sform(grid.affine, code=1)
+    image.header["descrip"] = description[:80]
     path = os.fspath(path)
     with atomic_path(path) as temporary:
         if path.lower().endswith(".gz"):
