@@ -547,3 +547,24 @@ def test_dicom_rows_and_columns_beyond_the_bytes_present_are_refused_before_read
             data = data[:at] + (4096).to_bytes(2, "little") + data[at + 2 :]
         open(path, "wb").write(data)
     assert_rejected(capsys, tmp_path, folder, "its header claims 4096x4096x1 pixels")
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_up_front_naming_it(tmp_path, capsys, cohort):
+    import shutil
+
+    from uadcore.io import read_manifest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    scans = [e.path for e in read_manifest(cohort)][:2]
+    shutil.copy(scans[0], data / "good.nii.gz")
+    shutil.copy(scans[1], os.path.join(str(data), os.fsdecode(b"caf\xe9.nii.gz")))  # a Latin-1 name
+    before = folder_state(data)
+    for command in (["check", str(data)], ["train", "--data", str(data), "--model", "normative", "--out", str(tmp_path / "run")]):
+        assert main(command) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "caf\\xe9.nii.gz: its name is not valid UTF-8" in lines[0], lines
+    assert not (tmp_path / "run").exists() and folder_state(data) == before
+    out = os.path.join(str(tmp_path), os.fsdecode(b"run\xe9"))
+    assert main(["train", "--data", str(data / "good.nii.gz"), "--model", "normative", "--out", out]) == 2
+    assert "run\\xe9: its name is not valid UTF-8" in capsys.readouterr().err and not os.path.exists(out)

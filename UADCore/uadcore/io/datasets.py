@@ -51,8 +51,29 @@ class ScanEntry:
 
 
 def load_dataset(source: str) -> list[ScanEntry]:
-    """The scans of a folder (searched recursively), of a manifest CSV, or one scan."""
-    source = os.fspath(source)
+    """The scans of a folder (searched recursively), of a manifest CSV, or one scan;
+    every name they have `utf8_name`."""
+    entries = _load_dataset(os.fspath(source))
+    for entry in entries:
+        for path in (entry.path, entry.mask, entry.brain):
+            if path:
+                utf8_name(path)
+    return entries
+
+
+def utf8_name(path: str) -> str:
+    """``path``, if its name can be written as UTF-8; otherwise a `ManifestError`
+    naming it. A name of other bytes (Latin-1 from an old system) cannot go into a
+    manifest, JSON or a terminal: refused before any work, not after it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ManifestError(f"{shown}: its name is not valid UTF-8 (bytes of another encoding); rename it") from None
+    return path
+
+
+def _load_dataset(source: str) -> list[ScanEntry]:
     if os.path.isdir(source):
         manifest = os.path.join(source, FOLDER_MANIFEST)
         if os.path.isfile(manifest):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 
 from uadcore.errors import UADError
+from uadcore.io.datasets import utf8_name
 from uadcore.io.run_files import CHECKPOINT_NAME, CONFIG_NAME
 
 ANOMALY_MAP = "uad anomaly map"  # the NIfTI description (descrip) of every map UAD writes
@@ -34,7 +35,7 @@ def check_output(path: str, input_files: Iterable[str] = (), input_folders: Iter
     naming it: it is one of ``input_files``, lies inside one of ``input_folders``,
     or exists and ``force`` is false, or is a file of a run folder, or is not what
     UAD writes as ``kind`` (a key of `KINDS`: the output this is)."""
-    target = os.path.realpath(path)
+    target = os.path.realpath(utf8_name(path))
     for source in input_files:
         if source and os.path.exists(source) and os.path.realpath(source) == target:
             raise UADError(f"{path}: is an input of this command; write the output elsewhere")

@@ -46,7 +46,7 @@ from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
 from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
-from uadcore.io.datasets import fingerprint
+from uadcore.io.datasets import fingerprint, utf8_name
 from uadcore.train.run_folder import (DATA_FINGERPRINT, RunOwner, check_same_data, create_run_dir, stored_fingerprint,
                                       write_readable_copies)
 from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
@@ -124,7 +124,7 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
     (a name or a `torch.device`) replaces the configuration's for this start only: a
     run trained on a GPU resumes on the CPU and back."""
     events = events or Events()
-    files = RunFiles(os.path.abspath(run_dir))
+    files = RunFiles(os.path.abspath(utf8_name(run_dir)))
     if config is not None and config.data:
         # stored resolved: a start again from config.json reads the same data from any folder
         config = dataclasses.replace(config, data=os.path.realpath(config.data))
