@@ -395,6 +395,13 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_model_is_one_line(tmp_path, c
     assert main(["score", str(tmp_path / "run"), scan]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and "its weights do not fit model ae3d" in err[0] and "size mismatch" not in err[0]
+    # options that make no model, or a huge one: refused before anything is built (before: exit 1 after GBs)
+    for options, reason in (({"channels": []}, "bad options"), ({"channels": [2, 4], "latent": 10**10}, "parameters, more than")):
+        crafted = {**state, "config": {**state["config"], "model_params": options}}
+        save_checkpoint(crafted, str(tmp_path / "run" / "checkpoint.pt"))
+        assert main(["score", str(tmp_path / "run"), scan]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(err) == 1 and f"{tmp_path / 'run' / 'checkpoint.pt'}: model ae3d: " in err[0] and reason in err[0], err
     shutil.rmtree(tmp_path / "run")
 
 

@@ -274,3 +274,24 @@ def test_one_scan_s_map_must_be_nifti_and_a_folder_of_maps_no_file(trained, tmp_
     assert "name it .nii.gz or .nii" in capsys.readouterr().err and not (tmp_path / "map.png").exists()
     assert main(["score", run, test_manifest, "--out", str(tmp_path / "maps.nii.gz")]) == 2
     assert "names a folder" in capsys.readouterr().err and not (tmp_path / "maps.nii.gz").exists()
+
+
+def test_a_map_that_cannot_be_written_is_exit_2_naming_it(trained, tmp_path):
+    # a full disk, as a file size limit gives it: before, exit 1 with an internal error
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    run, test_manifest = trained
+    scan = read_manifest(test_manifest)[1].path
+    out = tmp_path / "map.nii.gz"
+    done = subprocess.run([sys.executable, "-m", "uadcore", "score", run, scan, "--out", str(out)], capture_output=True,
+                          text=True, preexec_fn=small_files, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert done.returncode == 2 and len(errors) == 1 and f"{out}: could not be written" in errors[0], done.stderr
+    assert os.listdir(tmp_path) == []  # nothing half-written left

@@ -140,6 +140,8 @@ def score_many(args, scorer, entries, names: list[str]) -> int:
     and its row of scores.csv with it (a stopped run keeps what it did). A scan that
     cannot be read or prepared is reported, and its row says why; the exit status
     is then 2."""
+    from uadcore.io.atomic import write_error
+
     folder = os.path.abspath(args.out) if args.out else None
     table = None
     if folder:
@@ -154,8 +156,11 @@ def score_many(args, scorer, entries, names: list[str]) -> int:
             rows.append(row)
             payloads += [payload] if payload else []
             if table:
-                writer.writerow({key: rows[-1].get(key, "") for key in SCORE_COLUMNS})
-                table.flush()
+                try:
+                    writer.writerow({key: rows[-1].get(key, "") for key in SCORE_COLUMNS})
+                    table.flush()
+                except OSError as error:  # a full disk
+                    raise write_error(table.name, error) from error
     problems = [r for r in rows if "problem" in r]
     if args.json:
         print_json({"map": args.map, "scans": payloads, "problems": problems})

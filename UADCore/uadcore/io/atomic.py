@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 
+from uadcore.errors import UADError
+
 # what `atomic_path` and the cache's `store_entry` leave behind when a process dies mid-write
 _TEMPORARY = re.compile(r"^\.(?:tmp|incoming)-(\d+)-")
 
@@ -25,6 +27,25 @@ def atomic_path(path: str):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_error(path: str, error: Exception) -> UADError:
+    """The one-line error for a file that could not be written, and why (no space
+    left on the device holding it, a file size limit, ...)."""
+    import errno
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        full = shutil.disk_usage(folder).free < (64 << 20)
+    except OSError:
+        full = False
+    if getattr(error, "errno", None) == errno.ENOSPC or full:
+        reason = f"no space left on the device holding {folder}"
+    elif isinstance(error, OSError):
+        reason = error.strerror or str(error)
+    else:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return UADError(f"{path}: could not be written ({reason})")
 
 
 def remove_stale_temporaries(folder: str) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from uadcore.errors import UADError
-from uadcore.io.atomic import atomic_path
+from uadcore.io.atomic import atomic_path, write_error
 from uadcore.io.run_files import RunFiles
 
 FORMAT = "uad-checkpoint"
@@ -43,23 +43,10 @@ def save_checkpoint(state: dict, path: str) -> str:
 
 
 def write_failure(path: str, error: Exception) -> UADError:
-    """The one-line error for a run file that could not be written: what happened
-    (no space left on the device holding it, ...) and that nothing older was lost."""
-    import errno
-    import shutil
-
+    """The one-line error for a run file that could not be written (`write_error`)
+    and that nothing older was lost."""
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        full = shutil.disk_usage(folder).free < (64 << 20)
-    except OSError:
-        full = False
-    if getattr(error, "errno", None) == errno.ENOSPC or full:
-        reason = f"no space left on the device holding {folder}"
-    elif isinstance(error, OSError):
-        reason = error.strerror or str(error)
-    else:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    return UADError(f"{path}: could not be written ({reason}); the previous checkpoint is kept: "
+    return UADError(f"{write_error(path, error)}; the previous checkpoint is kept: "
                     f"free space and continue with uad train --resume {folder}")
 
 

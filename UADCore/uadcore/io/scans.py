@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uadcore.errors import ScanError
-from uadcore.io.atomic import atomic_path
+from uadcore.io.atomic import atomic_path, write_error
 from uadcore.io.grid import Grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -145,12 +145,15 @@ def write_nifti(array: np.ndarray, grid: Grid, path: str, description: str = "")
     image.set_sform(grid.affine, code=1)
     image.header["descrip"] = description[:80]
     path = os.fspath(path)
-    with atomic_path(path) as temporary:
-        if path.lower().endswith(".gz"):
-            with open(temporary, "wb") as handle:
-                handle.write(gzip_members(image.to_bytes()))
-        else:
-            nib.save(image, temporary)
+    try:
+        with atomic_path(path) as temporary:
+            if path.lower().endswith(".gz"):
+                with open(temporary, "wb") as handle:
+                    handle.write(gzip_members(image.to_bytes()))
+            else:
+                nib.save(image, temporary)
+    except OSError as error:  # a full disk: the file named, nothing half-written left
+        raise write_error(path, error) from error
     return path
 
 

@@ -51,6 +51,9 @@ def adam(parameters, config, stage: str) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=config.lr)
 
 
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights: 30x the paper's AE3D (32 M)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model as UAD offers it.
@@ -83,11 +86,20 @@ class ModelSpec:
     optimizer: Callable = adam
 
     def build(self, in_shape, **options) -> torch.nn.Module:
-        """The model for inputs of spatial shape ``in_shape``."""
+        """The model for inputs of spatial shape ``in_shape``. Options that make no
+        model (no channels, a downsampling of 0) or one of more than `MAX_PARAMETERS`
+        (a latent of 10^9) are refused before anything is allocated: the model is
+        first built on PyTorch's meta device (shapes only, and no draw from the RNG)."""
         try:
-            return self.cls(in_shape=tuple(in_shape), **options)
-        except TypeError as error:
-            raise UADError(f"model {self.name}: bad options {options} ({error})") from error
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                shapes_only = self.cls(in_shape=tuple(in_shape), **options)
+        except Exception as error:  # the options come from a file: any failure is bad input
+            raise UADError(f"model {self.name}: bad options {options} ({type(error).__name__}: {error})") from error
+        parameters = sum(p.numel() for p in shapes_only.parameters())
+        if parameters > MAX_PARAMETERS:
+            raise UADError(f"model {self.name}: options {options} make {parameters:.3g} parameters, more than the "
+                           f"{MAX_PARAMETERS:.0e} of any model UAD trains")
+        return self.cls(in_shape=tuple(in_shape), **options)
 
     def preset_options(self, options: dict | None = None) -> dict:
         """The preset's options for this model, ``options`` (the run's) over the paper's."""

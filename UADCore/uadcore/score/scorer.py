@@ -128,7 +128,10 @@ class Scorer:
 
     def _network(self, in_shape) -> torch.nn.Module:
         if self._model is None:
-            model = self.spec.build(in_shape, **self.model_options)
+            try:
+                model = self.spec.build(in_shape, **self.model_options)
+            except UADError as error:
+                raise UADError(f"{RunFiles(self.run_dir or '').checkpoint}: {error}") from error
             try:
                 model.load_state_dict(self._weights)
             except (RuntimeError, KeyError, TypeError) as error:  # torch lists every mismatched tensor: say it in one line
