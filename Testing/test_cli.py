@@ -71,7 +71,7 @@ def test_bad_option_is_exit_2(capsys):
 def test_demo_end_to_end_at_a_small_size(tmp_path):
     from uadcore.cli.demo import DemoPlan, run_demo
 
-    plan = DemoPlan(healthy_train=5, injected=1, healthy_test=2, unhealthy_test=2,
+    plan = DemoPlan(healthy_train=9, injected=1, healthy_test=2, unhealthy_test=2,
                     schedule={"epochs": 2, "outlier_every": 1, "reinit_at": [1], "batch_size": 2, "gamma": 1.4, "checkpoint_every": 1},
                     segmenter_schedule={"epochs": 1, "batch_size": 2})
     for _ in range(2):  # a second run replaces the first demo's folder, nothing else
@@ -81,9 +81,11 @@ def test_demo_end_to_end_at_a_small_size(tmp_path):
     assert "sample_auroc" in report and "loss.png" in report
     assert "| metric | small AE3D (rec) | anomseg3d (probability) | normative (abs-z) |" in report
     assert 0.0 <= result["anomseg3d"]["sample_auroc"] <= 1.0
+    assert "## Curation: the out-of-fold audit" in report and os.path.isfile(result["audit"]["audit"])
     for written in result["maps"]:
         assert os.path.isfile(written["map"]) and os.path.isfile(written["picture"])
-    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "cohort", "maps", "pictures", "report.json", "report.md", "run", "run-anomseg3d", "run-normative", "test.csv", "train.csv"]
+    assert sorted(os.listdir(tmp_path / "demo")) == [".uad-demo", "audit", "cohort", "maps", "pictures", "report.json", "report.md",
+                                                     "run", "run-anomseg3d", "run-normative", "test.csv", "train.csv"]
 
 
 def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):

@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 
 from uadcore import __version__
-from uadcore.cli import check, demo, evaluate, experiment, outliers, prepare, score, synth, train
+from uadcore.cli import audit, check, demo, evaluate, experiment, outliers, prepare, score, synth, train
 from uadcore.errors import UADError
 from uadcore.libraries import quiet_libraries
 from uadcore.malloc import keep_freed_memory
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_parser(commands)
     evaluate.add_parser(commands)
     outliers.add_parser(commands)
+    audit.add_parser(commands)
     experiment.add_parser(commands)
     demo.add_parser(commands)
     for command in entry_points(group=COMMANDS_GROUP):  # commands of other packages: `uad gui` of SlicerUADLib

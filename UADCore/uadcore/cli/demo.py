@@ -3,7 +3,8 @@
 1. synthesise a cohort whose unhealthy subjects carry tumour-like lesions (as the
    BraTS gliomas of Behrendt et al.);
 2. train the small AE3D on healthy scans with some unhealthy ones injected, with
-   outlier removal and a short schedule (one re-initialisation);
+   outlier removal and a short schedule (one re-initialisation), and audit the same
+   training scans out of fold (`uadcore.audit`, with `normative`);
 3. train the small anomaly segmenter (`anomseg3d`, self-supervised on synthetic
    anomalies) and the `normative` baseline (per-voxel healthy statistics, fitted in
    seconds) on the same training scans, and evaluate all three on scans they
@@ -66,6 +67,8 @@ def run(args) -> int:
             f"{'calibrated' if result['calibrated'] else 'raw'} map; normative baseline {result['normative']['sample_auroc']:.3f})"
             + (f"; the map peaks inside the lesion in {100 * peak:.0f} % of lesion scans" if peak is not None else "")
             + f"; removed during training: {train['removed']} ({train['removed_unhealthy']} of the {result['injected']} injected unhealthy)")
+        say(f"the out-of-fold audit ranks {result['audit'].get('unhealthy_in_top_k', 0)} of the {result['injected']} injected "
+            f"unhealthy scans in its top {result['injected']}: {result['audit']['audit']}")
         segmenter = result["anomseg3d"]
         say(f"anomaly segmenter: sample AUROC {segmenter['sample_auroc']:.3f}, voxel AP {segmenter['voxel_ap']:.3f} "
             f"(AE3D {result['voxel_ap']:.3f}, normative {result['normative']['voxel_ap']:.3f})"
@@ -76,6 +79,7 @@ def run(args) -> int:
 
 def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = True, plan: DemoPlan = DemoPlan()) -> dict:
     """The demo into the folder ``out``; returns its summary."""
+    from uadcore.audit import AuditPlan, run_audit
     from uadcore.evaluate.run import evaluate
     from uadcore.io import read_manifest, write_manifest, write_nifti
     from uadcore.io.outputs import ANOMALY_MAP
@@ -106,6 +110,9 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
                                     "seed": seed, "device": device, **plan.schedule})
     run_dir = os.path.join(out, "run")
     summary = train(config, run_dir, events=Events(json_lines=False, progress=progress))
+    say("      and the out-of-fold audit of the same training scans (normative, 5 folds): every scan ranked by a model "
+        "that never saw it")
+    audit = run_audit(train_manifest, os.path.join(out, "audit"), AuditPlan("normative", seed=seed), device, progress=False)
 
     say(f"[3/4] evaluating on {plan.healthy_test} healthy and {plan.unhealthy_test} unhealthy unseen scans, next to the normative baseline")
     scorer = Scorer(run_dir, device=device)
@@ -142,8 +149,9 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     state = load_run(run_dir)
     loss_picture = loss_png(state["history"], state["audit"], os.path.join(pictures, "loss.png"))
     evaluations = {"small AE3D (rec)": report, "anomseg3d (probability)": segmenter, "normative (abs-z)": baseline}
-    report_path = _write_report(out, plan, summary, evaluations, state["audit"], written, loss_picture)
-    return {"out": out, "run": run_dir, "report": report_path, "train": summary, "injected": plan.injected,
+    report_path = _write_report(out, plan, summary, evaluations, state["audit"], audit, written, loss_picture)
+    found = {key: audit[key] for key in ("unhealthy_in_top_k", "auroc", "audit") if key in audit}
+    return {"out": out, "run": run_dir, "report": report_path, "train": summary, "injected": plan.injected, "audit": found,
             **{k: report.metric(k) for k in METRICS}, "normative": {k: baseline.metric(k) for k in METRICS},
             "anomseg3d": {"run": segmenter_dir, **{k: segmenter.metric(k) for k in METRICS}}, "maps": written}
 
@@ -152,7 +160,7 @@ METRICS = ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", 
            "sample_score", "calibrated")
 
 
-def _write_report(out, plan, summary, evaluations: dict, audit, written, loss_picture) -> str:
+def _write_report(out, plan, summary, evaluations: dict, audit, ranking: dict, written, loss_picture) -> str:
     """report.md and report.json; ``evaluations``: {"model (map kind)": its evaluation}, the AE3D's first."""
     def fmt(value):
         return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -167,6 +175,14 @@ def _write_report(out, plan, summary, evaluations: dict, audit, written, loss_pi
         f"![loss]({os.path.relpath(loss_picture, out)})", "",
         "| scan | epoch | loss / mean | label |", "|---|---:|---:|---|",
         *[f"| {os.path.basename(r['path'])} | {r['epoch']} | {r['loss_over_mean']} | {r['label']} |" for r in audit],
+        "", "## Curation: the out-of-fold audit", "",
+        f"`uad audit` of the same training scans: each scored by a `normative` model of the other 4 of 5 folds, its map "
+        f"calibrated on everybody else's; the most suspicious first. {ranking.get('unhealthy_in_top_k', 0)} of the "
+        f"{plan.injected} injected unhealthy scans are in its top {plan.injected} (`{os.path.relpath(ranking['audit'], out)}`).", "",
+        "| rank | scan | label | score (top 1 %) | percentile in the set | peak (RAS mm) | region (ml) |",
+        "|---:|---|---|---:|---:|---|---:|",
+        *[f"| {r['rank']} | {os.path.basename(r['path'])} | {r['label']} | {r['score']:.2f} | {r['percentile_in_set']} | "
+          f"{' '.join(map(str, r['peak_ras_mm']))} | {r['region_ml']} |" for r in ranking["rows"][:2 * plan.injected] if "problem" not in r],
         "", "## Evaluation on unseen scans", "",
         "The normative baseline: per-voxel median and spread of the same training scans, map = |z| "
         "(no learning; what a model has to beat). The anomaly segmenter (anomseg3d): a 3D U-Net trained on the same "

@@ -63,7 +63,7 @@ def shard_of(text: str | None, environ=os.environ) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from uadcore.cli.train import preset_params
+    from uadcore.train.config import preset_params
     from uadcore.errors import UADError
     from uadcore.io import ScanEntry, load_dataset
     from uadcore.models import model_spec

@@ -65,6 +65,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from uadcore.io import load_dataset
+    from uadcore.io.outputs import map_names
     from uadcore.score.scorer import Scorer
 
     scorer = Scorer(args.run_dir, device=args.device, reference=args.reference, raw=args.raw, statistic=args.score)
@@ -187,24 +188,3 @@ def score_and_write(args, scorer, folder: str | None, name: str, path: str, resu
     if not args.json:
         print(f"{path}: {score_line(payload)}", flush=True)
     return {**row, **{key: payload[key] for key in ("score", "sample_score", "calibrated", "percentile_vs_healthy")}}, payload
-
-
-def map_names(paths: list[str]) -> list[str]:
-    """A map file name for each scan: its name with ``_map.nii.gz`` (``-2``, ``-3``
-    ... where two scans share a name, or one is listed twice)."""
-    from uadcore.io.scans import SCAN_SUFFIXES
-
-    names, taken = [], set()
-    for path in paths:
-        stem = os.path.basename(os.path.normpath(path))
-        for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        name, count = f"{stem}_map.nii.gz", 1
-        while name in taken:
-            count += 1
-            name = f"{stem}-{count}_map.nii.gz"
-        taken.add(name)
-        names.append(name)
-    return names

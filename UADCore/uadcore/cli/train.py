@@ -89,6 +89,7 @@ def config_from_args(args):
     from uadcore.errors import UADError
     from uadcore.models import MODELS
     from uadcore.train import TrainConfig
+    from uadcore.train.config import preset_params
 
     chosen = args.model or (TrainConfig.from_file(args.config).get("model") if args.config else None) or TrainConfig.model
     values = dict(MODELS[chosen].train) if chosen in MODELS else {}  # the paper's defaults for this model
@@ -117,28 +118,6 @@ def config_from_args(args):
     if not config.data:
         raise UADError("uad train: --data DIR|MANIFEST is needed (or --resume RUN)")
     return config
-
-
-def preset_params(model: str, size: str | None, given: dict | None = None, **brain_options: str | None) -> dict:
-    """The preset options of ``model`` that --size, --skull-strip and --registration
-    (``brain_options``: skull_strip, registration; None where not given) ask for, over
-    ``given`` (a --config file's): one decision for `uad train` and `uad prepare`,
-    so that a prepared cache is the one training reads."""
-    from uadcore.errors import UADError
-    from uadcore.models import MODELS
-    from uadcore.preprocess import PRESETS
-
-    params = dict(given or {})
-    if size == "small":
-        params = {**MODELS[model].small_preset, **params}
-    for name, value in brain_options.items():
-        if value is None:
-            continue
-        if name not in PRESETS[MODELS[model].preset].defaults:
-            flag = "--" + name.replace("_", "-")
-            raise UADError(f"{flag}: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
-        params[name] = value
-    return params
 
 
 def run(args) -> int:

@@ -99,3 +99,24 @@ def enclosing_folder(path: str, folders: Iterable[str]) -> str | None:
         if os.path.commonpath([target, resolved]) == resolved:
             return resolved
     return None
+
+
+def map_names(paths: list[str]) -> list[str]:
+    """A map file name for each scan: its name with ``_map.nii.gz`` (``-2``, ``-3``
+    ... where two scans share a name, or one is listed twice)."""
+    from uadcore.io.scans import SCAN_SUFFIXES
+
+    names, taken = [], set()
+    for path in paths:
+        stem = os.path.basename(os.path.normpath(path))
+        for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        name, count = f"{stem}_map.nii.gz", 1
+        while name in taken:
+            count += 1
+            name = f"{stem}-{count}_map.nii.gz"
+        taken.add(name)
+        names.append(name)
+    return names

@@ -33,6 +33,7 @@ is stored as the run's ``sample_score`` (`choose_statistic`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -86,16 +87,23 @@ def fit(maps: np.ndarray, regions: np.ndarray) -> Calibration:
 
 def leave_one_out(maps: np.ndarray, regions: np.ndarray) -> list[Calibration]:
     """For each scan of ``maps`` (N, I, J, K), the calibration fitted on the others."""
-    maps = np.asarray(maps, np.float64)
+    return list(each_left_out(maps, regions))
+
+
+def each_left_out(maps: np.ndarray, regions: np.ndarray) -> Iterator[Calibration]:
+    """`leave_one_out`, one calibration at a time (N of them never in memory together)."""
     n = len(maps)
-    total, squares = maps.sum(axis=0), (maps**2).sum(axis=0)
-    union = regions.any(axis=0)
-    calibrations = []
+    total, squares = np.zeros(maps.shape[1:]), np.zeros(maps.shape[1:])
+    for own in maps:  # in float64, one map at a time
+        own = np.asarray(own, np.float64)
+        total += own
+        squares += own**2
+    union = np.asarray(regions).any(axis=0)
     for own in maps:
+        own = np.asarray(own, np.float64)
         mean = (total - own) / (n - 1)
         variance = np.maximum((squares - own**2 - (n - 1) * mean**2) / (n - 2), 0.0)
-        calibrations.append(_calibration(mean, variance, union))
-    return calibrations
+        yield _calibration(mean, variance, union)
 
 
 def _calibration(mean: np.ndarray, variance: np.ndarray, brain: np.ndarray) -> Calibration:

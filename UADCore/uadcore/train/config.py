@@ -148,3 +148,24 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise UADError(f"{path}: a config file holds one JSON object of settings")
         return values
+
+
+def preset_params(model: str, size: str | None, given: dict | None = None, **brain_options: str | None) -> dict:
+    """The preset options of ``model`` that --size, --skull-strip and --registration
+    (``brain_options``: skull_strip, registration; None where not given) ask for, over
+    ``given`` (a --config file's): one decision for `uad train` and `uad prepare`,
+    so that a prepared cache is the one training reads."""
+    from uadcore.models import MODELS
+    from uadcore.preprocess import PRESETS
+
+    params = dict(given or {})
+    if size == "small":
+        params = {**MODELS[model].small_preset, **params}
+    for name, value in brain_options.items():
+        if value is None:
+            continue
+        if name not in PRESETS[MODELS[model].preset].defaults:
+            flag = "--" + name.replace("_", "-")
+            raise UADError(f"{flag}: model {model} does not prepare brain scans (preset {MODELS[model].preset})")
+        params[name] = value
+    return params

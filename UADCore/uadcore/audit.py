@@ -1,0 +1,241 @@
+"""The out-of-fold audit of a training set: every scan scored by a model that never saw it.
+
+The scans are split into k folds (drawn with the seed). For each fold a run of the
+chosen model (a real run folder, ``OUT/folds/fold-K``, without outlier removal or a
+validation hold-out) trains on the other k-1 folds and maps the held-out fold. So
+no map comes from a model that could learn its scan's lesion. The maps are then
+calibrated together: each against the per-voxel mean and spread of everybody
+else's out-of-fold maps (leave one out, `uadcore.score.calibrate.each_left_out`),
+so that a voxel counts as abnormal for a scan when it is abnormal among this very
+set of scans (the few contaminated ones rarely share a voxel), and only where at
+least half of the set has brain. Every scan gets
+its sample score (the mean of the highest 1 % of its calibrated map), its
+percentile among the others' scores, and its map's top region: where the map peaks
+(RAS mm on the scan's own grid) and how large the connected region above the
+set's 5 % voxel threshold around that peak is (ml). The scans are ranked by score,
+the most suspicious first; scans labelled unhealthy in a manifest are counted in
+the top of the ranking (recall at k), so an audit of a set with known
+contamination is its own measurement.
+
+Output folder: audit.csv (the ranking), folds/ (the k runs and their training
+manifests), maps/ (with ``maps``: each scan's calibrated map as NIfTI).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from uadcore.errors import UADError, UADWarning
+from uadcore.io import ScanEntry, load_dataset, write_manifest
+from uadcore.io.atomic import atomic_path
+from uadcore.score.calibrate import MIN_SCANS
+
+AUDIT_NAME = "audit.csv"
+AUDIT_COLUMNS = ("rank", "path", "label", "score", "percentile_in_set", "peak_ras_mm", "region_ml", "fold", "run", "map",
+                 "problem")
+REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top region
+STATISTIC = "top1"  # the sample score of every scan (`uadcore.score.calibrate.STATISTICS`)
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """What an audit trains and how it splits: ``model`` and its ``size`` (None: the
+    paper's), ``folds`` (k), ``seed``, and the runs' ``train`` settings over the
+    model's defaults (epochs, ...)."""
+
+    model: str = "normative"
+    folds: int = 5
+    seed: int = 0
+    size: str | None = None
+    train: tuple = ()  # (setting, value) pairs
+
+
+def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = "auto", workers: int | None = None,
+              maps: bool = False, progress: bool = True) -> dict:
+    """Audit the scans of ``data`` (a folder or manifest) into the new folder ``out``;
+    returns the summary (`summary`), its ``rows`` the ranking as in audit.csv."""
+    from uadcore.io.outputs import data_folders, enclosing_folder
+    from uadcore.progress import progress_bar
+
+    entries = load_dataset(data)
+    if len(entries) < max(2 * plan.folds, MIN_SCANS + 2):
+        raise UADError(f"{data}: {len(entries)} scans; an audit in {plan.folds} folds needs at least "
+                       f"{max(2 * plan.folds, MIN_SCANS + 2)}")
+    out = os.path.abspath(out)
+    inside = enclosing_folder(out, ([data] if os.path.isdir(data) else []) + data_folders(entries))
+    if inside is not None:
+        raise UADError(f"{out}: lies inside the input folder {inside}; UAD never writes there, choose another --out")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise UADError(f"{out}: exists and is not empty; choose a new folder for the audit")
+    problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
+    mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
+    entries = [e for e in entries if e.path not in problems]
+    fold_of = _folds(len(entries), plan.folds, plan.seed)
+    with progress_bar(total=plan.folds, desc="audit", unit="fold", enabled=progress) as bar:
+        for fold in range(plan.folds):
+            run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
+            mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], device, workers)
+            bar.update()
+    rows = rank(_calibrated_together(mapped, os.path.join(out, "maps") if maps else None))
+    write_audit_csv(rows, os.path.join(out, AUDIT_NAME))
+    return summary(rows, out, plan)
+
+
+def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool) -> dict:
+    """Prepare every scan for the model once (into the cache, where the folds' runs
+    read them); returns {path: why} of those that cannot be prepared, left out."""
+    from uadcore.models import MODELS
+    from uadcore.preprocess import make_preset
+    from uadcore.preprocess.dataset import prepare_scans
+    from uadcore.train.config import preset_params
+
+    spec = MODELS[plan.model]
+    preset = make_preset(spec.preset, **spec.preset_options(preset_params(plan.model, plan.size)))
+    problems = {}
+    prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries], preset, workers, progress, problems)
+    return problems
+
+
+def _folds(n: int, k: int, seed: int) -> list[int]:
+    """The fold (0..k-1) of each of ``n`` scans: a seeded shuffle dealt round, so the
+    folds differ in size by at most one."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    fold_of = [0] * n
+    for position, index in enumerate(order):
+        fold_of[index] = position % k
+    return fold_of
+
+
+def _train_fold(out: str, fold: int, train_entries: list[ScanEntry], plan: AuditPlan, device: str, workers) -> str:
+    """The run of fold ``fold``: trained on all of ``train_entries``, without outlier
+    removal (the audit is the curation) or a validation hold-out (the whole set is
+    the reference, `_calibrated_together`)."""
+    from uadcore.models import MODELS
+    from uadcore.train import Events, TrainConfig, train
+    from uadcore.train.config import preset_params
+
+    folder = os.path.join(out, "folds")
+    manifest = write_manifest(train_entries, os.path.join(folder, f"fold-{fold + 1}-train.csv"))
+    spec = MODELS[plan.model]
+    values = {**spec.train, **dict(plan.train)}
+    values.update(data=manifest, model=plan.model, seed=plan.seed + fold, outlier_removal=False, device=device,
+                  workers=workers or 0, val_fraction=0.0)
+    if plan.size == "small":
+        values["model_params"] = {**spec.small, **values.get("model_params", {})}
+    values["preset_params"] = preset_params(plan.model, plan.size, values.get("preset_params"))
+    run = os.path.join(folder, f"fold-{fold + 1}")
+    with warnings.catch_warnings():  # no validation scans, as intended
+        warnings.filterwarnings("ignore", r".*no validation scans held out", UADWarning)
+        train(TrainConfig.from_dict(values, source="uad audit"), run, events=Events(progress=False))
+    return run
+
+
+def _map_fold(run: str, fold: int, held_out: list[ScanEntry], device: str, workers) -> list[tuple[dict, object]]:
+    """(audit row, `ScanScore` with the raw map, or None for a scan that could not be
+    prepared) of each scan of one fold, mapped by the run that did not see it."""
+    from uadcore.score.scorer import Scorer
+
+    scorer = Scorer(run, device=device, raw=True)
+    mapped = []
+    for entry, (_, result, _) in zip(held_out, scorer.score_many(held_out, scorer.kinds[0], workers, progress=False)):
+        row = {"path": entry.path, "label": entry.label or "", "fold": fold + 1, "run": run}
+        mapped.append(({**row, "problem": result}, None) if isinstance(result, str) else (row, result))
+    return mapped
+
+
+def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | None) -> list[dict]:
+    """The audit rows: every map calibrated leave-one-out on all the others, its
+    sample score, percentile among the others, top region (and file, with
+    ``maps_folder``)."""
+    from uadcore.io import write_nifti
+    from uadcore.io.outputs import ANOMALY_MAP, map_names
+    from uadcore.score.calibrate import each_left_out, reference, shares_grid
+
+    good = [(row, result) for row, result in mapped if result is not None]
+    problems = [row for row, result in mapped if result is None]
+    if len(good) < MIN_SCANS + 2 or not shares_grid([r.prepared for _, r in good]):
+        raise UADError(f"{len(good)} scans could be mapped on one grid; an audit needs at least {MIN_SCANS + 2}")
+    maps = np.stack([r.model_map for _, r in good])
+    regions = np.stack([np.asarray(r.prepared.region, bool) for _, r in good])
+    # judged only where most of the set has brain: at the brain's top and bottom edge, where few scans
+    # reach, the others' maps are mostly 0 outside their brains and any brain there would look abnormal
+    shared = regions.mean(axis=0) >= 0.5
+    insides = regions & shared
+    calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
+    del maps
+    set_reference = reference(calibrated, list(insides))
+    threshold, scores = set_reference["thresholds"][REGION_FPR], np.asarray(set_reference["scores"][STATISTIC])
+    names = map_names([row["path"] for row, _ in good])
+    rows = []
+    for index, ((row, result), model_map) in enumerate(zip(good, calibrated)):
+        scan_map = result.prepared.to_scan(model_map)
+        peak, region_ml = top_region(scan_map, result.prepared.scan_grid, threshold)
+        others = np.delete(scores, index)
+        row = {**row, "score": float(scores[index]), "percentile_in_set": round(100.0 * float(np.mean(others < scores[index])), 1),
+               "peak_ras_mm": peak, "region_ml": region_ml}
+        if maps_folder is not None:
+            row["map"] = write_nifti(scan_map, result.prepared.scan_grid, os.path.join(maps_folder, names[index]),
+                                     f"{ANOMALY_MAP} (out of fold, calibrated on the set)")
+        rows.append(row)
+    return rows + problems
+
+
+def top_region(scan_map: np.ndarray, grid, threshold: float | None) -> tuple[list[float], float | None]:
+    """(the RAS point in mm of the map's highest voxel, the volume in ml of the
+    connected region above ``threshold`` that holds it: 0 when the peak is below it;
+    None without a threshold)."""
+    from scipy import ndimage
+
+    peak = np.unravel_index(int(np.argmax(scan_map)), scan_map.shape)
+    point = [round(float(v), 1) for v in grid.index_to_world(np.asarray([peak]))[0]]
+    if threshold is None:
+        return point, None
+    if scan_map[peak] <= threshold:
+        return point, 0.0
+    labels, _ = ndimage.label(scan_map > threshold)
+    voxels = int(np.count_nonzero(labels == labels[peak]))
+    return point, round(voxels * float(np.prod(grid.spacing)) / 1000.0, 2)
+
+
+def rank(rows: list[dict]) -> list[dict]:
+    """``rows`` by score, the highest (the most suspicious) first, ranks from 1; scans
+    that could not be scored last, unranked."""
+    scored = sorted((r for r in rows if "problem" not in r), key=lambda r: -r["score"])
+    return [{**r, "rank": i + 1} for i, r in enumerate(scored)] + [r for r in rows if "problem" in r]
+
+
+def write_audit_csv(rows: list[dict], path: str) -> str:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            shown = {**row, "peak_ras_mm": " ".join(map(str, row["peak_ras_mm"])) if row.get("peak_ras_mm") else ""}
+            if isinstance(shown.get("score"), float):
+                shown["score"] = round(shown["score"], 6)
+            writer.writerow({key: shown.get(key, "") for key in AUDIT_COLUMNS})
+    return path
+
+
+def summary(rows: list[dict], out: str, plan: AuditPlan) -> dict:
+    """What the audit found: with scans labelled unhealthy among the audited, how
+    many of them are in the top k (k: their number) and the AUROC of the score."""
+    from uadcore.metrics import sample_metrics
+
+    scored = [r for r in rows if "problem" not in r]
+    result = {"out": out, "audit": os.path.join(out, AUDIT_NAME), "model": plan.model, "folds": plan.folds,
+              "scans": len(rows), "problems": len(rows) - len(scored), "rows": rows}
+    unhealthy = [r for r in scored if r["label"] == "unhealthy"]
+    if unhealthy and len(unhealthy) < len(scored):
+        k = len(unhealthy)
+        result["unhealthy"] = k
+        result["unhealthy_in_top_k"] = sum(r["label"] == "unhealthy" for r in scored[:k])
+        metrics = sample_metrics([r["score"] for r in scored], [r["label"] == "unhealthy" for r in scored])
+        result["auroc"] = round(metrics["sample_auroc"], 4)
+    return result
