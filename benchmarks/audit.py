@@ -1,6 +1,6 @@
 """The out-of-fold audit (`uad audit`) finding contaminated scans in a training set.
 
-    python -m benchmarks.audit --out DIR [--model normative] [--healthy 100] [--synthetic]
+    python -m benchmarks.audit --out DIR [--model normative] [--healthy 100] [--synthetic [--lesions KIND]]
 
 Real scans (default): ``--healthy`` IXI T1 scans of ``../shared/realdata`` (drawn
 with seed 0) with lesion cases injected, one training set per lesion group
@@ -10,7 +10,8 @@ the injected scans among the top k of the ranking (k: their number), the share o
 healthy scans in that top k, the AUROC of the audit score, and the audit's wall
 time (preparation excluded: the scans are prepared first, cached, as `uad prepare`
 would). ``--synthetic``: the demo's training set instead (48 healthy, 4 injected
-tumour scans, seed 0).
+tumour scans, seed 0); with ``--lesions wm-lesions`` its injected scans carry
+small white-matter lesions (3-10 of 3-6 mm radius) instead.
 
 Writes DIR/audit.json and DIR/audit.md.
 """
@@ -31,7 +32,7 @@ TUMOURS = ("brats18-", "tcga-", "t1c-")
 WHITE_MATTER = ("wmh-",)
 
 
-def training_sets(out: str, healthy_count: int, synthetic: bool) -> dict[str, str]:
+def training_sets(out: str, healthy_count: int, synthetic: bool, lesions: str = "tumour") -> dict[str, str]:
     """name -> manifest of a training set with injected lesion scans labelled unhealthy."""
     if synthetic:
         from uadcore.cli.demo import DemoPlan
@@ -39,8 +40,9 @@ def training_sets(out: str, healthy_count: int, synthetic: bool) -> dict[str, st
 
         plan = DemoPlan()
         entries = read_manifest(synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train,
-                                                  unhealthy=plan.injected, seed=0, lesion_kinds=("tumour",)))
-        return {"synthetic (the demo's training set)": write_manifest(entries, os.path.join(out, "synthetic.csv"))}
+                                                  unhealthy=plan.injected, seed=0, lesion_kinds=(lesions,)))
+        name = "synthetic (the demo's training set)" if lesions == "tumour" else f"synthetic, {lesions} injected"
+        return {name: write_manifest(entries, os.path.join(out, "synthetic.csv"))}
     healthy = read_manifest(os.path.join(REALDATA, "healthy.csv"))
     healthy = [healthy[i] for i in sorted(random.Random(0).sample(range(len(healthy)), healthy_count))]
     lesions = read_manifest(os.path.join(REALDATA, "lesions.csv"))
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--healthy", type=int, default=100)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--lesions", default="tumour", help="with --synthetic: the injected scans' lesion kind")
     args = parser.parse_args()
     from uadcore.audit import AuditPlan, run_audit
     from uadcore.io import load_dataset
@@ -67,7 +70,7 @@ def main() -> None:
 
     os.makedirs(args.out, exist_ok=True)
     results = []
-    for name, manifest in training_sets(args.out, args.healthy, args.synthetic).items():
+    for name, manifest in training_sets(args.out, args.healthy, args.synthetic, args.lesions).items():
         spec = MODELS[args.model]
         prepare_scans(load_dataset(manifest), make_preset(spec.preset, **spec.preset_options()), progress=False, problems={})
         started = time.perf_counter()
