@@ -128,8 +128,12 @@ def _train_in_process(tmp_path, data, run, stream, **settings):
 
 def test_ctrl_c_keeps_the_epochs_trained_and_the_run_resumes_from_them(tmp_path, cohort):
     run = tmp_path / "run"
+    from uadcore.train.engine import Interrupted
+
     stream = SignalAt("epoch", signal.SIGINT, epoch=3)
-    summary = _train_in_process(tmp_path, cohort, run, stream, epochs=8, checkpoint_every=5)
+    with pytest.raises(Interrupted) as interrupted:  # the caller is interrupted too, once the run is kept
+        _train_in_process(tmp_path, cohort, run, stream, epochs=8, checkpoint_every=5)
+    summary = interrupted.value.summary
     assert summary["stopped"] and summary["signal"] == "SIGINT" and summary["epoch"] == 3
     assert stream.records[-1]["event"] == "stopped" and stream.records[-1]["resume"] == f"uad train --resume {run}"
     kept = load_checkpoint(str(run / "checkpoint.pt"))

@@ -123,6 +123,7 @@ def config_from_args(args):
 def run(args) -> int:
     from uadcore.errors import UADError
     from uadcore.train import Events, train
+    from uadcore.train.engine import Interrupted
 
     events = Events(json_lines=args.events)
     try:
@@ -132,7 +133,9 @@ def run(args) -> int:
             if not args.out:
                 raise UADError("uad train: --out RUN is needed (a new folder for the run)")
             summary = train(config_from_args(args), args.out, events=events)
-    except KeyboardInterrupt:  # a second Ctrl-C: out at once (a checkpoint, if any, stays)
+    except Interrupted as stop:  # Ctrl-C: the run kept what it trained, and said so
+        summary = stop.summary
+    except KeyboardInterrupt:  # a Ctrl-C outside the run's own handling: out at once (a checkpoint, if any, stays)
         events.emit("stopped", signal="SIGINT", at_once=True)
         raise
     except Exception as error:

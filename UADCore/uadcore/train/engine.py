@@ -120,9 +120,11 @@ class Learner:
 
 def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events: Events | None = None,
           device: str | torch.device | None = None) -> dict:
-    """Train (or resume) the run in ``run_dir``; returns a summary dict. ``device``
-    (a name or a `torch.device`) replaces the configuration's for this start only: a
-    run trained on a GPU resumes on the CPU and back."""
+    """Train (or resume) the run in ``run_dir``; returns a summary dict (``stopped``
+    after SIGTERM or RUN/STOP; Ctrl-C raises `Interrupted` instead, once what was
+    trained is kept). ``device`` (a name or a `torch.device`) replaces the
+    configuration's for this start only: a run trained on a GPU resumes on the CPU
+    and back."""
     events = events or Events()
     files = RunFiles(os.path.abspath(utf8_name(run_dir)))
     if config is not None and config.data:
@@ -217,7 +219,10 @@ def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Ev
             stays = epoch > 0 or (os.path.isfile(files.config) and not owner.wrote_config)
             events.emit("stopped", epoch=epoch, signal=stop_requested.cause,
                         resume=f"uad train --resume {files.folder}" if stays else None)
-            return {"run": files.folder, "stopped": True, "epoch": epoch, "signal": stop_requested.cause}
+            summary = {"run": files.folder, "stopped": True, "epoch": epoch, "signal": stop_requested.cause}
+            if stop_requested.cause == "SIGINT":  # the caller is interrupted too (a demo, an audit: not only this run)
+                raise Interrupted(summary)
+            return summary
 
 
 # ---- the run and its model -----------------------------------------------------------
@@ -590,6 +595,15 @@ class _PerSampleLoss(torch.nn.Module):
 
 class _Stopped(Exception):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run, and what it trained is kept: ``summary`` is what `train`
+    returns for a stop (its "stopped" event is out)."""
+
+    def __init__(self, summary: dict):
+        super().__init__()
+        self.summary = summary
 
 
 class _StopRequest:
