@@ -38,9 +38,11 @@ def training_sets(out: str, healthy_count: int, synthetic: bool, lesions: str = 
         from uadcore.cli.demo import DemoPlan
         from uadcore.synth import synthesize_cohort
 
-        plan = DemoPlan()
-        entries = read_manifest(synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train,
-                                                  unhealthy=plan.injected, seed=0, lesion_kinds=(lesions,)))
+        plan = DemoPlan()  # the demo's cohort, and of it its training set
+        entries = read_manifest(synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_test,
+                                                  unhealthy=plan.injected + plan.unhealthy_test, seed=0, lesion_kinds=(lesions,)))
+        entries = ([e for e in entries if e.label == "healthy"][: plan.healthy_train]
+                   + [e for e in entries if e.label == "unhealthy"][: plan.injected])
         name = "synthetic (the demo's training set)" if lesions == "tumour" else f"synthetic, {lesions} injected"
         return {name: write_manifest(entries, os.path.join(out, "synthetic.csv"))}
     healthy = read_manifest(os.path.join(REALDATA, "healthy.csv"))
