@@ -159,7 +159,7 @@ def test_a_damaged_entry_is_prepared_again_and_replaced_with_one_warning(tmp_pat
         # equal up to ITK's multithreaded sums: preparing a scan again differs in the 5th digit, and
         # a voxel or two on the brain's edge may fall the other way (the damage changed every voxel)
         assert np.mean(np.abs(again.image - first.image) > 1e-3) < 1e-4
-        np.testing.assert_allclose(again.to_template, first.to_template, atol=1e-3)
+        np.testing.assert_allclose(again.to_template, first.to_template, atol=0.05)  # mm: not the 30 mm shift
         with warnings.catch_warnings(record=True) as caught:  # and stored again: read back intact, silently
             warnings.simplefilter("always")
             (read_back, _), = prepare_fresh(entries, preset)
