@@ -11,7 +11,7 @@ from uadcore.io import Grid, Scan
 from uadcore.preprocess import make_preset, resample
 from uadcore.preprocess.template import load_template
 from uadcore.preprocess.warp import Warp, resample_warped
-from volumes import bright_centroid, template_scan
+from volumes import assert_marker_round_trip, bright_centroid, template_scan
 
 MARKER_MNI = np.array([24.0, -10.0, 18.0])
 BULGE_CENTRE_MNI = np.array([0.0, -15.0, 15.0])  # between the lateral ventricles
@@ -114,15 +114,12 @@ def test_the_deformable_registration_brings_the_anatomy_closer_to_the_template(d
 
 def test_a_marker_goes_through_the_warp_and_comes_back_to_its_native_voxel(deformed):
     scan, marker, _, warped = deformed
-    on_model = bright_centroid(warped.image, warped.grid, 0.95)
-    assert np.linalg.norm(on_model - MARKER_MNI) <= warped.grid.spacing.max()
-    back = warped.to_scan(warped.image)
-    assert back.shape == scan.grid.shape
-    assert np.linalg.norm(bright_centroid(back, scan.grid, 0.95) - marker) <= scan.grid.spacing.max()
+    assert_marker_round_trip(scan, marker, warped, MARKER_MNI)
     # a mask drawn on the scan lands on the model grid where the image's marker is
     sphere = (np.linalg.norm(scan.grid.index_to_world(np.indices(scan.grid.shape).reshape(3, -1).T) - marker, axis=1)
               <= 6.0).reshape(scan.grid.shape)
     on_grid = warped.from_scan(sphere.astype(np.float32), order=0) > 0.5
+    on_model = bright_centroid(warped.image, warped.grid, 0.95)
     assert np.linalg.norm(bright_centroid(on_grid.astype(np.float32), warped.grid, 0.5) - on_model) <= 2.5
 
 

@@ -123,3 +123,14 @@ def template_scan(orientation="oblique", spacing=(1.3, 1.1, 2.4), shape=(130, 16
         array[np.linalg.norm(world - marker, axis=-1) <= 6.0] = 2.0 * float(np.percentile(array[array > 0], 90))
     array[array < 1.0] = 0.0  # the background exactly 0, as a skull-stripped scan's
     return array.astype(np.float32), grid, template_to_scan, marker
+
+
+def assert_marker_round_trip(scan, marker, prepared, marker_mni) -> None:
+    """The bright marker of ``scan`` (at ``marker``, RAS) lands within a model voxel
+    of ``marker_mni`` on ``prepared``'s model grid, and its map brought back to the
+    scan's grid puts it within a scan voxel of where it was."""
+    on_model = bright_centroid(prepared.image, prepared.grid, 0.95)
+    assert np.linalg.norm(on_model - marker_mni) <= prepared.grid.spacing.max()
+    back = prepared.to_scan(prepared.image)
+    assert back.shape == scan.grid.shape
+    assert np.linalg.norm(bright_centroid(back, scan.grid, 0.95) - marker) <= scan.grid.spacing.max()

@@ -60,6 +60,11 @@ def content_key(paths: list[str | None], preset_dict: dict, brain_revision: int 
     return digest.hexdigest()
 
 
+def has(root: str, key: str) -> bool:
+    """Whether the cache holds an entry ``key`` (not yet verified: `load_entry` does that)."""
+    return os.path.isdir(_folder(root, key))
+
+
 def load(root: str, key: str, preset):
     """(Prepared, mask or None) from the cache, arrays memory-mapped; None on a miss."""
     entry = load_entry(root, key)
@@ -102,7 +107,7 @@ def load_entry(root: str, key: str) -> tuple[dict, dict] | None:
     An entry that is not as it was written (its checksum differs: a damaged disk, a
     truncated file, an edit) is removed, with one warning line, so that it is
     prepared and stored again."""
-    folder = os.path.join(root, key[:2], key)
+    folder = _folder(root, key)
     if not os.path.isdir(folder):
         return None
     try:
@@ -145,7 +150,7 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
     """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON) as the entry ``key``
     under ``root``, with their `checksum`, atomically: a temporary folder renamed
     into place (a concurrent writer of the same entry wins)."""
-    folder = os.path.join(root, key[:2], key)
+    folder = _folder(root, key)
     if os.path.isdir(folder):
         return
     temporary = None
@@ -164,6 +169,10 @@ def store_entry(root: str, key: str, arrays: dict, meta: dict) -> None:
             shutil.rmtree(temporary, ignore_errors=True)
         if not os.path.isdir(folder):  # not "another process stored it first"
             warn(f"cache {root}: entry not written ({error.strerror or error}); going on without it")
+
+
+def _folder(root: str, key: str) -> str:
+    return os.path.join(root, key[:2], key)
 
 
 def _grid_record(grid: Grid) -> dict:

@@ -117,13 +117,14 @@ def iter_prepared(entries: list[ScanEntry], preset: Preset, workers: int | None 
         if key in PREPARED or key in jobs or key in cached:
             continue
         content = _content_key(entry, preset) if root else None
+        if content and not remember and disk_cache.has(root, content):
+            cached[key] = content  # opened (memory-mapped, verified) when its turn comes: read once
+            continue
         hit = disk_cache.load(root, content, preset) if content else None
         if hit is None:
             jobs[key] = (entry, preset, root, content)
-        elif remember:
-            PREPARED.put(key, hit)
         else:
-            cached[key] = content  # opened again (memory-mapped) when its turn comes
+            PREPARED.put(key, hit)
     prepared = process_stream(_prepare_or_problem, list(jobs.values()), workers, desc="prepare", unit="scan",
                               progress=progress, ahead=ahead, lost=_worker_lost)
     failed, consumed = {}, set()
@@ -141,7 +142,7 @@ def iter_prepared(entries: list[ScanEntry], preset: Preset, workers: int | None 
         else:  # remembered, in the disk cache, or a repeated entry (stored by its worker)
             content = cached.get(key) or (jobs[key][3] if key in jobs else None)
             yield entry, (PREPARED.get(key) or (disk_cache.load(root, content, preset) if content else None)
-                          or _prepare_or_problem((entry, preset)))
+                          or _prepare_or_problem((entry, preset, root, content)))  # a damaged entry: stored again
 
 
 def _content_key(entry: ScanEntry, preset: Preset) -> str | None:

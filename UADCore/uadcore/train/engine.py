@@ -170,6 +170,7 @@ def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Ev
     scans are prepared or the model is calibrated, at once. Either way what was
     trained is kept in a checkpoint and a "stopped" event says where to go on."""
     last = None  # the state at the end of the last finished epoch (`snapshot`)
+    begun = stored["epoch"] if stored is not None else 0  # the epochs trained before this start
     written = stored["epoch"] if stored is not None else None  # the epoch the checkpoint on disk holds
     bar = None
     with _StopRequest(files.stop) as stop_requested:
@@ -210,11 +211,10 @@ def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Ev
             stop_requested.at_once = False  # already stopping: another signal must not cut the checkpoint short
             if bar is not None:
                 bar.close()
-            trained = last is not None and last["epoch"] > (stored["epoch"] if stored is not None else 0)
-            if trained and written != last["epoch"]:
+            epoch = last["epoch"] if last is not None else begun
+            if epoch > begun and written != epoch:  # trained since the last checkpoint
                 write_run(run, last)
             stop_requested.clear()
-            epoch = last["epoch"] if last is not None else (stored["epoch"] if stored is not None else 0)
             # what stays: a run with a checkpoint, or a start again from its config.json (not a fresh one that trained nothing)
             stays = epoch > 0 or (os.path.isfile(files.config) and not owner.wrote_config)
             events.emit("stopped", epoch=epoch, signal=stop_requested.cause,
