@@ -24,12 +24,13 @@ import os
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from uadcore.device import amp_dtype, describe, pick_device, use_device
-from uadcore.errors import UADError, warn
+from uadcore.errors import UADError, UADWarning, warn
 from uadcore.io import ScanEntry, load_dataset
 from uadcore.io.atomic import remove_stale_temporaries
 from uadcore.io.checkpoint import load_checkpoint, save_checkpoint
@@ -154,8 +155,12 @@ def train(config: TrainConfig | None, run_dir: str, resume: bool = False, events
             owner.acquire()
         # the one place a training run picks its device; everything below is handed it
         device = pick_device(wanted, ranks.local_rank)
-        summary = _train(config, files, stored, events, ranks, device, restart, owner)
+        with warnings.catch_warnings():
+            if not ranks.is_main:  # rank 0 tells the user; the others would say it again
+                warnings.simplefilter("ignore", UADWarning)
+            summary = _train(config, files, stored, events, ranks, device, restart, owner)
         failed = summary.get("epoch") == 0 and summary.get("stopped")  # stopped before it trained anything
+        distributed.barrier(ranks, device)  # the ranks leave together: none tears down its group while rank 0 still writes
         return summary
     finally:
         if ranks.is_main:
@@ -268,7 +273,7 @@ def _prepare_share(entries: list[ScanEntry], preset: Preset, workers: int, ranks
         return
     prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries[ranks.rank :: ranks.world]], preset, workers,
                   progress=False, problems={})
-    distributed.any_rank(False, ranks, device)  # a barrier: every rank's share is in the cache
+    distributed.barrier(ranks, device)  # every rank's share is in the cache
 
 
 def _entries(config, files, stored, spec, preset, ranks, device, restart, owner) -> tuple[list[ScanEntry], list[ScanEntry]]:
