@@ -22,12 +22,23 @@ def contaminated(tmp_path_factory):
                              lesion_kinds=("tumour",))
 
 
-def test_an_audit_ranks_the_scans_with_lesions_first_each_scored_out_of_fold(tmp_path, capsys, contaminated):
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, contaminated):
+    """`uad audit --folds 3 --maps --json` of the contaminated set: (its folder, its JSON)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("audited") / "audit"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["audit", contaminated, "--out", str(out), "--folds", "3", "--maps", "--json"]) == 0
+    return out, json.loads(printed.getvalue())
+
+
+def test_an_audit_ranks_the_scans_with_lesions_first_each_scored_out_of_fold(contaminated, audited):
     data = contaminated
     entries = read_manifest(data)
-    out = tmp_path / "audit"
-    assert main(["audit", data, "--out", str(out), "--folds", "3", "--maps", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    out, result = audited
     with open(out / "audit.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["path"] for r in rows) == sorted(e.path for e in entries)
@@ -69,3 +80,111 @@ def test_an_audit_never_writes_into_its_data_or_over_a_folder_in_use(tmp_path, c
     assert main(["audit", data, "--out", str(tmp_path / "few"), "--folds", "6"]) == 2  # 11 scans
     assert "needs at least 12" in capsys.readouterr().err
     assert not (tmp_path / "few").exists()
+
+
+def test_the_audit_in_memory_gives_the_scores_of_uad_audit(contaminated, audited):
+    """`normative_scores` (what removal by the audit uses inside a run) is the audit
+    of `uad audit --model normative` without its run folders: the same scores."""
+    from uadcore.audit import normative_scores, read_audit_csv
+    from uadcore.models import MODELS
+    from uadcore.preprocess import make_preset
+    from uadcore.preprocess.dataset import prepare_set
+    from uadcore.train.config import preset_params
+
+    out, _ = audited
+    spec = MODELS["normative"]
+    prepared = prepare_set(read_manifest(contaminated), make_preset(spec.preset, **spec.preset_options(preset_params("normative", None))),
+                           workers=1, progress=False)
+    scores = normative_scores(prepared.items, prepared.regions, folds=3, seed=0)
+    by_path = {row["path"]: row["score"] for row in read_audit_csv(str(out / "audit.csv"))}
+    assert list(scores) == pytest.approx([by_path[e.path] for e in prepared.entries], rel=1e-4)
+
+
+def test_a_run_removes_by_the_audit_before_training_and_shows_its_ranking(tmp_path, capsys, contaminated):
+    from uadcore.audit import read_audit_csv
+    from uadcore.io.checkpoint import load_run
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", contaminated, "--out", str(run), "--model", "normative", "--removal-score", "audit",
+                 "--gamma", "1.4", "--epochs", "5", "--val-fraction", "0", "--workers", "1"]) == 0
+    capsys.readouterr()
+    ranking = read_audit_csv(str(run / "audit.csv"))
+    assert len(ranking) == 22 and [r["rank"] for r in ranking] == list(range(1, 23))
+    mean = sum(r["score"] for r in ranking) / len(ranking)
+    above = {r["path"] for r in ranking if r["score"] > 1.4 * mean}
+    state = load_run(str(run))
+    removed = {row["path"] for row in state["audit"]}
+    assert removed == above and ranking[0]["label"] == "unhealthy" and ranking[0]["path"] in removed
+    assert all(row["epoch"] == 0 and row["score"] == "audit" for row in state["audit"])
+    assert {e.path for e in read_manifest(str(run / "kept.csv"))} == {e.path for e in read_manifest(contaminated)} - removed
+    # `uad outliers` shows the ranking and the removal; --json carries both
+    assert main(["outliers", str(run)]) == 0
+    shown = "".join(capsys.readouterr())
+    assert ranking[0]["path"] in shown and f"{len(removed)} of 22 training scans removed before training" in shown
+    assert main(["outliers", str(run), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["removal_score"] == "audit" and [r["path"] for r in payload["audit"]] == [r["path"] for r in ranking]
+    # too few training scans for the folds: exit 2 before any folder is made
+    few = write_manifest(read_manifest(contaminated)[:8], str(tmp_path / "few.csv"))
+    assert main(["train", "--data", few, "--out", str(tmp_path / "few"), "--model", "normative", "--removal-score", "audit",
+                 "--val-fraction", "0"]) == 2
+    assert "needs at least 10 training scans" in capsys.readouterr().err and not (tmp_path / "few").exists()
+
+
+def test_uad_outliers_lists_an_audit_folder(capsys, audited):
+    out, result = audited
+    assert main(["outliers", str(out), "--top", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert result["rows"][0]["path"] in shown and result["rows"][3]["path"] not in shown
+    assert main(["outliers", str(out), "--export-kept", str(out.parent / "kept.csv")]) == 2
+    assert "an audit removes nothing" in capsys.readouterr().err
+
+
+def test_a_review_of_an_audit_exports_the_kept_scans_and_every_decision(tmp_path, audited, contaminated):
+    from uadcore.review import decide, decisions_path, export, load_review
+
+    out, result = audited
+    rows = load_review(str(out))
+    assert [r["path"] for r in rows] == [r["path"] for r in result["rows"]]  # the audit's ranking
+    assert all(r["decision"] == "keep" and os.path.isfile(r["map"]) and len(r["peak_ras_mm"]) == 3 for r in rows)
+    decide(rows[0], "exclude", "  a mass, left frontal  ", reviewer="dr-a")
+    decide(rows[1], "exclude", "motion", reviewer="dr-b")
+    decide(rows[2], "keep", "a normal variant")
+    manifest, decisions = export(str(out), rows, str(tmp_path / "curated.csv"))
+    assert decisions == decisions_path(manifest) == str(tmp_path / "curated-decisions.csv")
+    assert [e.path for e in read_manifest(manifest)] == [e.path for e in read_manifest(contaminated)
+                                                         if e.path not in {rows[0]["path"], rows[1]["path"]}]
+    with open(decisions, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [w["path"] for w in written] == [r["path"] for r in rows]
+    assert written[0]["decision"] == "exclude" and written[0]["reason"] == "a mass, left frontal" and written[0]["reviewer"] == "dr-a"
+    assert written[0]["rank"] == "1" and written[0]["scored_by"] == "audit" and written[0]["decided_at"].endswith("+00:00")
+    assert written[2]["reviewer"] and written[3]["reviewer"] == "" and written[3]["decision"] == "keep"  # not reviewed
+    # never over what it wrote without being asked, never over an input
+    with pytest.raises(Exception, match="exists"):
+        export(str(out), rows, manifest)
+    assert export(str(out), rows, manifest, force=True) == (manifest, decisions)
+    with pytest.raises(Exception, match="input"):
+        export(str(out), rows, contaminated, force=True)
+    with pytest.raises(ValueError, match="decision must be"):
+        decide(rows[0], "maybe")
+
+
+def test_a_review_of_a_run_starts_from_what_training_removed(tmp_path, contaminated):
+    from uadcore.io.checkpoint import load_run
+    from uadcore.review import export, load_review
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", contaminated, "--out", str(run), "--model", "normative", "--removal-score", "audit",
+                 "--epochs", "1", "--val-fraction", "0.3", "--workers", "1"]) in (0,)
+    rows = load_review(str(run))
+    state = load_run(str(run))
+    assert sorted(r["path"] for r in rows) == sorted(e["path"] for e in state["train_entries"])
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1)) and rows[0]["scored_by"] == "audit"
+    removed = {row["path"] for row in state["audit"]}
+    assert removed and {r["path"] for r in rows if r["decision"] == "exclude"} == removed
+    assert all(r["removed"] == "before training" for r in rows if r["path"] in removed)
+    manifest, _ = export(str(run), rows, str(tmp_path / "curated.csv"))
+    validation = [e["path"] for e in state["validation"]["entries"]]
+    assert validation and set(validation) <= {e.path for e in read_manifest(manifest)}
+    assert not removed & {e.path for e in read_manifest(manifest)}

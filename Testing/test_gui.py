@@ -216,3 +216,44 @@ def test_uad_gui_screenshots_exits_cleanly_as_a_process(tmp_path, cohort):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:]  # no crash while the interpreter frees the scene at exit
     assert sorted(os.listdir(tmp_path / "shots")) == [f"uad-gui-{name}.png" for name in ("anomaly-map", "evaluate", "outlier-review", "train")]
+
+
+def test_review_panel_audits_a_folder_and_exports_decisions(window, qtbot, tmp_path, small_cohort):
+    """The Outlier review panel: audit a set of scans in the background, every scan
+    ranked; the selected one shown with its out-of-fold map, the views at its peak;
+    exclude with a reason; the curated manifest and the decisions beside it."""
+    from uadcore.io import read_manifest, write_manifest
+
+    data = write_manifest(small_cohort, str(tmp_path / "training.csv"))
+    review = window.outliers
+    review.run.setText(str(tmp_path / "audit"))
+    review.data.setText(data)
+    qtbot.mouseClick(review.audit, 1)
+    assert not review.audit.isEnabled() and "auditing" in review.status.text()  # the window goes on
+    qtbot.waitUntil(lambda: review.audit.isEnabled(), timeout=TIMEOUT_MS)
+    assert review.table.rowCount() == len(small_cohort) == len(review.rows), review.status.text()
+    assert [r["rank"] for r in review.rows] == list(range(1, len(small_cohort) + 1))
+    assert review.table.item(0, 0).data(0) == 1 and review.table.item(0, 1).text() == os.path.basename(review.rows[0]["path"])
+    review.table.selectRow(0)
+    assert review.last_shown is not None  # the audit's own map: no job to wait for
+    map_node = review.last_shown["map_node"]
+    assert map_node.GetAttribute(MAP_ATTRIBUTE) == "1" and "rank 1" in review.status.text()
+    composite = window.views[0].logic.GetSliceCompositeNode()
+    assert composite.GetForegroundVolumeID() == map_node.GetID()
+    # every view is centred on the map's peak: the axial view's slice passes through it
+    axial = window.views[0].logic.GetSliceNode().GetSliceToRAS()
+    assert axial.GetElement(2, 3) == pytest.approx(review.rows[0]["peak_ras_mm"][2], abs=2.0)
+    review.reason.setText("a mass in the left hemisphere")
+    qtbot.mouseClick(review.exclude, 1)
+    first = review.rows[0]
+    assert first["decision"] == "exclude" and first["reason"] == "a mass in the left hemisphere" and first["reviewer"]
+    assert review.table.item(0, review.COLUMNS.index("reason")).text() == "a mass in the left hemisphere"
+    assert review.reason.text() == ""
+    review.manifest.setText(str(tmp_path / "curated.csv"))
+    qtbot.mouseClick(review.export, 1)
+    kept = [e.path for e in read_manifest(str(tmp_path / "curated.csv"))]
+    assert kept == [e.path for e in small_cohort if e.path != first["path"]]
+    with open(tmp_path / "curated-decisions.csv", newline="") as handle:
+        decisions = {row["path"]: row for row in csv.DictReader(handle)}
+    assert decisions[first["path"]]["decision"] == "exclude" and decisions[first["path"]]["reason"] == first["reason"]
+    assert "curated-decisions.csv" in review.status.text()

@@ -100,18 +100,23 @@ def test_a_thresholded_map_becomes_a_segmentation(scan_with_map):
     assert scene.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0  # the helper labelmap is gone
 
 
-def test_the_removed_scans_become_a_table_and_the_loss_a_chart():
+def test_the_review_becomes_a_table_and_the_loss_a_chart():
     from SlicerUADLib.run_nodes import loss_chart, outlier_table
+    from uadcore.review import decide
 
     scene = StandaloneScene().scene
-    rows = [{"path": "/data/a.nii.gz", "epoch": 5, "loss": 0.2, "threshold": 0.14, "loss_over_mean": 2.0, "label": "unhealthy"},
-            {"path": "/data/b.nii.gz", "epoch": 10, "loss": 0.16, "threshold": 0.14, "loss_over_mean": 1.6, "label": ""}]
+    rows = [{"path": "/data/a.nii.gz", "label": "unhealthy", "rank": 1, "score": 9.5, "scored_by": "audit", "removed": "",
+             "decision": "keep", "reason": ""},
+            {"path": "/data/b.nii.gz", "label": "", "rank": None, "score": None, "scored_by": "", "removed": "epoch 5",
+             "decision": "exclude", "reason": "removed by outlier removal (loss)"}]
     table = outlier_table(scene, rows)
-    assert table.GetNumberOfRows() == 2 and table.GetColumnName(0) == "scan"
-    assert table.GetCellText(0, 0) == "/data/a.nii.gz" and table.GetCellText(1, 2) == "1.6"
+    assert table.GetNumberOfRows() == 2 and table.GetColumnName(1) == "scan"
+    assert table.GetCellText(0, 1) == "/data/a.nii.gz" and table.GetCellText(0, 2) == "9.5" and table.GetCellText(1, 0) == ""
     assert table.GetCellText(1, table.GetColumnIndex("decision")) == "exclude"
-    rows[1]["decision"] = "keep"
-    assert outlier_table(scene, rows, table=table) is table and table.GetCellText(1, 6) == "keep"
+    decide(rows[0], "exclude", "a mass in the left frontal lobe", reviewer="dr-a")
+    assert outlier_table(scene, rows, table=table) is table
+    assert [table.GetCellText(0, table.GetColumnIndex(c)) for c in ("decision", "reason", "reviewer")] == \
+        ["exclude", "a mass in the left frontal lobe", "dr-a"]
 
     history = [{"epoch": e, "loss": 1.0 / e} for e in range(1, 6)]
     chart = loss_chart(scene, history, gamma=1.4)

@@ -212,6 +212,7 @@ def test_ddp_with_two_gloo_processes_removes_the_same_scans(tmp_path, cohort):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     events = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert events[0]["ranks"] == 2 and sum(e["event"] == "done" for e in events) == 1  # only rank 0 speaks
+    assert ddp.stderr.count("no validation scans held out") == 1  # and warns
     # The two ranks' batches together are the single process's batches (padding
     # excluded from the loss) and there is no batch normalisation, so the losses agree
     # up to the rounding of summing gradients in another order. Only a scan within

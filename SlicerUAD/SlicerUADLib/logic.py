@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from SlicerUADLib.jobs import Job
-from SlicerUADLib.overlay import add_map_volume, show_map
+from SlicerUADLib.overlay import add_map_volume, jump_to, peak_ras, show_map
 from SlicerUADLib.scene import scan_from_node
 from uadcore.io.run_files import RunFiles
 from uadcore.models import MODELS
@@ -123,6 +123,36 @@ class UADLogic:
                      kind="manifest")
         return write_manifest(entries, manifest)
 
+    # ---- reviewing a training set ------------------------------------------------------
+    @staticmethod
+    def review(folder: str) -> list[dict]:
+        """The rows of a review of a run or an audit folder (`uadcore.review`), ranked."""
+        from uadcore.review import load_review
+
+        return load_review(folder)
+
+    @staticmethod
+    def export_review(folder: str, rows: list[dict], manifest: str) -> tuple[str, str]:
+        """The curated manifest and the decisions beside it (the file dialog has asked
+        about replacing an existing file; an input is never replaced)."""
+        from uadcore.review import export
+
+        return export(folder, rows, manifest, force=True)
+
+    def start_audit(self, data: str, out: str) -> Job:
+        """`uad audit DATA --out OUT --maps` in the background (normative, 5 folds: a minute for 100 scans)."""
+        return Job(["audit", data, "--out", out, "--maps", "--json"], python=self.python)
+
+    def show_map_file(self, volume_node, map_path: str, opacity: float = 0.5) -> dict:
+        """A map written on ``volume_node``'s grid (an audit's, `uad score --out`'s)
+        added and overlaid, every slice view moved to its peak."""
+        from uadcore.io import read_scan
+
+        map_node = add_map_volume(self.scene, volume_node, read_scan(map_path).array, f"{volume_node.GetName()} audit map")
+        show_map(self.scene, map_node, volume_node, opacity=opacity)
+        jump_to(self.scene, peak_ras(map_node))
+        return {"map_node": map_node}
+
     def scorer(self, run: str, raw: bool = False, statistic: str | None = None):
         from uadcore.score.scorer import Scorer
 
@@ -147,6 +177,7 @@ class UADLogic:
         map_node = add_map_volume(self.scene, volume_node, result.scan_map(), name)
         thresholds = scorer.thresholds.get(kind, {})
         show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
+        jump_to(self.scene, peak_ras(map_node))
         return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
                 "thresholds": thresholds, "sample_scores": result.sample_scores}
@@ -192,6 +223,7 @@ class UADLogic:
             shutil.rmtree(map_job.folder, ignore_errors=True)
         thresholds = payload.get("thresholds_at_fpr", {})
         show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
+        jump_to(self.scene, peak_ras(map_node))  # the views show where the map is highest
         return {"map_node": map_node, "kind": payload["map"], "score": payload["score"], "sample_score": payload["sample_score"],
                 "calibrated": payload["calibrated"], "percentile": payload["percentile_vs_healthy"],
                 "thresholds": thresholds, "sample_scores": payload["sample_scores"]}

@@ -6,7 +6,8 @@ it) explicitly, never ``slicer.mrmlScene``, so it runs in Slicer and on a
 - `show_map`: the map over its scan in every slice view, coloured with inferno
   (built from values: slicer-core ships no such colour file), window/level, a
   threshold below which the map is transparent, the foreground opacity;
-- `map_to_segmentation`: a thresholded map as a segmentation.
+- `map_to_segmentation`: a thresholded map as a segmentation;
+- `peak_ras`, `jump_to`: where a map is highest, and every slice view moved there.
 """
 
 from __future__ import annotations
@@ -141,6 +142,27 @@ def map_to_segmentation(scene, map_node, threshold: float, name: str | None = No
         raise RuntimeError(f"{map_node.GetName()}: the thresholded map could not become a segmentation")
     scene.RemoveNode(labelmap)
     return segmentation
+
+
+def peak_ras(map_node) -> list[float]:
+    """The RAS point (mm) of the highest voxel of ``map_node``."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    image = map_node.GetImageData()
+    i, j, k = image.GetDimensions()
+    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+    kk, jj, ii = np.unravel_index(int(np.argmax(values)), values.shape)
+    matrix = vtk.vtkMatrix4x4()
+    map_node.GetIJKToRASMatrix(matrix)
+    return [float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]]
+
+
+def jump_to(scene, ras) -> None:
+    """Centre every slice view on the RAS point ``ras`` (mm): each shows its slice through it."""
+    nodes = scene.GetNodesByClass("vtkMRMLSliceNode")
+    for index in range(nodes.GetNumberOfItems()):
+        nodes.GetItemAsObject(index).JumpSliceByCentering(*(float(v) for v in ras))
 
 
 def _composite_nodes(scene):

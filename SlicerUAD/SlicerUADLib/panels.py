@@ -12,6 +12,7 @@ import os
 
 from uadcore.device import DEVICES
 from uadcore.evaluate import EvaluationReport
+from uadcore.review import decide
 from uadcore.score.calibrate import STATISTICS
 from uadcore.train.config import REMOVAL_SCORES
 from uadcore.train.events import Done, Epoch, Error, Estimate, RemovalHeld, Removed, Start, Stopped, parse_event
@@ -157,8 +158,9 @@ class TrainPanel:
         self.removal_score = qt.QComboBox()
         self.removal_score.addItems(list(REMOVAL_SCORES))
         self.removal_score.setCurrentText(TrainSettings.removal_score)
-        self.removal_score.setToolTip("what is compared with γ × its mean: the training loss (the paper's rule), or a sample "
-                                      "score of the reconstruction-error map calibrated on the validation scans (3D models)")
+        self.removal_score.setToolTip("what is compared with γ × its mean: the training loss (the paper's rule); a sample "
+                                      "score of the reconstruction-error map calibrated on the validation scans (3D models); "
+                                      "or audit: each scan's out-of-fold audit score, once, before training (3D models)")
         self.device = qt.QComboBox()
         self.device.addItems(list(DEVICES))
         self.device.setCurrentText(TrainSettings.device)
@@ -287,10 +289,14 @@ class TrainPanel:
 
 
 class OutlierPanel:
-    """The scans training removed: sort by loss ratio, look at each with its map,
-    mark keep / exclude, export the curated manifest, train again from it."""
+    """Review a training set: every scan of a run or of an audit ranked, the most
+    suspicious first (`uadcore.review`); the selected one shown with its map, the
+    views at the map's peak; keep or exclude with a reason; the curated manifest
+    exported with the decisions beside it; train again from it. An audit of a
+    folder of scans (`uad audit`) runs in the background."""
 
-    COLUMNS = ("scan", "epoch", "loss / mean", "label", "decision")
+    # "#": the review's order, the rank of a ranked scan (they come first), then the scans without a score
+    COLUMNS = ("#", "scan", "score", "label", "removed", "decision", "reason")
 
     def __init__(self, logic, train_panel: TrainPanel | None = None, parent=None):
         self.logic = logic
@@ -300,20 +306,30 @@ class OutlierPanel:
         self.last_shown = None
         self.widget = qt.QWidget(parent)
         layout = qt.QVBoxLayout(self.widget)
-        self.run, run_row = _path_field("run folder", True, self.widget)
-        self.load = qt.QPushButton("Load removed scans")
+        self.run, run_row = _path_field("run folder, or audit folder", True, self.widget)
+        self.load = qt.QPushButton("Load")
+        self.load.setToolTip("every training scan of a run, or every scan of an audit, ranked")
         layout.addWidget(_row(run_row, self.load))
+        self.data, data_row = _path_field("scans to audit: a folder or manifest", True, self.widget)
+        self.audit = qt.QPushButton("Audit")
+        self.audit.setToolTip("score every scan with a model trained without it (5 folds, normative: about a minute "
+                              "for 100 scans); the audit is written to the folder above, which must be new")
+        layout.addWidget(_row(data_row, self.audit))
         self.table = qt.QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
         self.table.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.table.setSelectionMode(qt.QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
         self.table.setSortingEnabled(True)
+        self.table.verticalHeader().setVisible(False)  # the "#" column numbers the rows, in the review's order
         layout.addWidget(self.table)
+        self.reason = qt.QLineEdit()
+        self.reason.setPlaceholderText("reason (kept with the decision)")
         self.keep = qt.QPushButton("Keep")
-        self.keep.setToolTip("a false alarm: the scan goes back into the training set")
+        self.keep.setToolTip("the scan belongs in the training set")
         self.exclude = qt.QPushButton("Exclude")
-        layout.addWidget(_row(self.keep, self.exclude))
+        self.exclude.setToolTip("the scan leaves the training set")
+        layout.addWidget(_row(self.reason, self.keep, self.exclude))
         self.manifest, manifest_row = _path_field("curated manifest to write (CSV)", False, self.widget)
         self.export = qt.QPushButton("Export curated manifest")
         self.retrain = qt.QPushButton("Train again from it")
@@ -323,43 +339,58 @@ class OutlierPanel:
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         self.load.clicked.connect(self.load_run)
+        self.audit.clicked.connect(self.start_audit)
         self.table.itemSelectionChanged.connect(self.show_selected)
         self.keep.clicked.connect(lambda: self.mark("keep"))
         self.exclude.clicked.connect(lambda: self.mark("exclude"))
         self.export.clicked.connect(self.export_manifest)
         self.retrain.clicked.connect(self.train_again)
         self.job = None  # the background map of the selected scan (a `MapJob`)
+        self.audit_job = None  # a running `uad audit`
         self.timer = _poll_timer(self.poll)
         self.logic.watch_scene(on_closed=self.scene_closed)
 
     def scene_closed(self) -> None:
-        """The outlier table node and the scan shown went with the scene; the list stays."""
+        """The table node and the scan shown went with the scene; the list stays."""
         self.table_node = None
         self.last_shown = None
 
+    def folder(self) -> str:
+        return read(self.run, "text").strip()
+
     def load_run(self, run: str | None = None) -> None:
+        """Fill the table from a run or an audit folder (the field's, or ``run``)."""
         if run:
             self.run.setText(run)
-        run = read(self.run, "text").strip()
-        self.rows = [{**row, "decision": "exclude"} for row in self.logic.removed_scans(run)]
+        try:
+            self.rows = self.logic.review(self.folder())
+        except Exception as error:
+            _message(self.widget, "Cannot review this folder", str(error))
+            return
         self.fill()
         self.table_node = outlier_table(self.logic.scene, self.rows, table=self.table_node)
-        self.status.setText(f"{len(self.rows)} scans removed during training" if self.rows else "no scans were removed")
+        excluded = sum(row["decision"] == "exclude" for row in self.rows)
+        ranked = sum(row["rank"] is not None for row in self.rows)
+        self.status.setText(f"{len(self.rows)} scans, {ranked} ranked (the most suspicious first), {excluded} excluded; "
+                            "select one to see it with its map")
         if not read(self.manifest, "text").strip():
-            self.manifest.setText(os.path.join(run, "curated.csv"))
+            self.manifest.setText(os.path.join(self.folder(), "curated.csv"))
 
     def fill(self) -> None:
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))
         for index, row in enumerate(self.rows):
-            values = (os.path.basename(row["path"]), int(float(row["epoch"])), float(row["loss_over_mean"]), row.get("label", ""), row["decision"])
+            values = (index + 1, os.path.basename(row["path"]),
+                      round(row["score"], 4) if row["score"] is not None else "", row["label"], row["removed"],
+                      row["decision"], row["reason"])
             for column, value in enumerate(values):
                 item = qt.QTableWidgetItem()
                 item.setData(qt.Qt.DisplayRole, value)  # numbers sort as numbers
                 item.setData(qt.Qt.UserRole, index)
-                item.setToolTip(row["path"])
+                item.setToolTip(row["path"] if column != 2 else f"scored by {row['scored_by']}")
                 self.table.setItem(index, column, item)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(0, qt.Qt.AscendingOrder)
         self.table.resizeColumnsToContents()
 
     def selected_row(self) -> dict | None:
@@ -367,27 +398,45 @@ class OutlierPanel:
         return self.rows[int(items[0].data(qt.Qt.UserRole))] if items else None
 
     def show_selected(self) -> None:
-        """Load the selected scan at once; its map comes from a background job
+        """Load the selected scan at once with its map: the audit's map file where
+        there is one; otherwise computed in a background job by the run that maps it
         (`poll` overlays it), so the GUI never waits for the scan's preparation."""
         row = self.selected_row()
         if row is None:
             return
         if self.job is not None and self.job.running:
             self.job.cancel()  # another scan was chosen: that map is no longer wanted
+        self.job = None
         try:
             node = self.logic.load_volume(row["path"])
-            self.job = self.logic.start_map(node, read(self.run, "text").strip())
+            if row["map"] and os.path.isfile(row["map"]):
+                self._shown(row, {"volume_node": node, **self.logic.show_map_file(node, row["map"])})
+                return
+            if not row["run"]:
+                self.status.setText(f"{os.path.basename(row['path'])}: no map (this audit was run without --maps)")
+                return
+            self.job = self.logic.start_map(node, row["run"])  # calibrated where the run holds a calibration
         except Exception as error:  # a scan moved or unreadable: say so, keep going
             _message(self.widget, "Cannot show this scan", f"{row['path']}: {error}")
             return
         self.status.setText(f"{os.path.basename(row['path'])}: computing its map in the background…")
         self.timer.start()
 
+    def _shown(self, row: dict, shown: dict) -> None:
+        self.last_shown = shown
+        score = f"score {row['score']:.4f} ({row['scored_by']}), rank {row['rank']}" if row["score"] is not None else "not ranked"
+        self.status.setText(f"{os.path.basename(row['path'])}: {score}; the views are at the map's peak")
+
     def poll(self) -> None:
+        if self.audit_job is not None and self.audit_job.finished:
+            self._audit_finished()
         if self.job is None or self.job.running:
+            if self.job is None and self.audit_job is None:
+                self.timer.stop()
             return
-        self.timer.stop()
         map_job, self.job = self.job, None
+        if self.audit_job is None:
+            self.timer.stop()
         if map_job.job.cancelled:
             return
         name = map_job.volume_node.GetName()
@@ -396,36 +445,60 @@ class OutlierPanel:
         except Exception as error:
             _message(self.widget, "Cannot show this scan's map", f"{name}: {error}")
             return
+        row = self.selected_row()
+        if row is not None:
+            self._shown(row, shown)
         self.last_shown = shown
-        percentile = shown["percentile"]
-        self.status.setText(f"{name}: score {shown['score']:.4f}"
-                            + (f", above {percentile:.0f} % of healthy scans" if percentile is not None else ""))
+
+    def start_audit(self) -> None:
+        data, out = read(self.data, "text").strip(), self.folder()
+        if not data or not out:
+            _message(self.widget, "Cannot audit", "choose the scans to audit and a new folder for the audit")
+            return
+        self.audit_job = self.logic.start_audit(data, out)
+        self.audit.setEnabled(False)
+        self.status.setText(f"auditing {data}: every scan scored by a model trained without it…")
+        self.timer.start()
+
+    def _audit_finished(self) -> None:
+        job, self.audit_job = self.audit_job, None
+        self.audit.setEnabled(True)
+        error = job.error_message()
+        if error:
+            self.status.setText("audit failed: " + error.splitlines()[-1])
+            _message(self.widget, "Audit failed", error)
+            return
+        self.load_run()
 
     def mark(self, decision: str) -> None:
         row = self.selected_row()
         if row is None:
             return
-        row["decision"] = decision
+        decide(row, decision, read(self.reason, "text"))
+        columns = {"decision": row["decision"], "reason": row["reason"]}
         for item in self.table.selectedItems():
-            if item.column() == self.COLUMNS.index("decision"):
-                item.setData(qt.Qt.DisplayRole, decision)
+            name = self.COLUMNS[item.column()]
+            if name in columns:
+                item.setData(qt.Qt.DisplayRole, columns[name])
+        self.reason.setText("")
         self.table_node = outlier_table(self.logic.scene, self.rows, table=self.table_node)
 
     def export_manifest(self) -> str | None:
-        keep = [row["path"] for row in self.rows if row["decision"] == "keep"]
         try:
-            path = self.logic.export_curated(read(self.run, "text").strip(), keep, read(self.manifest, "text").strip())
+            path, decisions = self.logic.export_review(self.folder(), self.rows, read(self.manifest, "text").strip())
         except Exception as error:
             _message(self.widget, "Cannot export", str(error))
             return None
-        self.status.setText(f"curated manifest written: {path} ({len(keep)} removed scans kept)")
+        kept = sum(row["decision"] == "keep" for row in self.rows)
+        self.status.setText(f"curated manifest written: {path} ({kept} of {len(self.rows)} reviewed scans kept); "
+                            f"the decisions: {decisions}")
         return path
 
     def train_again(self) -> None:
         path = self.export_manifest()
         if path and self.train_panel is not None:
             self.train_panel.data.setText(path)
-            self.train_panel.out.setText(read(self.run, "text").strip().rstrip("/") + "-curated")
+            self.train_panel.out.setText(self.folder().rstrip("/") + "-curated")
             self.train_panel.start_training()
 
 

@@ -1,20 +1,21 @@
-"""Scene logic for a training run: its removed scans as a table node and its loss
-curve as a plot chart. Every function takes the MRML scene explicitly.
+"""Scene logic for a training run: the review of its scans as a table node and its
+loss curve as a plot chart. Every function takes the MRML scene explicitly.
 
-The rows and history are those of RUN/outliers.csv and RUN/history.csv (or of
-the training events as they arrive): dicts with the keys written there.
+The rows are those of a review (`uadcore.review`), the history that of
+RUN/history.csv (or of the training events as they arrive).
 """
 
 from __future__ import annotations
 
-OUTLIER_COLUMNS = (("path", "scan"), ("epoch", "epoch removed"), ("loss_over_mean", "loss / mean"),
-                   ("loss", "loss"), ("threshold", "threshold"), ("label", "label"), ("decision", "decision"))
+OUTLIER_COLUMNS = (("rank", "rank"), ("path", "scan"), ("score", "score"), ("scored_by", "scored by"), ("label", "label"),
+                   ("removed", "removed"), ("decision", "decision"), ("reason", "reason"), ("reviewer", "reviewer"),
+                   ("decided_at", "decided at"))
 
 
-def outlier_table(scene, rows: list[dict], name: str = "UAD removed scans", table=None):
-    """A table node with one row per removed scan: scan, epoch removed, loss / mean,
-    loss, threshold, label and the reviewer's decision ("exclude" until marked
-    "keep"). Fills ``table`` when given (updating it in place), else a new node."""
+def outlier_table(scene, rows: list[dict], name: str = "UAD training set review", table=None):
+    """A table node with one row per reviewed scan (`OUTLIER_COLUMNS`: rank, scan,
+    score, ..., the decision and its reason). Fills ``table`` when given (updating it
+    in place), else a new node."""
     import slicer
 
     if table is None:
@@ -22,17 +23,13 @@ def outlier_table(scene, rows: list[dict], name: str = "UAD removed scans", tabl
         table.SetName(name)
         scene.AddNode(table)
     table.RemoveAllColumns()
-    numeric = {"epoch": "int", "loss_over_mean": "double", "loss": "double", "threshold": "double"}
-    for key, title in OUTLIER_COLUMNS:
-        column = table.AddColumn()
-        column.SetName(title)
-        if key in numeric:
-            table.SetColumnType(title, _vtk_type(numeric[key]))
+    for _, title in OUTLIER_COLUMNS:
+        table.AddColumn().SetName(title)
     for row in rows:
         index = table.AddEmptyRow()
         for column, (key, _) in enumerate(OUTLIER_COLUMNS):
-            value = row.get(key, "exclude" if key == "decision" else "")
-            table.SetCellText(index, column, str(value))
+            value = row.get(key)
+            table.SetCellText(index, column, "" if value is None else str(value))
     return table
 
 
@@ -81,8 +78,3 @@ def loss_chart(scene, history: list[dict], gamma: float | None = None, name: str
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart
 
-
-def _vtk_type(kind: str) -> int:
-    import vtk
-
-    return {"int": vtk.VTK_INT, "double": vtk.VTK_DOUBLE}[kind]

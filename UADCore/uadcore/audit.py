@@ -4,6 +4,7 @@ The scans are split into k folds (drawn with the seed). For each fold a run of t
 chosen model (a real run folder, ``OUT/folds/fold-K``, without outlier removal or a
 validation hold-out) trains on the other k-1 folds and maps the held-out fold. So
 no map comes from a model that could learn its scan's lesion. The maps are then
+smoothed by a Gaussian of one voxel (a lesion is a blob, noise a voxel) and
 calibrated together: each against the per-voxel mean and spread of everybody
 else's out-of-fold maps (leave one out, `uadcore.score.calibrate.each_left_out`),
 so that a voxel counts as abnormal for a scan when it is abnormal among this very
@@ -17,28 +18,39 @@ the most suspicious first; scans labelled unhealthy in a manifest are counted in
 the top of the ranking (recall at k), so an audit of a set with known
 contamination is its own measurement.
 
-Output folder: audit.csv (the ranking), folds/ (the k runs and their training
+`normative_scores` is the same audit with `normative`, in memory: what a run's
+outlier removal by the audit (``removal_score audit``) ranks by.
+
+Output folder: audit.csv (the ranking), scans.csv (the scans audited), audit.json
+(their source and the plan), folds/ (the k runs and their training
 manifests), maps/ (with ``maps``: each scan's calibrated map as NIfTI).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import os
 import random
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from uadcore.errors import UADError, UADWarning
 from uadcore.io import ScanEntry, load_dataset, write_manifest
 from uadcore.io.atomic import atomic_path
+from uadcore.io.run_files import AUDIT_NAME, AUDIT_PLAN, AUDITED_SCANS
 from uadcore.score.calibrate import MIN_SCANS
 
-AUDIT_NAME = "audit.csv"
 AUDIT_COLUMNS = ("rank", "path", "label", "score", "percentile_in_set", "peak_ras_mm", "region_ml", "fold", "run", "map",
                  "problem")
+# a voxel's map value is noisy (a normative |z| above all); a lesion is a blob of voxels. Smoothing by a
+# Gaussian of one voxel before calibrating keeps blobs and quiets single voxels: on real scans (100 IXI,
+# 5 folds) 9 of 10 injected tumour scans in the top 10 instead of 8, white-matter lesions 7 of 10 as before
+SMOOTH_VOXELS = 1.0
 REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top region
 STATISTIC = "top1"  # the sample score of every scan (`uadcore.score.calibrate.STATISTICS`)
 
@@ -64,15 +76,17 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     from uadcore.progress import progress_bar
 
     entries = load_dataset(data)
-    if len(entries) < max(2 * plan.folds, MIN_SCANS + 2):
-        raise UADError(f"{data}: {len(entries)} scans; an audit in {plan.folds} folds needs at least "
-                       f"{max(2 * plan.folds, MIN_SCANS + 2)}")
+    if len(entries) < fewest_scans(plan.folds):
+        raise UADError(f"{data}: {len(entries)} scans; an audit in {plan.folds} folds needs at least {fewest_scans(plan.folds)}")
     out = os.path.abspath(out)
     inside = enclosing_folder(out, ([data] if os.path.isdir(data) else []) + data_folders(entries))
     if inside is not None:
         raise UADError(f"{out}: lies inside the input folder {inside}; UAD never writes there, choose another --out")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the audit")
+    write_manifest(entries, os.path.join(out, AUDITED_SCANS))  # what the audit ranked: a review exports from it
+    with open(os.path.join(out, AUDIT_PLAN), "w", encoding="utf-8") as handle:
+        json.dump({"data": os.path.realpath(data), **dataclasses.asdict(plan)}, handle, indent=1)
     problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
     mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
     entries = [e for e in entries if e.path not in problems]
@@ -85,6 +99,12 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     rows = rank(_calibrated_together(mapped, os.path.join(out, "maps") if maps else None))
     write_audit_csv(rows, os.path.join(out, AUDIT_NAME))
     return summary(rows, out, plan)
+
+
+def fewest_scans(folds: int) -> int:
+    """The fewest scans an audit in ``folds`` folds takes: two a fold, and enough
+    for the set's calibration (each map on at least `MIN_SCANS` + 1 others)."""
+    return max(2 * folds, MIN_SCANS + 2)
 
 
 def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool) -> dict:
@@ -156,7 +176,7 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
     ``maps_folder``)."""
     from uadcore.io import write_nifti
     from uadcore.io.outputs import ANOMALY_MAP, map_names
-    from uadcore.score.calibrate import each_left_out, reference, shares_grid
+    from uadcore.score.calibrate import shares_grid
 
     good = [(row, result) for row, result in mapped if result is not None]
     problems = [row for row, result in mapped if result is None]
@@ -164,13 +184,8 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
         raise UADError(f"{len(good)} scans could be mapped on one grid; an audit needs at least {MIN_SCANS + 2}")
     maps = np.stack([r.model_map for _, r in good])
     regions = np.stack([np.asarray(r.prepared.region, bool) for _, r in good])
-    # judged only where most of the set has brain: at the brain's top and bottom edge, where few scans
-    # reach, the others' maps are mostly 0 outside their brains and any brain there would look abnormal
-    shared = regions.mean(axis=0) >= 0.5
-    insides = regions & shared
-    calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
+    calibrated, set_reference = calibrated_on_the_set(maps, regions)
     del maps
-    set_reference = reference(calibrated, list(insides))
     threshold, scores = set_reference["thresholds"][REGION_FPR], np.asarray(set_reference["scores"][STATISTIC])
     names = map_names([row["path"] for row, _ in good])
     rows = []
@@ -185,6 +200,51 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
                                      f"{ANOMALY_MAP} (out of fold, calibrated on the set)")
         rows.append(row)
     return rows + problems
+
+
+def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """Each of ``maps`` (N, I, J, K) on one model grid, 0 outside its brain
+    (``regions``, (N, I, J, K) bool), smoothed (`SMOOTH_VOXELS`), calibrated on all
+    the others (leave one out) and judged only where at least half of the set has
+    brain: at the brain's top and
+    bottom edge, where few scans reach, the others' maps are mostly 0 and any brain
+    there would look abnormal. Returns (the N calibrated maps, the set's reference:
+    voxel thresholds and every scan's sample scores, `calibrate.reference`)."""
+    from scipy import ndimage
+
+    from uadcore.score.calibrate import each_left_out, reference
+
+    maps = np.stack([ndimage.gaussian_filter(np.asarray(m, np.float32), SMOOTH_VOXELS) * r for m, r in zip(maps, regions)])
+    insides = regions & (regions.mean(axis=0) >= 0.5)
+    calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
+    return calibrated, reference(calibrated, list(insides))
+
+
+@torch.no_grad()
+def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = AuditPlan.folds, seed: int = 0) -> np.ndarray:
+    """The audit, in memory, of prepared whole-volume scans on one model grid:
+    ``items`` (N, 1, I, J, K) and their brains ``regions`` (N, 1, I, J, K), N >=
+    `fewest_scans`. Each scan's |z| map comes from a `normative` fitted on the
+    other folds (as `run_audit` with ``--model normative``, without run folders),
+    the maps are calibrated on the set (`calibrated_on_the_set`); returns every
+    scan's sample score (`STATISTIC`), (N,) float64: the score of outlier removal
+    by ``removal_score audit``."""
+    from uadcore.models.normative import Normative
+
+    n = len(items)
+    if n < fewest_scans(folds):
+        raise UADError(f"{n} scans; an audit in {folds} folds needs at least {fewest_scans(folds)}")
+    fold_of = torch.tensor(_folds(n, folds, seed))
+    inside = regions[:, 0].bool().cpu()
+    maps = np.zeros(tuple(inside.shape), np.float32)
+    for fold in range(folds):
+        held = fold_of == fold
+        model = Normative(in_shape=items.shape[2:], in_channels=items.shape[1])
+        model.fit(items[~held].cpu(), regions[~held].cpu())
+        z = model.z_score(items[held].cpu()).abs()[:, 0]
+        maps[held.numpy()] = torch.where(inside[held], z, 0.0).numpy()
+    _, set_reference = calibrated_on_the_set(maps, inside.numpy())
+    return np.asarray(set_reference["scores"][STATISTIC], np.float64)
 
 
 def top_region(scan_map: np.ndarray, grid, threshold: float | None) -> tuple[list[float], float | None]:
@@ -221,6 +281,20 @@ def write_audit_csv(rows: list[dict], path: str) -> str:
                 shown["score"] = round(shown["score"], 6)
             writer.writerow({key: shown.get(key, "") for key in AUDIT_COLUMNS})
     return path
+
+
+def read_audit_csv(path: str) -> list[dict]:
+    """The rows of an audit.csv (of `uad audit` or of a run that removed by the
+    audit), in its order (the ranking): rank an int (None for a scan that could not
+    be scored), score a float (None), peak_ras_mm a list of 3 floats (None), the
+    other columns strings."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["rank"] = int(row["rank"]) if row.get("rank") else None
+        row["score"] = float(row["score"]) if row.get("score") else None
+        row["peak_ras_mm"] = [float(v) for v in row["peak_ras_mm"].split()] if row.get("peak_ras_mm") else None
+    return rows
 
 
 def summary(rows: list[dict], out: str, plan: AuditPlan) -> dict:

@@ -39,8 +39,10 @@ def add_parser(commands) -> None:
                              "--outlier-every epochs, again after each re-initialisation) or paper (at the first removal epoch)")
     parser.add_argument("--removal-score", choices=list(REMOVAL_SCORES),
                         help="what outlier removal compares with gamma x its mean: loss (default, the paper's: the training "
-                             "loss) or a sample score of the reconstruction-error map calibrated on the validation scans "
-                             f"(rec-top1: the mean of its highest 1 %%; whole-volume models with >= {MIN_SCANS} validation scans)")
+                             "loss); a sample score of the reconstruction-error map calibrated on the validation scans "
+                             f"(rec-top1: the mean of its highest 1 %%; whole-volume models with >= {MIN_SCANS} validation scans); "
+                             "or audit: each scan's score in an out-of-fold audit of the training scans with normative (as uad "
+                             "audit), once, before the first epoch (whole-volume models; RUN/audit.csv ranks every scan)")
     parser.add_argument("--reinit-at", metavar="E1,E2", help=f"re-initialise the weights after these epochs (default {_shown(default.reinit_at)}"
                         f"{_by_model('reinit_at')}; 'none')")
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help=f"epochs of the second stage of two-stage models (mae2d's anomaly classifier; default {default.classifier_epochs})")

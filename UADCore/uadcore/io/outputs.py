@@ -87,6 +87,7 @@ KINDS = {
     "map": ("an anomaly map", lambda path: _nifti_description(path).startswith(ANOMALY_MAP)),
     "scores": ("a table of scores", lambda path: _first_line(path).startswith("path,map_file,")),
     "picture": ("a PNG picture", lambda path: _first_bytes(path, 8) == b"\x89PNG\r\n\x1a\n"),
+    "decisions": ("a table of review decisions", lambda path: _first_line(path).startswith("path,label,rank,score,scored_by,")),
 }
 
 

@@ -5,6 +5,7 @@
     outliers.csv     every removed (or excluded) scan: when, its score, the threshold
     history.csv      loss and counts per epoch
     kept.csv         manifest of the scans still in the training set
+    audit.csv        every training scan ranked by the out-of-fold audit (removal_score audit)
     STOP             created by anyone to stop the run after the current step
     .uad-lock        held by the one process training the run, while it does
 """
@@ -18,6 +19,9 @@ CONFIG_NAME = "config.json"
 OUTLIERS_NAME = "outliers.csv"
 HISTORY_NAME = "history.csv"
 KEPT_NAME = "kept.csv"
+AUDIT_NAME = "audit.csv"  # also the ranking `uad audit` writes in its folder
+AUDITED_SCANS = "scans.csv"  # the manifest of the scans a `uad audit` ranked, in its folder
+AUDIT_PLAN = "audit.json"  # what a `uad audit` audited (its data) and how (model, folds, seed, size)
 STOP_FILE = "STOP"
 LOCK_NAME = ".uad-lock"
 
@@ -32,5 +36,6 @@ class RunFiles:
         self.outliers = os.path.join(folder, OUTLIERS_NAME)
         self.history = os.path.join(folder, HISTORY_NAME)
         self.kept = os.path.join(folder, KEPT_NAME)
+        self.audit = os.path.join(folder, AUDIT_NAME)
         self.stop = os.path.join(folder, STOP_FILE)
         self.lock = os.path.join(folder, LOCK_NAME)

@@ -20,10 +20,11 @@ MIN_STEPS_PER_EPOCH = 16
 SETTLED = 0.05
 REMOVAL_STARTS = ("settled", "paper")
 # what outlier removal compares with gamma x its mean over the kept scans: the paper's
-# training loss, or a sample score of the reconstruction-error map calibrated on the
+# training loss; a sample score of the reconstruction-error map calibrated on the
 # healthy validation scans at that epoch (whole-volume models; see
-# uadcore.score.calibrate), which a lesion of 1 % of the brain can decide
-REMOVAL_SCORES = ("loss",) + tuple(f"rec-{statistic}" for statistic in STATISTICS)
+# uadcore.score.calibrate), which a lesion of 1 % of the brain can decide; or the
+# out-of-fold audit's score (`uadcore.audit.normative_scores`), once, before training
+REMOVAL_SCORES = ("loss",) + tuple(f"rec-{statistic}" for statistic in STATISTICS) + ("audit",)
 
 
 # a configuration that trains in minutes on a CPU, with the models' small options

@@ -46,7 +46,7 @@ from uadcore.score.scorer import Scorer
 from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
-from uadcore.train.outliers import check_removal_score, find_outliers, removal_scores, removed
+from uadcore.train.outliers import audit_removal, check_removal_score, find_outliers, removal_scores, removed, was_removed
 from uadcore.io.datasets import fingerprint, utf8_name
 from uadcore.train.run_folder import (DATA_FINGERPRINT, RunOwner, check_same_data, create_run_dir, stored_fingerprint,
                                       write_readable_copies)
@@ -182,6 +182,8 @@ def _train(config: TrainConfig, files: RunFiles, stored: dict | None, events: Ev
         try:
             run = open_run(config, files, stored, events, ranks, device, restart, owner)
             learner, state = start_training(run, stored)
+            if stored is None and config.outlier_removal and config.removal_score == "audit":
+                remove_by_audit(run, state)
             first_epoch = state.epoch + 1
             _announce(run, learner, state)
             last = snapshot(learner, state)
@@ -288,7 +290,7 @@ def _entries(config, files, stored, spec, preset, ranks, device, restart, owner)
     if restart:
         check_same_data(files, config, entries, stored_fingerprint(files))
     train_entries, val_entries = _split(entries, config)
-    check_removal_score(config, spec, preset, len(val_entries))
+    check_removal_score(config, spec, preset, len(train_entries), len(val_entries))
     created = False
     try:
         if ranks.is_main:
@@ -453,7 +455,7 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
     its mean (never so many that under `MIN_KEPT_SHARE` stay). Returns "on", "waiting"
     (for the loss to settle) or None (no removal epoch)."""
     config, n_scans = run.config, len(run.train_set)
-    if not config.outlier_removal or epoch % config.outlier_every:
+    if not config.outlier_removal or epoch % config.outlier_every or config.removal_score == "audit":  # audit: before training
         return None
     waits = config.removal_start == "settled" and not run.spec.closed_form  # a closed-form fit is always converged
     if waits and not removal_allowed(state.history, epoch, epoch_mean, config):
@@ -477,6 +479,25 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
     if rows:
         run.events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=rows)
     return "on"
+
+
+def remove_by_audit(run: Run, state: TrainState) -> None:
+    """Before the first epoch, remove the training scans whose out-of-fold audit
+    score is above gamma x the mean (`audit_removal`); RUN/audit.csv ranks them all."""
+    from uadcore.audit import write_audit_csv
+
+    ranking, remove = audit_removal(run.train_set, run.config.gamma, run.config.seed)
+    if run.ranks.is_main:
+        write_audit_csv(ranking, run.files.audit)
+    by_path = {row["path"]: row for row in ranking}
+    rows = [{"path": entry.path, "epoch": 0, "loss": by_path[entry.path]["score"], "threshold": by_path[entry.path]["threshold"],
+             "loss_over_mean": by_path[entry.path]["loss_over_mean"], "label": entry.label or "", "score": "audit",
+             "reason": f"out-of-fold audit: rank {by_path[entry.path]['rank']} of {len(ranking)}"}
+            for entry, gone in zip(run.train_set.entries, remove.tolist()) if gone]
+    state.audit.extend(rows)
+    state.kept = state.kept & ~remove
+    if rows:
+        run.events.emit("removed", epoch=0, threshold=rows[0]["threshold"], samples=rows)
 
 
 def step_schedules(run: Run, learner: Learner, state: TrainState) -> dict:
@@ -552,7 +573,7 @@ def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> d
     summary = {"run": run.files.folder, "device": str(run.device), "epochs": state.epoch, "scans": len(run.train_set), "kept": int(state.kept.sum()),
                "batch_size": run.config.batch_size, "still_improving": falling is not None, "validation": n_validation,
                "removed": removed(state.audit),
-               "removed_unhealthy": sum(r["label"] == "unhealthy" for r in state.audit if r["epoch"]),
+               "removed_unhealthy": sum(r["label"] == "unhealthy" for r in state.audit if was_removed(r)),
                "excluded": len(state.audit) - removed(state.audit),
                "final_loss": state.history[-1]["loss"] if state.history else None}
     run.events.emit("done", **summary)

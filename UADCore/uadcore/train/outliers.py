@@ -6,7 +6,9 @@ loss, against which threshold, and its label where the data set gave one; scans
 left out before training (epoch 0: they could not be prepared) carry the reason.
 ``score`` names what ``loss``, ``threshold`` and ``loss_over_mean`` measure: the
 training loss (the paper's rule; empty in runs made before the column) or the
-removal score the run chose (`uadcore.train.config.REMOVAL_SCORES`).
+removal score the run chose (`uadcore.train.config.REMOVAL_SCORES`). Removal by
+the out-of-fold audit happens once, before training: its rows have epoch 0 and
+score "audit", and RUN/audit.csv ranks every training scan by that score.
 """
 
 from __future__ import annotations
@@ -33,17 +35,25 @@ def find_outliers(losses: torch.Tensor, kept: torch.Tensor, gamma: float) -> tup
     return kept & (losses > threshold), threshold, mean
 
 
-def check_removal_score(config, spec, preset, n_validation: int) -> None:
+def check_removal_score(config, spec, preset, n_train: int, n_validation: int) -> None:
     """A removal score other than the loss needs what its calibration needs: the
     reconstruction-error map of a whole-volume model on the shared brain grid and
-    at least `MIN_SCANS` validation scans. Checked before the run folder exists."""
+    at least `MIN_SCANS` validation scans; the audit, whole volumes on that grid and
+    enough training scans for its folds. Checked before the run folder exists."""
     from uadcore.score.calibrate import MIN_SCANS
 
     if not config.outlier_removal or config.removal_score == "loss":
         return
-    if "rec" not in spec.maps or preset.unit is not None or not preset.prepares_brain:
+    if preset.unit is not None or not preset.prepares_brain or ("rec" not in spec.maps and config.removal_score != "audit"):
         raise UADError(f"removal_score {config.removal_score}: needs a whole-volume brain model (ae3d, vae3d, normative); "
                        f"{config.model} scores {preset.unit or 'volume'}s on its own grid; use removal_score loss")
+    if config.removal_score == "audit":
+        from uadcore.audit import AuditPlan, fewest_scans
+
+        if n_train < fewest_scans(AuditPlan.folds):
+            raise UADError(f"removal_score audit: an audit in {AuditPlan.folds} folds needs at least "
+                           f"{fewest_scans(AuditPlan.folds)} training scans, this run has {n_train}; use removal_score loss")
+        return
     if n_validation < MIN_SCANS:
         raise UADError(f"removal_score {config.removal_score}: needs at least {MIN_SCANS} validation scans to calibrate "
                        f"the map, this run holds out {n_validation}; raise --val-fraction or use removal_score loss")
@@ -75,9 +85,37 @@ def removal_scores(model, train_set, val_set, device, autocast_dtype, removal_sc
     return torch.tensor(values, dtype=torch.float64)
 
 
+def was_removed(row: dict) -> bool:
+    """An audit row of a scan outlier removal took out (not one left out before
+    training because it could not be prepared): removed at an epoch, or before
+    training by the audit (rows as stored, or as read from outliers.csv)."""
+    return bool(int(float(row["epoch"] or 0))) or row.get("score") == "audit"
+
+
 def removed(audit: list[dict]) -> int:
-    """Scans outlier removal took out (audit rows of epoch 0 were never trained on)."""
-    return sum(1 for row in audit if row["epoch"])
+    """Scans outlier removal took out."""
+    return sum(1 for row in audit if was_removed(row))
+
+
+def audit_removal(train_set, gamma: float, seed: int) -> tuple[list[dict], torch.Tensor]:
+    """Removal by the out-of-fold audit (`uadcore.audit.normative_scores`) of a
+    prepared whole-volume set: every scan's row of the ranking (rank, path, label,
+    score, percentile_in_set, removed) and the scans to remove, (N,) bool: those
+    whose score is above ``gamma`` x the mean score."""
+    from uadcore.audit import normative_scores
+
+    scores = torch.from_numpy(normative_scores(train_set.items, train_set.regions, seed=seed))
+    remove, threshold, mean = find_outliers(scores, torch.ones(len(scores), dtype=torch.bool), gamma)
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    ranking = []
+    for rank, index in enumerate(order, start=1):
+        others = torch.cat([scores[:index], scores[index + 1 :]])
+        entry = train_set.entries[index]
+        ranking.append({"rank": rank, "path": entry.path, "label": entry.label or "", "score": round(float(scores[index]), 6),
+                        "percentile_in_set": round(100.0 * float((others < scores[index]).double().mean()), 1),
+                        "threshold": round(threshold, 6), "loss_over_mean": round(float(scores[index]) / mean, 4),
+                        "removed": bool(remove[index])})
+    return ranking, remove
 
 
 def curated_entries(state: dict, keep_removed=()) -> list:
