@@ -85,7 +85,7 @@ def test_an_audit_never_writes_into_its_data_or_over_a_folder_in_use(tmp_path, c
 def test_the_audit_in_memory_gives_the_scores_of_uad_audit(contaminated, audited):
     """`normative_scores` (what removal by the audit uses inside a run) is the audit
     of `uad audit --model normative` without its run folders: the same scores."""
-    from uadcore.audit import normative_scores, read_audit_csv
+    from uadcore.score.out_of_fold import normative_scores, read_audit_csv
     from uadcore.models import MODELS
     from uadcore.preprocess import make_preset
     from uadcore.preprocess.dataset import prepare_set
@@ -101,7 +101,7 @@ def test_the_audit_in_memory_gives_the_scores_of_uad_audit(contaminated, audited
 
 
 def test_a_run_removes_by_the_audit_before_training_and_shows_its_ranking(tmp_path, capsys, contaminated):
-    from uadcore.audit import read_audit_csv
+    from uadcore.score.out_of_fold import read_audit_csv
     from uadcore.io.checkpoint import load_run
 
     run = tmp_path / "run"

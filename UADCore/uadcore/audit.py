@@ -18,8 +18,9 @@ the most suspicious first; scans labelled unhealthy in a manifest are counted in
 the top of the ranking (recall at k), so an audit of a set with known
 contamination is its own measurement.
 
-`normative_scores` is the same audit with `normative`, in memory: what a run's
-outlier removal by the audit (``removal_score audit``) ranks by.
+`uadcore.score.out_of_fold` holds what a run's outlier removal by the audit
+(``removal_score audit``) shares with it: the folds, the calibration on the set,
+and the same audit with `normative` in memory.
 
 Output folder: audit.csv (the ranking), scans.csv (the scans audited), audit.json
 (their source and the plan), folds/ (the k runs and their training
@@ -28,31 +29,21 @@ manifests), maps/ (with ``maps``: each scan's calibrated map as NIfTI).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
-import random
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from uadcore.errors import UADError, UADWarning
 from uadcore.io import ScanEntry, load_dataset, write_manifest
-from uadcore.io.atomic import atomic_path
 from uadcore.io.run_files import AUDIT_NAME, AUDIT_PLAN, AUDITED_SCANS
 from uadcore.score.calibrate import MIN_SCANS
+from uadcore.score.out_of_fold import FOLDS, STATISTIC, calibrated_on_the_set, fewest_scans, folds_of, write_audit_csv
 
-AUDIT_COLUMNS = ("rank", "path", "label", "score", "percentile_in_set", "peak_ras_mm", "region_ml", "fold", "run", "map",
-                 "problem")
-# a voxel's map value is noisy (a normative |z| above all); a lesion is a blob of voxels. Smoothing by a
-# Gaussian of one voxel before calibrating keeps blobs and quiets single voxels: on real scans (100 IXI,
-# 5 folds) 9 of 10 injected tumour scans in the top 10 instead of 8, white-matter lesions 7 of 10 as before
-SMOOTH_VOXELS = 1.0
 REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top region
-STATISTIC = "top1"  # the sample score of every scan (`uadcore.score.calibrate.STATISTICS`)
 
 
 @dataclass(frozen=True)
@@ -62,7 +53,7 @@ class AuditPlan:
     model's defaults (epochs, ...)."""
 
     model: str = "normative"
-    folds: int = 5
+    folds: int = FOLDS
     seed: int = 0
     size: str | None = None
     train: tuple = ()  # (setting, value) pairs
@@ -90,7 +81,7 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
     mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
     entries = [e for e in entries if e.path not in problems]
-    fold_of = _folds(len(entries), plan.folds, plan.seed)
+    fold_of = folds_of(len(entries), plan.folds, plan.seed)
     with progress_bar(total=plan.folds, desc="audit", unit="fold", enabled=progress) as bar:
         for fold in range(plan.folds):
             run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
@@ -99,12 +90,6 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     rows = rank(_calibrated_together(mapped, os.path.join(out, "maps") if maps else None))
     write_audit_csv(rows, os.path.join(out, AUDIT_NAME))
     return summary(rows, out, plan)
-
-
-def fewest_scans(folds: int) -> int:
-    """The fewest scans an audit in ``folds`` folds takes: two a fold, and enough
-    for the set's calibration (each map on at least `MIN_SCANS` + 1 others)."""
-    return max(2 * folds, MIN_SCANS + 2)
 
 
 def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool) -> dict:
@@ -120,17 +105,6 @@ def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool)
     problems = {}
     prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries], preset, workers, progress, problems)
     return problems
-
-
-def _folds(n: int, k: int, seed: int) -> list[int]:
-    """The fold (0..k-1) of each of ``n`` scans: a seeded shuffle dealt round, so the
-    folds differ in size by at most one."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    fold_of = [0] * n
-    for position, index in enumerate(order):
-        fold_of[index] = position % k
-    return fold_of
 
 
 def _train_fold(out: str, fold: int, train_entries: list[ScanEntry], plan: AuditPlan, device: str, workers) -> str:
@@ -202,51 +176,6 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
     return rows + problems
 
 
-def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], dict]:
-    """Each of ``maps`` (N, I, J, K) on one model grid, 0 outside its brain
-    (``regions``, (N, I, J, K) bool), smoothed (`SMOOTH_VOXELS`), calibrated on all
-    the others (leave one out) and judged only where at least half of the set has
-    brain: at the brain's top and
-    bottom edge, where few scans reach, the others' maps are mostly 0 and any brain
-    there would look abnormal. Returns (the N calibrated maps, the set's reference:
-    voxel thresholds and every scan's sample scores, `calibrate.reference`)."""
-    from scipy import ndimage
-
-    from uadcore.score.calibrate import each_left_out, reference
-
-    maps = np.stack([ndimage.gaussian_filter(np.asarray(m, np.float32), SMOOTH_VOXELS) * r for m, r in zip(maps, regions)])
-    insides = regions & (regions.mean(axis=0) >= 0.5)
-    calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
-    return calibrated, reference(calibrated, list(insides))
-
-
-@torch.no_grad()
-def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = AuditPlan.folds, seed: int = 0) -> np.ndarray:
-    """The audit, in memory, of prepared whole-volume scans on one model grid:
-    ``items`` (N, 1, I, J, K) and their brains ``regions`` (N, 1, I, J, K), N >=
-    `fewest_scans`. Each scan's |z| map comes from a `normative` fitted on the
-    other folds (as `run_audit` with ``--model normative``, without run folders),
-    the maps are calibrated on the set (`calibrated_on_the_set`); returns every
-    scan's sample score (`STATISTIC`), (N,) float64: the score of outlier removal
-    by ``removal_score audit``."""
-    from uadcore.models.normative import Normative
-
-    n = len(items)
-    if n < fewest_scans(folds):
-        raise UADError(f"{n} scans; an audit in {folds} folds needs at least {fewest_scans(folds)}")
-    fold_of = torch.tensor(_folds(n, folds, seed))
-    inside = regions[:, 0].bool().cpu()
-    maps = np.zeros(tuple(inside.shape), np.float32)
-    for fold in range(folds):
-        held = fold_of == fold
-        model = Normative(in_shape=items.shape[2:], in_channels=items.shape[1])
-        model.fit(items[~held].cpu(), regions[~held].cpu())
-        z = model.z_score(items[held].cpu()).abs()[:, 0]
-        maps[held.numpy()] = torch.where(inside[held], z, 0.0).numpy()
-    _, set_reference = calibrated_on_the_set(maps, inside.numpy())
-    return np.asarray(set_reference["scores"][STATISTIC], np.float64)
-
-
 def top_region(scan_map: np.ndarray, grid, threshold: float | None) -> tuple[list[float], float | None]:
     """(the RAS point in mm of the map's highest voxel, the volume in ml of the
     connected region above ``threshold`` that holds it: 0 when the peak is below it;
@@ -269,32 +198,6 @@ def rank(rows: list[dict]) -> list[dict]:
     that could not be scored last, unranked."""
     scored = sorted((r for r in rows if "problem" not in r), key=lambda r: -r["score"])
     return [{**r, "rank": i + 1} for i, r in enumerate(scored)] + [r for r in rows if "problem" in r]
-
-
-def write_audit_csv(rows: list[dict], path: str) -> str:
-    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            shown = {**row, "peak_ras_mm": " ".join(map(str, row["peak_ras_mm"])) if row.get("peak_ras_mm") else ""}
-            if isinstance(shown.get("score"), float):
-                shown["score"] = round(shown["score"], 6)
-            writer.writerow({key: shown.get(key, "") for key in AUDIT_COLUMNS})
-    return path
-
-
-def read_audit_csv(path: str) -> list[dict]:
-    """The rows of an audit.csv (of `uad audit` or of a run that removed by the
-    audit), in its order (the ranking): rank an int (None for a scan that could not
-    be scored), score a float (None), peak_ras_mm a list of 3 floats (None), the
-    other columns strings."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["rank"] = int(row["rank"]) if row.get("rank") else None
-        row["score"] = float(row["score"]) if row.get("score") else None
-        row["peak_ras_mm"] = [float(v) for v in row["peak_ras_mm"].split()] if row.get("peak_ras_mm") else None
-    return rows
 
 
 def summary(rows: list[dict], out: str, plan: AuditPlan) -> dict:

@@ -65,7 +65,7 @@ def _row(path: str, label: str, rank=None, score=None, scored_by: str = "", remo
 
 
 def _audit_rows(files: RunFiles) -> list[dict]:
-    from uadcore.audit import read_audit_csv
+    from uadcore.score.out_of_fold import read_audit_csv
 
     rows = []
     for row in read_audit_csv(files.audit):
@@ -78,7 +78,7 @@ def _audit_rows(files: RunFiles) -> list[dict]:
 
 
 def _run_rows(files: RunFiles) -> list[dict]:
-    from uadcore.audit import read_audit_csv
+    from uadcore.score.out_of_fold import read_audit_csv
     from uadcore.io.checkpoint import load_run
     from uadcore.train.outliers import was_removed
 

@@ -9,7 +9,8 @@ from uadcore.device import DEVICES
 
 
 def add_parser(commands) -> None:
-    from uadcore.audit import AUDIT_NAME, AuditPlan
+    from uadcore.audit import AuditPlan
+    from uadcore.io.run_files import AUDIT_NAME
     from uadcore.models import MODELS
 
     default = AuditPlan()

@@ -30,7 +30,7 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from uadcore.audit import read_audit_csv
+    from uadcore.score.out_of_fold import read_audit_csv
     from uadcore.errors import UADError
     from uadcore.io.run_files import RunFiles
 

@@ -23,7 +23,7 @@ REMOVAL_STARTS = ("settled", "paper")
 # training loss; a sample score of the reconstruction-error map calibrated on the
 # healthy validation scans at that epoch (whole-volume models; see
 # uadcore.score.calibrate), which a lesion of 1 % of the brain can decide; or the
-# out-of-fold audit's score (`uadcore.audit.normative_scores`), once, before training
+# out-of-fold audit's score (`uadcore.score.out_of_fold.normative_scores`), once, before training
 REMOVAL_SCORES = ("loss",) + tuple(f"rec-{statistic}" for statistic in STATISTICS) + ("audit",)
 
 

@@ -484,7 +484,7 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
 def remove_by_audit(run: Run, state: TrainState) -> None:
     """Before the first epoch, remove the training scans whose out-of-fold audit
     score is above gamma x the mean (`audit_removal`); RUN/audit.csv ranks them all."""
-    from uadcore.audit import write_audit_csv
+    from uadcore.score.out_of_fold import write_audit_csv
 
     ranking, remove = audit_removal(run.train_set, run.config.gamma, run.config.seed)
     if run.ranks.is_main:

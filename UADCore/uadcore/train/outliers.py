@@ -48,11 +48,11 @@ def check_removal_score(config, spec, preset, n_train: int, n_validation: int) -
         raise UADError(f"removal_score {config.removal_score}: needs a whole-volume brain model (ae3d, vae3d, normative); "
                        f"{config.model} scores {preset.unit or 'volume'}s on its own grid; use removal_score loss")
     if config.removal_score == "audit":
-        from uadcore.audit import AuditPlan, fewest_scans
+        from uadcore.score.out_of_fold import FOLDS, fewest_scans
 
-        if n_train < fewest_scans(AuditPlan.folds):
-            raise UADError(f"removal_score audit: an audit in {AuditPlan.folds} folds needs at least "
-                           f"{fewest_scans(AuditPlan.folds)} training scans, this run has {n_train}; use removal_score loss")
+        if n_train < fewest_scans(FOLDS):
+            raise UADError(f"removal_score audit: an audit in {FOLDS} folds needs at least "
+                           f"{fewest_scans(FOLDS)} training scans, this run has {n_train}; use removal_score loss")
         return
     if n_validation < MIN_SCANS:
         raise UADError(f"removal_score {config.removal_score}: needs at least {MIN_SCANS} validation scans to calibrate "
@@ -98,11 +98,11 @@ def removed(audit: list[dict]) -> int:
 
 
 def audit_removal(train_set, gamma: float, seed: int) -> tuple[list[dict], torch.Tensor]:
-    """Removal by the out-of-fold audit (`uadcore.audit.normative_scores`) of a
+    """Removal by the out-of-fold audit (`uadcore.score.out_of_fold.normative_scores`) of a
     prepared whole-volume set: every scan's row of the ranking (rank, path, label,
     score, percentile_in_set, removed) and the scans to remove, (N,) bool: those
     whose score is above ``gamma`` x the mean score."""
-    from uadcore.audit import normative_scores
+    from uadcore.score.out_of_fold import normative_scores
 
     scores = torch.from_numpy(normative_scores(train_set.items, train_set.regions, seed=seed))
     remove, threshold, mean = find_outliers(scores, torch.ones(len(scores), dtype=torch.bool), gamma)

@@ -1,0 +1,118 @@
+"""The out-of-fold audit's core, shared by `uad audit` (`uadcore.audit`) and a
+run's outlier removal by the audit (``removal_score audit``): the folds, every map
+calibrated on the rest of the set, and the audit with `normative` in memory.
+
+A map is scored among its own set of scans: each against the per-voxel mean and
+spread of everybody else's out-of-fold maps (leave one out), so a voxel counts as
+abnormal for a scan when it is abnormal among this very set (the few contaminated
+scans rarely share a voxel).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import numpy as np
+import torch
+
+from uadcore.errors import UADError
+from uadcore.io.atomic import atomic_path
+from uadcore.score.calibrate import MIN_SCANS
+
+FOLDS = 5
+STATISTIC = "top1"  # the sample score of every scan (`uadcore.score.calibrate.STATISTICS`)
+# a voxel's map value is noisy (a normative |z| above all); a lesion is a blob of voxels. Smoothing by a
+# Gaussian of one voxel before calibrating keeps blobs and quiets single voxels: on real scans (100 IXI,
+# 5 folds) 9 of 10 injected tumour scans in the top 10 instead of 8, white-matter lesions 7 of 10 as before
+SMOOTH_VOXELS = 1.0
+# the ranking as a table (audit.csv): of `uad audit`, or of a run that removed by the audit (fewer columns filled)
+AUDIT_COLUMNS = ("rank", "path", "label", "score", "percentile_in_set", "peak_ras_mm", "region_ml", "fold", "run", "map",
+                 "problem")
+
+
+def fewest_scans(folds: int) -> int:
+    """The fewest scans an audit in ``folds`` folds takes: two a fold, and enough
+    for the set's calibration (each map on at least `MIN_SCANS` + 1 others)."""
+    return max(2 * folds, MIN_SCANS + 2)
+
+
+def folds_of(n: int, k: int, seed: int) -> list[int]:
+    """The fold (0..k-1) of each of ``n`` scans: a seeded shuffle dealt round, so the
+    folds differ in size by at most one."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    fold_of = [0] * n
+    for position, index in enumerate(order):
+        fold_of[index] = position % k
+    return fold_of
+
+
+def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """Each of ``maps`` (N, I, J, K) on one model grid, 0 outside its brain
+    (``regions``, (N, I, J, K) bool), smoothed (`SMOOTH_VOXELS`), calibrated on all
+    the others (leave one out) and judged only where at least half of the set has
+    brain: at the brain's top and bottom edge, where few scans reach, the others'
+    maps are mostly 0 and any brain there would look abnormal. Returns (the N calibrated maps, the set's reference:
+    voxel thresholds and every scan's sample scores, `calibrate.reference`)."""
+    from scipy import ndimage
+
+    from uadcore.score.calibrate import each_left_out, reference
+
+    maps = np.stack([ndimage.gaussian_filter(np.asarray(m, np.float32), SMOOTH_VOXELS) * r for m, r in zip(maps, regions)])
+    insides = regions & (regions.mean(axis=0) >= 0.5)
+    calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
+    return calibrated, reference(calibrated, list(insides))
+
+
+@torch.no_grad()
+def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """The audit, in memory, of prepared whole-volume scans on one model grid:
+    ``items`` (N, 1, I, J, K) and their brains ``regions`` (N, 1, I, J, K), N >=
+    `fewest_scans`. Each scan's |z| map comes from a `normative` fitted on the
+    other folds (as `uadcore.audit.run_audit` with ``--model normative``, without
+    run folders), the maps are calibrated on the set (`calibrated_on_the_set`);
+    returns every scan's sample score (`STATISTIC`), (N,) float64: the score of
+    outlier removal by ``removal_score audit``."""
+    from uadcore.models.normative import Normative
+
+    n = len(items)
+    if n < fewest_scans(folds):
+        raise UADError(f"{n} scans; an audit in {folds} folds needs at least {fewest_scans(folds)}")
+    fold_of = torch.tensor(folds_of(n, folds, seed))
+    inside = regions[:, 0].bool().cpu()
+    maps = np.zeros(tuple(inside.shape), np.float32)
+    for fold in range(folds):
+        held = fold_of == fold
+        model = Normative(in_shape=items.shape[2:], in_channels=items.shape[1])
+        model.fit(items[~held].cpu(), regions[~held].cpu())
+        z = model.z_score(items[held].cpu()).abs()[:, 0]
+        maps[held.numpy()] = torch.where(inside[held], z, 0.0).numpy()
+    _, set_reference = calibrated_on_the_set(maps, inside.numpy())
+    return np.asarray(set_reference["scores"][STATISTIC], np.float64)
+
+
+def write_audit_csv(rows: list[dict], path: str) -> str:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            shown = {**row, "peak_ras_mm": " ".join(map(str, row["peak_ras_mm"])) if row.get("peak_ras_mm") else ""}
+            if isinstance(shown.get("score"), float):
+                shown["score"] = round(shown["score"], 6)
+            writer.writerow({key: shown.get(key, "") for key in AUDIT_COLUMNS})
+    return path
+
+
+def read_audit_csv(path: str) -> list[dict]:
+    """The rows of an audit.csv (of `uad audit` or of a run that removed by the
+    audit), in its order (the ranking): rank an int (None for a scan that could not
+    be scored), score a float (None), peak_ras_mm a list of 3 floats (None), the
+    other columns strings."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["rank"] = int(row["rank"]) if row.get("rank") else None
+        row["score"] = float(row["score"]) if row.get("score") else None
+        row["peak_ras_mm"] = [float(v) for v in row["peak_ras_mm"].split()] if row.get("peak_ras_mm") else None
+    return rows
