@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from uadcore.io import orientation_code, read_manifest, read_mask, read_scan
-from uadcore.synth import LESION_KINDS, load_template, make_subject, synthesize_cohort
+from uadcore.synth import DEFAULT_LESION_KINDS, LESION_KINDS, load_template, make_subject, synthesize_cohort
 
 
 def test_cohort_layout_and_manifest(cohort):
@@ -16,7 +16,7 @@ def test_cohort_layout_and_manifest(cohort):
         assert (entry.mask is None) == (entry.label == "healthy")
         assert os.path.dirname(entry.path).endswith(entry.label)
     record = json.load(open(os.path.join(os.path.dirname(cohort), "subjects.json")))
-    assert sorted(s["lesion"] for s in record["subjects"] if s["lesion"]) == sorted(LESION_KINDS)
+    assert sorted(s["lesion"] for s in record["subjects"] if s["lesion"]) == sorted(DEFAULT_LESION_KINDS)
 
 
 def test_lesion_masks_are_exact_and_inside_the_brain(cohort):

@@ -9,6 +9,9 @@ from uadcore.cli.output import print_json, say
 
 
 def add_parser(commands) -> None:
+    from uadcore.synth.lesions import DEFAULT_KINDS as DEFAULT_LESION_KINDS
+    from uadcore.synth.lesions import KINDS as LESION_KINDS
+
     parser = commands.add_parser(
         "synth",
         help="write a synthetic cohort (healthy and lesioned subjects from the MNI152 template)",
@@ -23,7 +26,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--healthy", type=int, default=60, metavar="N", help="healthy subjects (default 60)")
     parser.add_argument("--unhealthy", type=int, default=20, metavar="M", help="subjects with lesions (default 20)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same cohort (default 0)")
-    parser.add_argument("--lesions", default="tumour,wm-lesions,cavity", metavar="K1,K2", help="lesion kinds of the unhealthy subjects, in turn (default tumour,wm-lesions,cavity)")
+    parser.add_argument("--lesions", default=",".join(DEFAULT_LESION_KINDS), metavar="K1,K2",
+                        help=f"lesion kinds of the unhealthy subjects, in turn (default {','.join(DEFAULT_LESION_KINDS)}; "
+                             f"also: {', '.join(k for k in LESION_KINDS if k not in DEFAULT_LESION_KINDS)})")
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: one per CPU core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     parser.set_defaults(handler=run)

@@ -1,15 +1,22 @@
-"""The impurity experiment of Behrendt et al. (their Fig. 2) on the synthetic cohort.
+"""The impurity experiment of Behrendt et al. (their Fig. 2) on the synthetic cohort,
+with the curation rules UAD offers side by side.
 
 Training sets of the same healthy scans with 0, 3, 6 and 12 % unhealthy scans
-injected; for each, a baseline without outlier removal and runs with outlier
-removal for every gamma and removal score (the paper's training loss, and the
-calibrated map's top 1 %); each run's sample AUROC on one independent test set
-(with the run's calibrated map and its chosen sample score), and the fractions of
-healthy and of unhealthy training scans it removed. Every run holds out the same
+injected (lesions of one kind: tumours by default, small masses of 5-15 mm or
+white-matter lesions on request); for each, a baseline without outlier removal and
+runs with outlier removal for every gamma and removal score (the paper's training
+loss, the calibrated map's top 1 %, and the out-of-fold audit with `normative`
+before training); each run's sample AUROC on one independent test set (with the
+run's calibrated map and its chosen sample score), the fractions of healthy and of
+unhealthy training scans it removed, and for the audit rule how many injected
+scans its ranking put in the top k (k: their number). With ``audit_models``, an
+out-of-fold audit of each contaminated training set by each of those models
+(`uad audit`: a ranking, no final model): the injected scans in its top k and the
+healthy scans that top k would remove. Every run holds out the same
 `healthy_validation` healthy scans for calibration, on top of `healthy_train`.
 
-Output folder: cohort/, runs/<level>-<variant>/, results.csv, results.json,
-results.md and impurity.png.
+Output folder: cohort/, runs/<level>-<variant>/, audits/, results.csv,
+results.json, results.md and impurity.png.
 """
 
 from __future__ import annotations
@@ -20,22 +27,30 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from uadcore.errors import UADError
+from uadcore.io.run_files import AUDIT_NAME
+from uadcore.score.out_of_fold import read_audit_csv
 
 
 @dataclass(frozen=True)
 class ImpurityPlan:
     levels_percent: tuple = (0, 3, 6, 12)
     gammas: tuple = (1.3, 1.4, 1.5)
-    removal_scores: tuple = ("loss", "rec-top1")
+    removal_scores: tuple = ("loss", "rec-top1", "audit")
+    lesion_kind: str = "tumour"  # of the injected and the unhealthy test scans (`uadcore.synth.LESION_KINDS`)
+    audit_models: tuple = ()  # models of out-of-fold audits of each contaminated training set (rankings only)
     healthy_train: int = 48
     healthy_validation: int = 8  # held out of every run for calibration (>= MIN_SCANS to calibrate)
     healthy_test: int = 20
     unhealthy_test: int = 20
     # the paper's protocol: removal from the first removal epoch on (`uad train`'s default waits for the loss to
     # settle, which in 30 epochs with a re-initialisation at 10 came only at epoch 30: removal then changes nothing)
-    train: dict = field(default_factory=lambda: {"epochs": 30, "outlier_every": 5, "reinit_at": [10], "batch_size": 4,
-                                                 "removal_start": "paper"})
+    train: dict = field(default_factory=lambda: ImpurityPlan.train_default())
     model_params: dict = field(default_factory=lambda: {"channels": [8, 16, 32, 64], "latent": 128})
+
+    @staticmethod
+    def train_default() -> dict:
+        """The runs' settings over `uad train`'s: small, 30 epochs, removal from epoch 5 on."""
+        return {"epochs": 30, "outlier_every": 5, "reinit_at": [10], "batch_size": 4, "removal_start": "paper"}
 
     def injected(self, level_percent: float) -> int:
         """Unhealthy scans that make ``level_percent`` % of the training set."""
@@ -55,7 +70,8 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the experiment")
     most = max(plan.injected(level) for level in plan.levels_percent)
     manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_validation + plan.healthy_test,
-                                 unhealthy=most + plan.unhealthy_test, seed=seed, progress=progress, lesion_kinds=("tumour",))
+                                 unhealthy=most + plan.unhealthy_test, seed=seed, progress=progress,
+                                 lesion_kinds=(plan.lesion_kind,))
     entries = read_manifest(manifest)
     healthy = [e for e in entries if e.label == "healthy"]
     unhealthy = [e for e in entries if e.label == "unhealthy"]
@@ -79,14 +95,45 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
             summary = train(config, run_dir, events=Events(progress=progress))
             report = evaluate(Scorer(run_dir, device=device), read_manifest(test_manifest), progress=progress)
             removed_unhealthy = summary["removed_unhealthy"]
+            ranking = os.path.join(run_dir, AUDIT_NAME)
             rows.append({
                 "impurity_percent": level, "injected": n_injected, "variant": name, "gamma": gamma if removal else None,
                 "removal_score": removal_score if removal else None, "sample_score": report.sample_score,
                 "sample_auroc": report.sample_auroc,
                 "removed_healthy_fraction": (summary["removed"] - removed_unhealthy) / plan.healthy_train,
                 "removed_unhealthy_fraction": removed_unhealthy / n_injected if n_injected else None,
+                "injected_in_top_k": _injected_in_top_k(read_audit_csv(ranking)) if n_injected and os.path.isfile(ranking) else None,
             })
+        for model in plan.audit_models if n_injected else ():
+            rows.append(_audit_row(out, level, n_injected, model, train_manifest, plan, seed, device, progress))
     return _write_results(out, plan, seed, rows)
+
+
+def _injected_in_top_k(ranking: list[dict]) -> float:
+    """The share of the scans labelled unhealthy that a ranking (audit.csv rows, the
+    most suspicious first) puts in its top k, k their number."""
+    scored = [r for r in ranking if r["rank"] is not None]
+    k = sum(r["label"] == "unhealthy" for r in scored)
+    return sum(r["label"] == "unhealthy" for r in scored[:k]) / k
+
+
+def _audit_row(out: str, level, n_injected: int, model: str, train_manifest: str, plan: ImpurityPlan, seed: int, device,
+               progress: bool) -> dict:
+    """An out-of-fold audit of one contaminated training set by ``model`` (its
+    validation scans included: all of the manifest): a ranking, no final model."""
+    from uadcore.audit import AuditPlan, run_audit
+
+    settings = () if model == "normative" else (("epochs", plan.train["epochs"]), ("batch_size", plan.train["batch_size"]))
+    audit = run_audit(train_manifest, os.path.join(out, "audits", f"{level}pct-{model}"),
+                      AuditPlan(model, seed=seed, size=None if model == "normative" else "small", train=settings),
+                      device=device, progress=progress)
+    scored = [r for r in audit["rows"] if "problem" not in r]
+    healthy = [r for r in scored if r["label"] != "unhealthy"]
+    top = scored[:n_injected]
+    return {"impurity_percent": level, "injected": n_injected, "variant": f"audit-{model} (ranking)", "gamma": None,
+            "removal_score": None, "sample_score": None, "sample_auroc": None,
+            "removed_healthy_fraction": sum(r["label"] != "unhealthy" for r in top) / len(healthy),
+            "removed_unhealthy_fraction": None, "injected_in_top_k": _injected_in_top_k(audit["rows"])}
 
 
 def _write_results(out: str, plan: ImpurityPlan, seed: int, rows: list[dict]) -> dict:
@@ -97,11 +144,14 @@ def _write_results(out: str, plan: ImpurityPlan, seed: int, rows: list[dict]) ->
     result = {"plan": asdict(plan), "seed": seed, "rows": rows}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
-    lines = ["| impurity | injected | variant | sample score | sample AUROC | removed healthy | removed unhealthy |",
-             "|---:|---:|---|---|---:|---:|---:|"]
+    shown = lambda value, form=".2f": "-" if value is None else format(value, form)  # noqa: E731
+    lines = [f"Injected lesions: {plan.lesion_kind}.", "",
+             "| impurity | injected | variant | sample score | sample AUROC | removed healthy | removed unhealthy | "
+             "injected in top k |", "|---:|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        unhealthy = "-" if r["removed_unhealthy_fraction"] is None else f"{r['removed_unhealthy_fraction']:.2f}"
-        lines.append(f"| {r['impurity_percent']} % | {r['injected']} | {r['variant']} | {r['sample_score']} | {r['sample_auroc']:.3f} | {r['removed_healthy_fraction']:.2f} | {unhealthy} |")
+        lines.append(f"| {r['impurity_percent']} % | {r['injected']} | {r['variant']} | {r['sample_score'] or '-'} | "
+                     f"{shown(r['sample_auroc'], '.3f')} | {shown(r['removed_healthy_fraction'])} | "
+                     f"{shown(r['removed_unhealthy_fraction'])} | {shown(r['injected_in_top_k'])} |")
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     result["table"] = os.path.join(out, "results.md")
@@ -116,13 +166,13 @@ def _plot(rows, plan, path) -> str:
     import matplotlib.pyplot as plt
 
     levels = list(plan.levels_percent)
-    lowest = min(r["sample_auroc"] for r in rows)
+    lowest = min(r["sample_auroc"] for r in rows if r["sample_auroc"] is not None)
     figure, axes = plt.subplots(2, len(levels), figsize=(3.2 * len(levels), 5.5), squeeze=False)
     for column, level in enumerate(levels):
         mine = [r for r in rows if r["impurity_percent"] == level]
         baseline = next(r for r in mine if r["variant"] == "baseline")
         top, bottom = axes[0][column], axes[1][column]
-        for score, colour in zip(plan.removal_scores, ("tab:blue", "tab:orange", "tab:green")):
+        for score, colour in zip(plan.removal_scores, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
             removal = [r for r in mine if r["removal_score"] == score]
             gammas = [r["gamma"] for r in removal]
             top.plot(gammas, [r["sample_auroc"] for r in removal], "o-", color=colour, label=f"removal by {score}")
@@ -130,8 +180,14 @@ def _plot(rows, plan, path) -> str:
             if level:
                 bottom.plot(gammas, [r["removed_unhealthy_fraction"] for r in removal], "s--", color=colour,
                             label=f"unhealthy ({score})")
+        for marker, ranking in zip("*Pd", (r for r in mine if r["variant"].endswith("(ranking)"))):
+            # an audit's ranking, cut at k: the injected it finds (filled) and the healthy it would remove (open)
+            bottom.plot([min(plan.gammas)], [ranking["injected_in_top_k"]], marker, color="black", markersize=9,
+                        label=f"{ranking['variant']}: injected in top k")
+            bottom.plot([min(plan.gammas)], [ranking["removed_healthy_fraction"]], marker, color="black", markersize=9,
+                        fillstyle="none", label=f"{ranking['variant']}: healthy in top k")
         top.axhline(baseline["sample_auroc"], color="gray", linestyle="--", label="baseline")
-        top.set_title(f"train {level} % unhealthy", fontsize=9)
+        top.set_title(f"train {level} % unhealthy ({plan.lesion_kind})", fontsize=9)
         top.set_ylabel("sample AUROC" if column == 0 else "")
         top.set_ylim(min(0.45, lowest - 0.02), 1.0)  # a fixed scale: small differences look small
         bottom.set_xlabel("gamma")

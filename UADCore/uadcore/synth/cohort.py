@@ -19,13 +19,14 @@ from uadcore.errors import UADError
 from uadcore.io.datasets import ScanEntry, write_manifest
 from uadcore.io.scans import write_nifti
 from uadcore.parallel import process_map
+from uadcore.synth.lesions import DEFAULT_KINDS
 from uadcore.synth.lesions import KINDS as LESION_KINDS
 from uadcore.synth.subject import choose_lesion_kind, make_subject
 from uadcore.preprocess.template import load_template
 
 
 def synthesize_cohort(out: str, healthy: int = 60, unhealthy: int = 20, seed: int = 0, workers: int | None = None,
-                      progress: bool = True, lesion_kinds=LESION_KINDS) -> str:
+                      progress: bool = True, lesion_kinds=DEFAULT_KINDS) -> str:
     """Write a cohort to the new or empty folder ``out``; returns the manifest path.
     Unhealthy subjects cycle through ``lesion_kinds``."""
     if healthy < 0 or unhealthy < 0 or healthy + unhealthy == 0:

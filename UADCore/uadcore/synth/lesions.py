@@ -12,6 +12,9 @@ world millimetres, and returns the changed voxels as its mask. Kinds:
   chronic MS lesions ("black holes").
 - ``cavity``: a resection-like cavity (radius 10-22 mm) near the cortex, filled
   with CSF-dark signal.
+- ``small-mass``: one small mass (5-15 mm across) in the white matter, dark on T1,
+  with a thin rim of mild oedema: the lesions a curation most easily misses. Not
+  among the `DEFAULT_KINDS` a cohort cycles through; asked for by name.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 from uadcore.io.grid import Grid
 from uadcore.synth.fields import smooth_random_field
 
-KINDS = ("tumour", "wm-lesions", "cavity")
+KINDS = ("tumour", "wm-lesions", "cavity", "small-mass")
+DEFAULT_KINDS = ("tumour", "wm-lesions", "cavity")  # a cohort's unhealthy subjects cycle through these
 
 
 def paint_lesion(kind: str, rng, image, tissue, grid: Grid) -> np.ndarray:
@@ -30,17 +34,17 @@ def paint_lesion(kind: str, rng, image, tissue, grid: Grid) -> np.ndarray:
     image: float32 subject intensities on ``grid`` (0 outside the brain).
     tissue: dict of arrays on ``grid``: "brain" (bool), "wm" and "gm" probabilities.
     """
-    painters = {"tumour": _tumour, "wm-lesions": _wm_lesions, "cavity": _cavity}
+    painters = {"tumour": _tumour, "wm-lesions": _wm_lesions, "cavity": _cavity, "small-mass": _small_mass}
     mask = np.zeros(grid.shape, bool)
     painters[kind](rng, image, tissue, grid, mask)
     return mask
 
 
-def _tumour(rng, image, tissue, grid, mask):
+def _tumour(rng, image, tissue, grid, mask, radius_mm=(10.0, 24.0), oedema=(1.4, 1.9)):
     wm_level = float(np.median(image[tissue["wm"] > 0.9]))
     centre = _pick_centre(rng, tissue["wm"] > 0.7, tissue["brain"])
-    radius = rng.uniform(10.0, 24.0)
-    oedema_reach = rng.uniform(1.4, 1.9)
+    radius = rng.uniform(*radius_mm)
+    oedema_reach = rng.uniform(*oedema)
     box, distance = _irregular_distance(rng, grid, centre, radius * oedema_reach + 2 * grid.spacing.max(), radius)
     brain = tissue["brain"][box]
     core = (distance < 1.0) & brain
@@ -53,6 +57,10 @@ def _tumour(rng, image, tissue, grid, mask):
         core_values = np.where(distance < 0.45, wm_level * rng.uniform(0.2, 0.3), core_values)
     local[core] = core_values[core]
     mask[box] |= core | oedema
+
+
+def _small_mass(rng, image, tissue, grid, mask):
+    _tumour(rng, image, tissue, grid, mask, radius_mm=(2.5, 7.5), oedema=(1.1, 1.3))
 
 
 def _wm_lesions(rng, image, tissue, grid, mask):

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from uadcore.io.grid import Grid
 from uadcore.synth.fields import smooth_random_field
-from uadcore.synth.lesions import KINDS, paint_lesion
+from uadcore.synth.lesions import DEFAULT_KINDS, paint_lesion
 from uadcore.preprocess.template import Template
 
 # How written files are laid out: axis codes (as in `orientation_code`), and spacings.
@@ -111,7 +111,7 @@ def make_subject(template: Template, seed: int, index: int, lesion_kind: str | N
     return Subject(image, mask, grid, info)
 
 
-def choose_lesion_kind(seed: int, index: int, kinds=KINDS) -> str:
+def choose_lesion_kind(seed: int, index: int, kinds=DEFAULT_KINDS) -> str:
     """The lesion kind of unhealthy subject ``index``: cycles through ``kinds`` from
     a seed-dependent start, so every kind is present in any cohort that has room."""
     start = int(np.random.default_rng([seed, 10**9]).integers(len(kinds)))
