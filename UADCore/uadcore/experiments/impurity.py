@@ -193,9 +193,12 @@ def _plot(rows, plan, path) -> str:
         bottom.set_xlabel("gamma")
         bottom.set_ylabel("fraction removed" if column == 0 else "")
         bottom.set_ylim(-0.05, 1.05)
-    axes[0][0].legend(fontsize=7)
-    axes[1][-1].legend(fontsize=7)
-    figure.tight_layout()
+    shown = {}  # one legend for all panels, below them: inside, it hid the points
+    for axis in (axes[0][0], axes[1][-1]):
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            shown.setdefault(label, handle)
+    figure.legend(list(shown.values()), list(shown), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.06 + 0.025 * ((len(shown) + 2) // 3), 1, 1))
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
