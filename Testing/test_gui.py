@@ -238,6 +238,9 @@ def test_review_panel_audits_a_folder_and_exports_decisions(window, qtbot, tmp_p
     assert review.last_shown is not None  # the audit's own map: no job to wait for
     map_node = review.last_shown["map_node"]
     assert map_node.GetAttribute(MAP_ATTRIBUTE) == "1" and "rank 1" in review.status.text()
+    # shown above the audit's voxel threshold for a scan's top region (audit.json), not from 0 up
+    assert review.rows[0]["threshold"] > 0
+    assert map_node.GetDisplayNode().GetLowerThreshold() == pytest.approx(review.rows[0]["threshold"])
     composite = window.views[0].logic.GetSliceCompositeNode()
     assert composite.GetForegroundVolumeID() == map_node.GetID()
     # every view is centred on the map's peak: the axial view's slice passes through it
@@ -257,3 +260,10 @@ def test_review_panel_audits_a_folder_and_exports_decisions(window, qtbot, tmp_p
         decisions = {row["path"]: row for row in csv.DictReader(handle)}
     assert decisions[first["path"]]["decision"] == "exclude" and decisions[first["path"]]["reason"] == first["reason"]
     assert "curated-decisions.csv" in review.status.text()
+
+
+def test_the_review_tells_apart_scans_of_the_same_file_name():
+    from SlicerUADLib.panels import short_names
+
+    assert short_names(["/d/brats-a/t1.nii.gz", "/d/brats-b/t1.nii.gz", "/d/ixi/IXI002.nii.gz"]) == \
+        ["brats-a/t1.nii.gz", "brats-b/t1.nii.gz", "IXI002.nii.gz"]

@@ -143,13 +143,14 @@ class UADLogic:
         """`uad audit DATA --out OUT --maps` in the background (normative, 5 folds: a minute for 100 scans)."""
         return Job(["audit", data, "--out", out, "--maps", "--json"], python=self.python)
 
-    def show_map_file(self, volume_node, map_path: str, opacity: float = 0.5) -> dict:
+    def show_map_file(self, volume_node, map_path: str, opacity: float = 0.5, threshold: float | None = None) -> dict:
         """A map written on ``volume_node``'s grid (an audit's, `uad score --out`'s)
-        added and overlaid, every slice view moved to its peak."""
+        added and overlaid (transparent below ``threshold``), every slice view moved
+        to its peak."""
         from uadcore.io import read_scan
 
         map_node = add_map_volume(self.scene, volume_node, read_scan(map_path).array, f"{volume_node.GetName()} audit map")
-        show_map(self.scene, map_node, volume_node, opacity=opacity)
+        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=threshold)
         jump_to(self.scene, peak_ras(map_node))
         return {"map_node": map_node}
 

@@ -55,6 +55,16 @@ def _path_field(placeholder: str, folder: bool, parent_widget):
     return edit, _row(edit, browse)
 
 
+def short_names(paths: list[str]) -> list[str]:
+    """File names to show for ``paths``: the base name, with its folder where two
+    share one (``brats18-a/t1.nii.gz``, ``brats18-b/t1.nii.gz``)."""
+    from collections import Counter
+
+    counts = Counter(os.path.basename(p) for p in paths)
+    return [os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p)) if counts[os.path.basename(p)] > 1
+            else os.path.basename(p) for p in paths]
+
+
 def _poll_timer(poll) -> "qt.QTimer":
     """A timer (not started) calling ``poll`` every `POLL_MS` while a panel's job runs."""
     timer = qt.QTimer()
@@ -301,7 +311,7 @@ class OutlierPanel:
     def __init__(self, logic, train_panel: TrainPanel | None = None, parent=None):
         self.logic = logic
         self.train_panel = train_panel
-        self.rows = []
+        self.rows, self.names = [], []
         self.table_node = None
         self.last_shown = None
         self.widget = qt.QWidget(parent)
@@ -377,10 +387,11 @@ class OutlierPanel:
             self.manifest.setText(os.path.join(self.folder(), "curated.csv"))
 
     def fill(self) -> None:
+        names = self.names = short_names([row["path"] for row in self.rows])
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))
         for index, row in enumerate(self.rows):
-            values = (index + 1, os.path.basename(row["path"]),
+            values = (index + 1, names[index],
                       round(row["score"], 4) if row["score"] is not None else "", row["label"], row["removed"],
                       row["decision"], row["reason"])
             for column, value in enumerate(values):
@@ -410,7 +421,7 @@ class OutlierPanel:
         try:
             node = self.logic.load_volume(row["path"])
             if row["map"] and os.path.isfile(row["map"]):
-                self._shown(row, {"volume_node": node, **self.logic.show_map_file(node, row["map"])})
+                self._shown(row, {"volume_node": node, **self.logic.show_map_file(node, row["map"], threshold=row.get("threshold"))})
                 return
             if not row["run"]:
                 self.status.setText(f"{os.path.basename(row['path'])}: no map (this audit was run without --maps)")
@@ -425,7 +436,7 @@ class OutlierPanel:
     def _shown(self, row: dict, shown: dict) -> None:
         self.last_shown = shown
         score = f"score {row['score']:.4f} ({row['scored_by']}), rank {row['rank']}" if row["score"] is not None else "not ranked"
-        self.status.setText(f"{os.path.basename(row['path'])}: {score}; the views are at the map's peak")
+        self.status.setText(f"{self.names[self.rows.index(row)]}: {score}; the views are at the map's peak")
 
     def poll(self) -> None:
         if self.audit_job is not None and self.audit_job.finished:

@@ -23,7 +23,7 @@ contamination is its own measurement.
 and the same audit with `normative` in memory.
 
 Output folder: audit.csv (the ranking), scans.csv (the scans audited), audit.json
-(their source and the plan), folds/ (the k runs and their training
+(their source, the plan, the set's voxel thresholds), folds/ (the k runs and their training
 manifests), maps/ (with ``maps``: each scan's calibrated map as NIfTI).
 """
 
@@ -39,6 +39,7 @@ import numpy as np
 
 from uadcore.errors import UADError, UADWarning
 from uadcore.io import ScanEntry, load_dataset, write_manifest
+from uadcore.io.atomic import atomic_path
 from uadcore.io.run_files import AUDIT_NAME, AUDIT_PLAN, AUDITED_SCANS
 from uadcore.score.calibrate import MIN_SCANS
 from uadcore.score.out_of_fold import FOLDS, STATISTIC, calibrated_on_the_set, fewest_scans, folds_of, write_audit_csv
@@ -76,8 +77,8 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the audit")
     write_manifest(entries, os.path.join(out, AUDITED_SCANS))  # what the audit ranked: a review exports from it
-    with open(os.path.join(out, AUDIT_PLAN), "w", encoding="utf-8") as handle:
-        json.dump({"data": os.path.realpath(data), **dataclasses.asdict(plan)}, handle, indent=1)
+    about = {"data": os.path.realpath(data), **dataclasses.asdict(plan)}
+    _write_json(about, os.path.join(out, AUDIT_PLAN))
     problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
     mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
     entries = [e for e in entries if e.path not in problems]
@@ -87,9 +88,17 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
             run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
             mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], device, workers)
             bar.update()
-    rows = rank(_calibrated_together(mapped, os.path.join(out, "maps") if maps else None))
+    rows, thresholds = _calibrated_together(mapped, os.path.join(out, "maps") if maps else None)
+    rows = rank(rows)
     write_audit_csv(rows, os.path.join(out, AUDIT_NAME))
+    # the set's voxel thresholds (by false-positive share among the set's voxels): a viewer shows a map above them
+    _write_json({**about, "voxel_thresholds": thresholds, "region_fpr": REGION_FPR}, os.path.join(out, AUDIT_PLAN))
     return summary(rows, out, plan)
+
+
+def _write_json(value: dict, path: str) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
 
 
 def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool) -> dict:
@@ -144,10 +153,10 @@ def _map_fold(run: str, fold: int, held_out: list[ScanEntry], device: str, worke
     return mapped
 
 
-def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | None) -> list[dict]:
+def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | None) -> tuple[list[dict], dict]:
     """The audit rows: every map calibrated leave-one-out on all the others, its
     sample score, percentile among the others, top region (and file, with
-    ``maps_folder``)."""
+    ``maps_folder``); and the set's voxel thresholds ({fpr: value})."""
     from uadcore.io import write_nifti
     from uadcore.io.outputs import ANOMALY_MAP, map_names
     from uadcore.score.calibrate import shares_grid
@@ -173,7 +182,7 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
             row["map"] = write_nifti(scan_map, result.prepared.scan_grid, os.path.join(maps_folder, names[index]),
                                      f"{ANOMALY_MAP} (out of fold, calibrated on the set)")
         rows.append(row)
-    return rows + problems
+    return rows + problems, set_reference["thresholds"]
 
 
 def top_region(scan_map: np.ndarray, grid, threshold: float | None) -> tuple[list[float], float | None]:

@@ -19,8 +19,9 @@ decision as ``<manifest>-decisions.csv`` beside it (`DECISION_COLUMNS`).
 
 A row: a dict with the keys of `DECISION_COLUMNS` (rank and score None where there
 are none) and ``map`` (a map file of the scan, or ""), ``peak_ras_mm`` (a list, or
-None) and ``run`` (the run whose model maps the scan without having seen it where
-there is one: an audit's fold run, or the run itself).
+None), ``run`` (the run whose model maps the scan without having seen it where
+there is one: an audit's fold run, or the run itself) and, for an audit's rows,
+``threshold`` (the map value above which the audit outlines a scan's top region).
 """
 
 from __future__ import annotations
@@ -67,14 +68,25 @@ def _row(path: str, label: str, rank=None, score=None, scored_by: str = "", remo
 def _audit_rows(files: RunFiles) -> list[dict]:
     from uadcore.score.out_of_fold import read_audit_csv
 
+    about = _audit_plan(files)
+    threshold = about.get("voxel_thresholds", {}).get(about.get("region_fpr"))  # the maps shown above it
     rows = []
     for row in read_audit_csv(files.audit):
         if row["rank"] is None:  # could not be prepared: nothing to train on either way
             rows.append(_row(row["path"], row["label"], decision="exclude", reason=row.get("problem", "")))
         else:
-            rows.append(_row(row["path"], row["label"], row["rank"], row["score"], "audit", map_file=row.get("map", ""),
-                             peak=row["peak_ras_mm"], run=row.get("run", "")))
+            rows.append({**_row(row["path"], row["label"], row["rank"], row["score"], "audit", map_file=row.get("map", ""),
+                                peak=row["peak_ras_mm"], run=row.get("run", "")), "threshold": threshold})
     return rows
+
+
+def _audit_plan(files: RunFiles) -> dict:
+    """audit.json of an audit folder ({} for an audit by an older UAD)."""
+    path = os.path.join(files.folder, AUDIT_PLAN)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _run_rows(files: RunFiles) -> list[dict]:
@@ -158,10 +170,8 @@ def _scans(folder: str) -> tuple[list[ScanEntry], list[ScanEntry], str]:
         state = load_run(files.folder)
         return ([ScanEntry(**e) for e in state["train_entries"]],
                 [ScanEntry(**e) for e in state.get("validation", {}).get("entries", [])], state["config"].get("data", ""))
-    scans, plan = os.path.join(files.folder, AUDITED_SCANS), os.path.join(files.folder, AUDIT_PLAN)
-    if not os.path.isfile(scans) or not os.path.isfile(plan):
+    scans, about = os.path.join(files.folder, AUDITED_SCANS), _audit_plan(files)
+    if not os.path.isfile(scans) or "data" not in about:
         raise UADError(f"{folder}: no {AUDITED_SCANS} or {AUDIT_PLAN} (an audit by an older UAD); audit the scans again "
                        "to export from it")
-    with open(plan, encoding="utf-8") as handle:
-        data = json.load(handle)["data"]
-    return read_manifest(scans), [], data
+    return read_manifest(scans), [], about["data"]
