@@ -108,6 +108,11 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     assert maps.job is not None and maps.compute.text() == "Cancel" and maps.result is None
     qtbot.waitUntil(lambda: maps.result is not None, timeout=TIMEOUT_MS)
     assert maps.job is None and len(map_nodes(window.standalone.scene)) == before + 1
+    # the views moved to where the map is highest
+    from SlicerUADLib.overlay import peak_ras
+
+    axial = window.views[0].logic.GetSliceNode().GetSliceToRAS()
+    assert axial.GetElement(2, 3) == pytest.approx(peak_ras(maps.result["map_node"])[2], abs=2.0)
     assert "score" in maps.score.text() and f"{maps.result['sample_score']} of the" in maps.score.text()
     # the raw map and another sample score, as chosen in the panel
     maps.raw.setChecked(True)

@@ -127,3 +127,17 @@ def test_the_review_becomes_a_table_and_the_loss_a_chart():
     history.append({"epoch": 6, "loss": 0.1})
     assert loss_chart(scene, history, gamma=1.4, chart=chart) is chart
     assert scene.GetFirstNodeByName("UAD training loss values").GetTable().GetNumberOfRows() == 6
+
+
+def test_the_views_go_to_the_maps_peak(scan_with_map):
+    from SlicerUADLib.overlay import jump_to, peak_ras
+
+    scene, scan, heat, marker, view = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    peak = peak_ras(node)  # the Gaussian's centre, on an oblique grid: within a voxel of the marker
+    assert np.linalg.norm(np.asarray(peak) - marker) < 1.5 * max(np.abs(ijk_to_ras(scan)[:3, :3]).sum(axis=0))
+    slice_node = view.GetSliceNode()
+    slice_node.JumpSliceByCentering(0.0, 0.0, 0.0)
+    jump_to(scene.scene, peak)
+    to_ras = slice_node.GetSliceToRAS()
+    assert [to_ras.GetElement(row, 3) for row in range(3)] == pytest.approx(peak, abs=1e-3)

@@ -439,16 +439,15 @@ class OutlierPanel:
         self.status.setText(f"{self.names[self.rows.index(row)]}: {score}; the views are at the map's peak")
 
     def poll(self) -> None:
+        """Follow the two background jobs: an audit, and the selected scan's map."""
         if self.audit_job is not None and self.audit_job.finished:
             self._audit_finished()
-        if self.job is None or self.job.running:
-            if self.job is None and self.audit_job is None:
-                self.timer.stop()
-            return
-        map_job, self.job = self.job, None
-        if self.audit_job is None:
+        map_job = self.job if self.job is not None and not self.job.running else None
+        if map_job is not None:
+            self.job = None
+        if self.job is None and self.audit_job is None:
             self.timer.stop()
-        if map_job.job.cancelled:
+        if map_job is None or map_job.job.cancelled:
             return
         name = map_job.volume_node.GetName()
         try:
