@@ -489,6 +489,12 @@ def remove_by_audit(run: Run, state: TrainState) -> None:
     ranking, remove = audit_removal(run.train_set, run.config.gamma, run.config.seed)
     if run.ranks.is_main:
         write_audit_csv(ranking, run.files.audit)
+    would_keep, n_scans = int((state.kept & ~remove).sum()), len(run.train_set)
+    if would_keep < MIN_KEPT_SHARE * n_scans:  # as at a removal epoch: never so many that too few stay
+        run.events.emit("removal_held", epoch=0, would_keep=would_keep, scans=n_scans)
+        warn(f"{run.files.folder}: removal by the audit would keep only {would_keep} of the {n_scans} training scans "
+             f"(under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {run.config.gamma:g} too low?)")
+        remove = torch.zeros_like(remove)
     by_path = {row["path"]: row for row in ranking}
     rows = [{"path": entry.path, "epoch": 0, "loss": by_path[entry.path]["score"], "threshold": by_path[entry.path]["threshold"],
              "loss_over_mean": by_path[entry.path]["loss_over_mean"], "label": entry.label or "", "score": "audit",
