@@ -82,8 +82,7 @@ def main() -> None:
         scored = [r for r in audit["rows"] if "problem" not in r]
         k = audit.get("unhealthy", 0)
         results.append({"set": name, "scans": audit["scans"], "injected": k, "injected_in_top_k": audit.get("unhealthy_in_top_k"),
-                        "healthy_in_top_k_share": round(sum(r["label"] != "unhealthy" for r in scored[:k]) /
-                                                        max(1, len(scored) - k), 4),
+                        "healthy_in_top_k_share": round(audit.get("healthy_in_top_k", 0) / max(1, len(scored) - k), 4),
                         "auroc": audit.get("auroc"), "seconds": round(seconds, 1), "problems": audit["problems"],
                         "injected_ranks": [r["rank"] for r in scored if r["label"] == "unhealthy"]})
         print(json.dumps(results[-1]), flush=True)

@@ -98,30 +98,8 @@ class UADLogic:
 
     # ---- a finished (or stopped) run ---------------------------------------------------
     @staticmethod
-    def removed_scans(run: str) -> list[dict]:
-        """RUN/outliers.csv as dicts (empty when nothing was removed)."""
-        return _read_csv(RunFiles(run).outliers)
-
-    @staticmethod
     def history(run: str) -> list[dict]:
         return _read_csv(RunFiles(run).history)
-
-    @staticmethod
-    def export_curated(run: str, keep_removed, manifest: str) -> str:
-        """The kept scans, the removed ones marked keep and the validation scans, as a
-        manifest for a new run (never over an input)."""
-        from uadcore.io import write_manifest
-        from uadcore.io.checkpoint import load_run
-        from uadcore.train.outliers import curated_entries
-
-        from uadcore.io.outputs import check_output, data_folders
-
-        state = load_run(run)
-        entries = curated_entries(state, keep_removed)
-        # the file dialog has asked about replacing an existing file; an input is never replaced
-        check_output(manifest, [state["config"].get("data"), *(e.path for e in entries)], data_folders(entries), force=True,
-                     kind="manifest")
-        return write_manifest(entries, manifest)
 
     # ---- reviewing a training set ------------------------------------------------------
     @staticmethod
@@ -150,8 +128,7 @@ class UADLogic:
         from uadcore.io import read_scan
 
         map_node = add_map_volume(self.scene, volume_node, read_scan(map_path).array, f"{volume_node.GetName()} audit map")
-        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=threshold)
-        jump_to(self.scene, peak_ras(map_node))
+        _overlay(self.scene, map_node, volume_node, opacity, threshold)
         return {"map_node": map_node}
 
     def scorer(self, run: str, raw: bool = False, statistic: str | None = None):
@@ -177,8 +154,7 @@ class UADLogic:
         name = f"{volume_node.GetName()} {kind} map"
         map_node = add_map_volume(self.scene, volume_node, result.scan_map(), name)
         thresholds = scorer.thresholds.get(kind, {})
-        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
-        jump_to(self.scene, peak_ras(map_node))
+        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
         return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
                 "thresholds": thresholds, "sample_scores": result.sample_scores}
@@ -223,8 +199,7 @@ class UADLogic:
         finally:
             shutil.rmtree(map_job.folder, ignore_errors=True)
         thresholds = payload.get("thresholds_at_fpr", {})
-        show_map(self.scene, map_node, volume_node, opacity=opacity, threshold=thresholds.get(fpr))
-        jump_to(self.scene, peak_ras(map_node))  # the views show where the map is highest
+        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
         return {"map_node": map_node, "kind": payload["map"], "score": payload["score"], "sample_score": payload["sample_score"],
                 "calibrated": payload["calibrated"], "percentile": payload["percentile_vs_healthy"],
                 "thresholds": thresholds, "sample_scores": payload["sample_scores"]}
@@ -266,6 +241,12 @@ class MapJob:
 
         self.job.stop(grace_seconds)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _overlay(scene, map_node, volume_node, opacity: float, threshold: float | None) -> None:
+    """``map_node`` over ``volume_node`` (`show_map`), every slice view at the map's peak."""
+    show_map(scene, map_node, volume_node, opacity=opacity, threshold=threshold)
+    jump_to(scene, peak_ras(map_node))
 
 
 def _read_csv(path: str) -> list[dict]:

@@ -424,7 +424,7 @@ class OutlierPanel:
                 self._shown(row, {"volume_node": node, **self.logic.show_map_file(node, row["map"], threshold=row.get("threshold"))})
                 return
             if not row["run"]:
-                self.status.setText(f"{os.path.basename(row['path'])}: no map (this audit was run without --maps)")
+                self.status.setText(f"{self.names[self.rows.index(row)]}: no map (this audit was run without --maps)")
                 return
             self.job = self.logic.start_map(node, row["run"])  # calibrated where the run holds a calibration
         except Exception as error:  # a scan moved or unreadable: say so, keep going

@@ -42,7 +42,8 @@ from uadcore.io import ScanEntry, load_dataset, write_manifest
 from uadcore.io.atomic import atomic_path
 from uadcore.io.run_files import AUDIT_NAME, AUDIT_PLAN, AUDITED_SCANS
 from uadcore.score.calibrate import MIN_SCANS
-from uadcore.score.out_of_fold import FOLDS, STATISTIC, calibrated_on_the_set, fewest_scans, folds_of, write_audit_csv
+from uadcore.score.out_of_fold import (FOLDS, STATISTIC, calibrated_on_the_set, fewest_scans, folds_of, found_in_top_k,
+                                       write_audit_csv)
 
 REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top region
 
@@ -211,17 +212,16 @@ def rank(rows: list[dict]) -> list[dict]:
 
 def summary(rows: list[dict], out: str, plan: AuditPlan) -> dict:
     """What the audit found: with scans labelled unhealthy among the audited, how
-    many of them are in the top k (k: their number) and the AUROC of the score."""
+    many of them are in the top k (k: their number), how many healthy scans that top
+    k holds, and the AUROC of the score."""
     from uadcore.metrics import sample_metrics
 
     scored = [r for r in rows if "problem" not in r]
     result = {"out": out, "audit": os.path.join(out, AUDIT_NAME), "model": plan.model, "folds": plan.folds,
               "scans": len(rows), "problems": len(rows) - len(scored), "rows": rows}
-    unhealthy = [r for r in scored if r["label"] == "unhealthy"]
-    if unhealthy and len(unhealthy) < len(scored):
-        k = len(unhealthy)
-        result["unhealthy"] = k
-        result["unhealthy_in_top_k"] = sum(r["label"] == "unhealthy" for r in scored[:k])
+    found = found_in_top_k(scored)
+    if found is not None:
+        result["unhealthy_in_top_k"], result["unhealthy"], result["healthy_in_top_k"] = found
         metrics = sample_metrics([r["score"] for r in scored], [r["label"] == "unhealthy" for r in scored])
         result["auroc"] = round(metrics["sample_auroc"], 4)
     return result

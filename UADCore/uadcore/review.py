@@ -110,15 +110,13 @@ def _run_rows(files: RunFiles) -> list[dict]:
     if os.path.isfile(files.audit):  # removal by the audit: every scan has a score
         ranked = [_row(r["path"], r["label"], r["rank"], r["score"], "audit", *removal(r["path"]), run=files.folder)
                   for r in read_audit_csv(files.audit)]
-        unranked = {r["path"] for r in ranked}
-        return ranked + [_row(e["path"], e.get("label"), None, None, "", *removal(e["path"]), run=files.folder)
-                         for e in state["train_entries"] if e["path"] not in unranked]
-    removed_rows = sorted((r for r in state["audit"] if was_removed(r)), key=lambda r: -float(r["loss_over_mean"]))
-    rows = [_row(r["path"], r.get("label"), rank, float(r["loss_over_mean"]), f"{r.get('score') or 'loss'} / mean",
-                 *removal(r["path"]), run=files.folder) for rank, r in enumerate(removed_rows, start=1)]
-    ranked = {r["path"] for r in rows}
-    return rows + [_row(e["path"], e.get("label"), None, None, "", *removal(e["path"]), run=files.folder)
-                   for e in state["train_entries"] if e["path"] not in ranked]
+    else:  # the removed scans first, by their score over the mean
+        removed_rows = sorted((r for r in state["audit"] if was_removed(r)), key=lambda r: -float(r["loss_over_mean"]))
+        ranked = [_row(r["path"], r.get("label"), rank, float(r["loss_over_mean"]), f"{r.get('score') or 'loss'} / mean",
+                       *removal(r["path"]), run=files.folder) for rank, r in enumerate(removed_rows, start=1)]
+    seen = {r["path"] for r in ranked}
+    return ranked + [_row(e["path"], e.get("label"), None, None, "", *removal(e["path"]), run=files.folder)
+                     for e in state["train_entries"] if e["path"] not in seen]
 
 
 def decide(row: dict, decision: str, reason: str = "", reviewer: str | None = None) -> dict:

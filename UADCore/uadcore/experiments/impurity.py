@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from uadcore.errors import UADError
 from uadcore.io.run_files import AUDIT_NAME
-from uadcore.score.out_of_fold import read_audit_csv
+from uadcore.score.out_of_fold import found_in_top_k, read_audit_csv
 
 
 @dataclass(frozen=True)
@@ -102,19 +102,18 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
                 "sample_auroc": report.sample_auroc,
                 "removed_healthy_fraction": (summary["removed"] - removed_unhealthy) / plan.healthy_train,
                 "removed_unhealthy_fraction": removed_unhealthy / n_injected if n_injected else None,
-                "injected_in_top_k": _injected_in_top_k(read_audit_csv(ranking)) if n_injected and os.path.isfile(ranking) else None,
+                "injected_in_top_k": _injected_in_top_k(read_audit_csv(ranking)) if os.path.isfile(ranking) else None,
             })
         for model in plan.audit_models if n_injected else ():
             rows.append(_audit_row(out, level, n_injected, model, train_manifest, plan, seed, device, progress))
     return _write_results(out, plan, seed, rows)
 
 
-def _injected_in_top_k(ranking: list[dict]) -> float:
+def _injected_in_top_k(ranking: list[dict]) -> float | None:
     """The share of the scans labelled unhealthy that a ranking (audit.csv rows, the
-    most suspicious first) puts in its top k, k their number."""
-    scored = [r for r in ranking if r["rank"] is not None]
-    k = sum(r["label"] == "unhealthy" for r in scored)
-    return sum(r["label"] == "unhealthy" for r in scored[:k]) / k
+    most suspicious first) puts in its top k, k their number (None without any)."""
+    found = found_in_top_k(ranking)
+    return None if found is None else found[0] / found[1]
 
 
 def _audit_row(out: str, level, n_injected: int, model: str, train_manifest: str, plan: ImpurityPlan, seed: int, device,
@@ -127,13 +126,11 @@ def _audit_row(out: str, level, n_injected: int, model: str, train_manifest: str
     audit = run_audit(train_manifest, os.path.join(out, "audits", f"{level}pct-{model}"),
                       AuditPlan(model, seed=seed, size=None if model == "normative" else "small", train=settings),
                       device=device, progress=progress)
-    scored = [r for r in audit["rows"] if "problem" not in r]
-    healthy = [r for r in scored if r["label"] != "unhealthy"]
-    top = scored[:n_injected]
+    healthy = audit["scans"] - audit["problems"] - audit["unhealthy"]
     return {"impurity_percent": level, "injected": n_injected, "variant": f"audit-{model} (ranking)", "gamma": None,
             "removal_score": None, "sample_score": None, "sample_auroc": None,
-            "removed_healthy_fraction": sum(r["label"] != "unhealthy" for r in top) / len(healthy),
-            "removed_unhealthy_fraction": None, "injected_in_top_k": _injected_in_top_k(audit["rows"])}
+            "removed_healthy_fraction": audit["healthy_in_top_k"] / healthy, "removed_unhealthy_fraction": None,
+            "injected_in_top_k": audit["unhealthy_in_top_k"] / audit["unhealthy"]}
 
 
 def _write_results(out: str, plan: ImpurityPlan, seed: int, rows: list[dict]) -> dict:

@@ -92,6 +92,18 @@ def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = FO
     return np.asarray(set_reference["scores"][STATISTIC], np.float64)
 
 
+def found_in_top_k(ranking: list[dict]) -> tuple[int, int, int] | None:
+    """How a ranking (rows, the most suspicious first; rows without a score are left
+    out) of scans labelled unhealthy among healthy ones does: (the unhealthy in its
+    top k, k: their number, the healthy in that top k); None unless both are there."""
+    scored = [r for r in ranking if r.get("score") is not None]
+    k = sum(r["label"] == "unhealthy" for r in scored)
+    if not 0 < k < len(scored):
+        return None
+    found = sum(r["label"] == "unhealthy" for r in scored[:k])
+    return found, k, k - found
+
+
 def write_audit_csv(rows: list[dict], path: str) -> str:
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)

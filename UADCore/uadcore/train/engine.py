@@ -46,7 +46,7 @@ from uadcore.score.scorer import Scorer
 from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
 from uadcore.train.events import Events
-from uadcore.train.outliers import audit_removal, check_removal_score, find_outliers, removal_scores, removed, was_removed
+from uadcore.train.outliers import audit_ranking, check_removal_score, find_outliers, removal_scores, removed, was_removed
 from uadcore.io.datasets import fingerprint, utf8_name
 from uadcore.train.run_folder import (DATA_FINGERPRINT, RunOwner, check_same_data, create_run_dir, stored_fingerprint,
                                       write_readable_copies)
@@ -454,7 +454,7 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
     """At a removal epoch, remove the kept scans whose removal score is above gamma x
     its mean (never so many that under `MIN_KEPT_SHARE` stay). Returns "on", "waiting"
     (for the loss to settle) or None (no removal epoch)."""
-    config, n_scans = run.config, len(run.train_set)
+    config = run.config
     if not config.outlier_removal or epoch % config.outlier_every or config.removal_score == "audit":  # audit: before training
         return None
     waits = config.removal_start == "settled" and not run.spec.closed_form  # a closed-form fit is always converged
@@ -462,11 +462,34 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
         return "waiting"
     measured = losses if config.removal_score == "loss" else \
         removal_scores(model, run.train_set, run.val_set, run.device, run.autocast, config.removal_score)
+    _take_out(run, state, measured, epoch, f"epoch {epoch}: outlier removal")
+    return "on"
+
+
+def remove_by_audit(run: Run, state: TrainState) -> None:
+    """Before the first epoch, remove the training scans whose out-of-fold audit
+    score is above gamma x the mean (`audit_ranking`); RUN/audit.csv ranks them all."""
+    from uadcore.score.out_of_fold import write_audit_csv
+
+    scores, ranking = audit_ranking(run.train_set, run.config.seed)
+    if run.ranks.is_main:
+        write_audit_csv(ranking, run.files.audit)
+    rank_of = {row["path"]: row["rank"] for row in ranking}
+    _take_out(run, state, scores, 0, "removal by the audit",
+              reason=lambda entry: f"out-of-fold audit: rank {rank_of[entry.path]} of {len(ranking)}")
+
+
+def _take_out(run: Run, state: TrainState, measured: torch.Tensor, epoch: int, what: str, reason=None) -> None:
+    """Remove the kept scans whose removal score (``measured``, (N,)) is above gamma
+    x its mean over the kept ones, unless under `MIN_KEPT_SHARE` of the training
+    scans would stay (then none, with a warning naming ``what``); record them in the
+    audit trail (with ``reason(entry)`` where given) and emit the event."""
+    config, n_scans = run.config, len(run.train_set)
     remove, threshold, mean = find_outliers(measured, state.kept, config.gamma)
     would_keep = int((state.kept & ~remove).sum())
     if remove.any() and would_keep < MIN_KEPT_SHARE * n_scans:
         run.events.emit("removal_held", epoch=epoch, would_keep=would_keep, scans=n_scans)
-        warn(f"{run.files.folder}: epoch {epoch}: outlier removal would keep only {would_keep} of the {n_scans} training "
+        warn(f"{run.files.folder}: {what} would keep only {would_keep} of the {n_scans} training "
              f"scans (under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {config.gamma:g} too low?)")
         remove = torch.zeros_like(state.kept)
     rows = []
@@ -474,36 +497,12 @@ def remove_outliers(run: Run, model, state: TrainState, epoch: int, losses: torc
         entry, value = run.train_set.entries[index], float(measured[index])
         rows.append({"path": entry.path, "epoch": epoch, "loss": round(value, 6), "threshold": round(threshold, 6),
                      "loss_over_mean": round(value / mean, 4), "label": entry.label or "", "score": config.removal_score})
+        if reason is not None:
+            rows[-1]["reason"] = reason(entry)
     state.audit.extend(rows)
     state.kept = state.kept & ~remove
     if rows:
         run.events.emit("removed", epoch=epoch, threshold=round(threshold, 6), samples=rows)
-    return "on"
-
-
-def remove_by_audit(run: Run, state: TrainState) -> None:
-    """Before the first epoch, remove the training scans whose out-of-fold audit
-    score is above gamma x the mean (`audit_removal`); RUN/audit.csv ranks them all."""
-    from uadcore.score.out_of_fold import write_audit_csv
-
-    ranking, remove = audit_removal(run.train_set, run.config.gamma, run.config.seed)
-    if run.ranks.is_main:
-        write_audit_csv(ranking, run.files.audit)
-    would_keep, n_scans = int((state.kept & ~remove).sum()), len(run.train_set)
-    if would_keep < MIN_KEPT_SHARE * n_scans:  # as at a removal epoch: never so many that too few stay
-        run.events.emit("removal_held", epoch=0, would_keep=would_keep, scans=n_scans)
-        warn(f"{run.files.folder}: removal by the audit would keep only {would_keep} of the {n_scans} training scans "
-             f"(under {MIN_KEPT_SHARE:.0%}); removed none (is gamma {run.config.gamma:g} too low?)")
-        remove = torch.zeros_like(remove)
-    by_path = {row["path"]: row for row in ranking}
-    rows = [{"path": entry.path, "epoch": 0, "loss": by_path[entry.path]["score"], "threshold": by_path[entry.path]["threshold"],
-             "loss_over_mean": by_path[entry.path]["loss_over_mean"], "label": entry.label or "", "score": "audit",
-             "reason": f"out-of-fold audit: rank {by_path[entry.path]['rank']} of {len(ranking)}"}
-            for entry, gone in zip(run.train_set.entries, remove.tolist()) if gone]
-    state.audit.extend(rows)
-    state.kept = state.kept & ~remove
-    if rows:
-        run.events.emit("removed", epoch=0, threshold=rows[0]["threshold"], samples=rows)
 
 
 def step_schedules(run: Run, learner: Learner, state: TrainState) -> dict:

@@ -97,38 +97,32 @@ def removed(audit: list[dict]) -> int:
     return sum(1 for row in audit if was_removed(row))
 
 
-def audit_removal(train_set, gamma: float, seed: int) -> tuple[list[dict], torch.Tensor]:
-    """Removal by the out-of-fold audit (`uadcore.score.out_of_fold.normative_scores`) of a
-    prepared whole-volume set: every scan's row of the ranking (rank, path, label,
-    score, percentile_in_set, removed) and the scans to remove, (N,) bool: those
-    whose score is above ``gamma`` x the mean score."""
+def audit_ranking(train_set, seed: int) -> tuple[torch.Tensor, list[dict]]:
+    """The out-of-fold audit (`uadcore.score.out_of_fold.normative_scores`) of a
+    prepared whole-volume set: every scan's score, (N,) float64, and the ranking
+    (audit.csv rows: rank, path, label, score, percentile_in_set), the most
+    suspicious first."""
     from uadcore.score.out_of_fold import normative_scores
 
     scores = torch.from_numpy(normative_scores(train_set.items, train_set.regions, seed=seed))
-    remove, threshold, mean = find_outliers(scores, torch.ones(len(scores), dtype=torch.bool), gamma)
     order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
     ranking = []
     for rank, index in enumerate(order, start=1):
         others = torch.cat([scores[:index], scores[index + 1 :]])
         entry = train_set.entries[index]
         ranking.append({"rank": rank, "path": entry.path, "label": entry.label or "", "score": round(float(scores[index]), 6),
-                        "percentile_in_set": round(100.0 * float((others < scores[index]).double().mean()), 1),
-                        "threshold": round(threshold, 6), "loss_over_mean": round(float(scores[index]) / mean, 4),
-                        "removed": bool(remove[index])})
-    return ranking, remove
+                        "percentile_in_set": round(100.0 * float((others < scores[index]).double().mean()), 1)})
+    return scores, ranking
 
 
-def curated_entries(state: dict, keep_removed=()) -> list:
+def curated_entries(state: dict) -> list:
     """The scans of a run's checkpoint ``state`` that a new run should use: the
-    training scans outlier removal kept, the removed ones a reviewer decided to keep
-    (paths in ``keep_removed``), in the original order, and the held-out
+    training scans outlier removal kept, in the original order, and the held-out
     validation scans (never removed: without them every curate-and-retrain round
-    would shrink the data)."""
+    would shrink the data). A review decides scan by scan: `uadcore.review.export`."""
     from uadcore.io import ScanEntry
 
-    keep_removed = set(keep_removed)
-    kept = [ScanEntry(**entry) for entry, kept in zip(state["train_entries"], state["kept"].tolist())
-            if kept or entry["path"] in keep_removed]
+    kept = [ScanEntry(**entry) for entry, kept in zip(state["train_entries"], state["kept"].tolist()) if kept]
     return kept + [ScanEntry(**entry) for entry in state.get("validation", {}).get("entries", [])]
 
 
