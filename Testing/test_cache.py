@@ -157,8 +157,9 @@ def test_a_damaged_entry_is_prepared_again_and_replaced_with_one_warning(tmp_pat
         assert len(said) == 1 and os.path.basename(folder) in said[0], said
         assert not isinstance(again.image, np.memmap)  # prepared again, not the damaged values
         # equal up to ITK's multithreaded sums: preparing a scan again differs in the 5th digit, and
-        # a voxel or two on the brain's edge may fall the other way (the damage changed every voxel)
-        assert np.mean(np.abs(again.image - first.image) > 1e-3) < 1e-4
+        # voxels on the brain's edge may fall the other way (up to 57 of 325k seen, 1.8e-4 of them, in a
+        # clean CI run); the damage changed every voxel, so 1 % still tells the two apart by far
+        assert np.mean(np.abs(again.image - first.image) > 1e-3) < 1e-2
         np.testing.assert_allclose(again.to_template, first.to_template, atol=0.05)  # mm: not the 30 mm shift
         with warnings.catch_warnings(record=True) as caught:  # and stored again: read back intact, silently
             warnings.simplefilter("always")
