@@ -201,3 +201,51 @@ def test_a_removal_score_the_run_cannot_compute_is_refused_before_the_run_folder
         assert not (tmp_path / "run").exists()
     with pytest.raises(UADError, match="removal_score must be one of loss, rec-mean, rec-top1, rec-share"):
         TrainConfig.from_dict({"data": manifest, "removal_score": "top1"})
+
+
+def test_a_pilot_holds_out_the_scans_calibration_needs():
+    """10 % of a pilot of 30 would be 3 validation scans and every map raw: the
+    hold-out grows to `MIN_SCANS` when as many are left to train on."""
+    from uadcore.io import ScanEntry
+    from uadcore.train.config import TrainConfig
+    from uadcore.train.engine import _split
+
+    def held_out(n_healthy, fraction=0.1, unhealthy=0):
+        entries = [ScanEntry(f"/data/h{i}.nii.gz", "healthy") for i in range(n_healthy)]
+        entries += [ScanEntry(f"/data/u{i}.nii.gz", "unhealthy") for i in range(unhealthy)]
+        return _split(entries, TrainConfig.from_dict({"data": "/data", "val_fraction": fraction}))[1]
+
+    assert len(held_out(30)) == calibration.MIN_SCANS
+    assert len(held_out(100)) == 10  # the fraction where it gives more
+    assert len(held_out(9)) == 1  # too few to hold out 5 and train on as many
+    assert len(held_out(30, fraction=0.0)) == 0  # asked for none
+    assert all(e.label == "healthy" for e in held_out(12, unhealthy=5))
+
+
+def test_a_score_says_when_its_map_is_raw_and_its_reference_rough():
+    from uadcore.score.words import score_words
+
+    assert score_words(2.5, "top1", "rec", True, 97.0, 12) == (
+        "score 2.50000 (top1 of the calibrated rec map), above 97 % of the 12 healthy validation scans")
+    line = score_words(0.31, "top1", "rec", False, 100.0, 4)
+    assert "top1 of the raw rec map (not calibrated)" in line
+    assert "above 100 % of the 4 healthy validation scans (rough: fewer than 10)" in line
+    assert score_words(0.31, "top1", "rec", False, None, 0) == "score 0.31000 (top1 of the raw rec map (not calibrated))"
+
+
+def test_a_run_too_small_to_calibrate_says_so_once_and_so_does_every_score(tmp_path, small_cohort, capsys):
+    from uadcore.cli import main
+    from uadcore.io import write_manifest
+
+    healthy = [e for e in small_cohort if e.label == "healthy"]
+    manifest = write_manifest(healthy, str(tmp_path / "train.csv"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_params": {"channels": [2, 4, 8, 16], "latent": 16}, "epochs": 1,
+                                  "val_fraction": 0.45, "workers": 1, "reinit_at": []}))
+    assert main(["train", "--data", manifest, "--out", str(tmp_path / "run"), "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("its maps stay raw (not calibrated)") == 1 and "held out 4" in err
+    scan = [e for e in small_cohort if e.label == "unhealthy"][0].path
+    assert main(["score", str(tmp_path / "run"), scan]) == 0
+    line = capsys.readouterr().out
+    assert "of the raw rec map (not calibrated)" in line and "of the 4 healthy validation scans (rough: fewer than 10)" in line

@@ -121,7 +121,7 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     qtbot.mouseClick(maps.compute, 1)
     qtbot.waitUntil(lambda: maps.result is not None, timeout=TIMEOUT_MS)
     assert maps.result["calibrated"] is False and maps.result["sample_score"] == "top1"
-    assert "top1 of the raw map" in maps.score.text()
+    assert f"top1 of the raw {maps.result['kind']} map (not calibrated)" in maps.score.text()
     # the button cancels a running map job
     shown = maps.result
     qtbot.mouseClick(maps.compute, 1)

@@ -157,7 +157,7 @@ class UADLogic:
         _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
         return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
-                "thresholds": thresholds, "sample_scores": result.sample_scores}
+                "reference_scans": len(scorer.validation_scores.get(kind, [])), "thresholds": thresholds, "sample_scores": result.sample_scores}
 
     def start_map(self, volume_node, run: str, kind: str | None = None, raw: bool = False,
                   statistic: str | None = None) -> "MapJob":
@@ -202,7 +202,7 @@ class UADLogic:
         _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
         return {"map_node": map_node, "kind": payload["map"], "score": payload["score"], "sample_score": payload["sample_score"],
                 "calibrated": payload["calibrated"], "percentile": payload["percentile_vs_healthy"],
-                "thresholds": thresholds, "sample_scores": payload["sample_scores"]}
+                "reference_scans": payload["healthy_reference_scans"], "thresholds": thresholds, "sample_scores": payload["sample_scores"]}
 
     def load_with_map(self, scan_path: str, run: str, kind: str | None = None) -> dict:
         """Load a scan (e.g. a flagged training scan) and overlay its map."""

@@ -14,6 +14,7 @@ from uadcore.device import DEVICES
 from uadcore.evaluate import EvaluationReport
 from uadcore.review import decide
 from uadcore.score.calibrate import STATISTICS
+from uadcore.score.words import score_words
 from uadcore.train.config import REMOVAL_SCORES
 from uadcore.train.events import Done, Epoch, Error, Estimate, RemovalHeld, Removed, Start, Stopped, parse_event
 
@@ -636,10 +637,9 @@ class MapPanel:
             self.score.setText("failed")
             _message(self.widget, "Cannot compute the map", str(error))
             return
-        percentile = self.result["percentile"]
-        made = f"{self.result['sample_score']} of the {'calibrated' if self.result['calibrated'] else 'raw'} map"
-        self.score.setText(f"{self.result['kind']} score {self.result['score']:.5f} ({made})"
-                           + (f", above {percentile:.0f} % of the healthy validation scans" if percentile is not None else ""))
+        result = self.result
+        self.score.setText(score_words(result["score"], result["sample_score"], result["kind"], result["calibrated"],
+                                       result["percentile"], result["reference_scans"]))
         self._sync_threshold_slider()
 
     def _value_range(self):

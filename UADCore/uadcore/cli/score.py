@@ -130,10 +130,10 @@ def score_one(args, scorer, scan: str) -> int:
 
 
 def score_line(payload: dict) -> str:
-    percentile, n = payload["percentile_vs_healthy"], payload["healthy_reference_scans"]
-    rank = f", above {percentile:.0f} % of the {n} healthy validation scans" if percentile is not None else ""
-    map_name = f"{'calibrated ' if payload['calibrated'] else ''}{payload['map']} map"
-    return f"score {payload['score']:.5f} ({payload['sample_score']} of the {map_name}){rank}"
+    from uadcore.score.words import score_words
+
+    return score_words(payload["score"], payload["sample_score"], payload["map"], payload["calibrated"],
+                       payload["percentile_vs_healthy"], payload["healthy_reference_scans"])
 
 
 def score_many(args, scorer, entries, names: list[str]) -> int:

@@ -196,6 +196,14 @@ class HealthyScorer:
         return statistics(self.calibration.apply(model_map, region), region, self.share_threshold)[statistic]
 
 
+def calibrates(kind: str) -> bool:
+    """True for the map kinds a run calibrates when it has the validation scans to
+    (voxel maps, not the per-item ones nor the signed ``z``)."""
+    from uadcore.score.maps import is_item_kind
+
+    return not is_item_kind(kind) and kind not in UNCALIBRATED_KINDS
+
+
 def shares_grid(prepared: list) -> bool:
     """True when every prepared scan has the same model grid (calibration needs it)."""
     return all(p.grid.matches(prepared[0].grid) for p in prepared)
@@ -240,7 +248,7 @@ def healthy_reference(scorer, prepared: list, kinds, seed: int = 0) -> tuple[dic
         pseudo_maps = [r.model_map for r in scorer.score_prepared(lesioned, paths, kind)]
         chosen_from = entry["raw"]
         share_threshold = entry["raw"]["thresholds"][str(SHARE_FPR)]
-        if can_calibrate and kind not in UNCALIBRATED_KINDS:
+        if can_calibrate and calibrates(kind):
             stacked, regions = np.stack(maps), np.stack([p.region for p in prepared])
             calibrations[kind] = fit(stacked, regions)
             own_out = leave_one_out(stacked, regions)

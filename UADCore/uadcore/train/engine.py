@@ -40,8 +40,9 @@ from uadcore.preprocess import Preset, make_preset
 from uadcore.preprocess.cache import cache_root as disk_cache_root
 from uadcore.preprocess.dataset import PreparedSet, prepare_scans, prepare_set
 from uadcore.progress import progress_bar
-from uadcore.score.calibrate import calibrate_run
+from uadcore.score.calibrate import MIN_SCANS, calibrate_run, calibrates
 from uadcore.score.sample import mean_per_scan
+from uadcore.score.words import FEW_REFERENCE_SCANS
 from uadcore.score.scorer import Scorer
 from uadcore.train import distributed
 from uadcore.train.config import TrainConfig, training_batch_size
@@ -52,7 +53,6 @@ from uadcore.train.run_folder import (DATA_FINGERPRINT, RunOwner, check_same_dat
                                       write_readable_copies)
 from uadcore.train.schedules import estimate, follow_plateau, fresh_plateau, removal_allowed, still_falling
 
-FEW_VALIDATION_SCANS = 10  # a healthy reference on fewer is warned about
 MIN_KEPT_SHARE = 0.25  # outlier removal never leaves fewer of the training scans than this
 SEED_STRIDE = 1_000_003  # keeps the per-epoch and per-reinit seeds apart
 
@@ -567,10 +567,14 @@ def finish(run: Run, model: torch.nn.Module, state: TrainState, last: dict) -> d
         validation, calibration = calibrate_run(scorer, run.val_entries, run.config.workers or None, run.config.seed)
     if not n_validation:
         warn(f"{run.files.folder}: no validation scans held out: scores get no healthy percentile, thresholds or calibrated maps")
-    elif n_validation < FEW_VALIDATION_SCANS:
-        warn(f"{run.files.folder}: the healthy reference (percentiles, the 1/5/10 % thresholds"
-             f"{', the calibration' if calibration else ''}) rests on {n_validation} validation scan(s); it is rough below "
-             f"{FEW_VALIDATION_SCANS}: hold out more scans (--val-fraction) for a firmer one")
+    elif not calibration and any(calibrates(kind) for kind in scorer.kinds):
+        warn(f"{run.files.folder}: its maps stay raw (not calibrated): calibrating them needs at least {MIN_SCANS} healthy "
+             f"validation scans on one grid, and this run held out {n_validation}; hold out more (--val-fraction) or add "
+             "healthy scans")
+    elif n_validation < FEW_REFERENCE_SCANS:
+        warn(f"{run.files.folder}: the healthy reference (percentiles, the 1/5/10 % thresholds, the calibration) rests on "
+             f"{n_validation} validation scans; it is rough below {FEW_REFERENCE_SCANS}: hold out more scans "
+             "(--val-fraction) for a firmer one")
     write_run(run, {**last, "validation": validation, "calibration": calibration}, done=True)
     falling = still_falling(state.history, run.config)
     if falling is not None:
@@ -693,11 +697,14 @@ def _reinitialise(model: torch.nn.Module, seed: int) -> None:
 
 
 def _split(entries: list[ScanEntry], config: TrainConfig) -> tuple[list[ScanEntry], list[ScanEntry]]:
-    """Hold out ``val_fraction`` of the scans not labelled unhealthy (at least one
-    when there are 5 or more), drawn with the run's seed."""
+    """Hold out ``val_fraction`` of the scans not labelled unhealthy, drawn with the
+    run's seed: at least `MIN_SCANS` (what calibrating the maps needs) when as many
+    are left to train on, else at least one when there are 5 or more."""
     candidates = [i for i, e in enumerate(entries) if e.label != "unhealthy"]
     n_val = int(round(config.val_fraction * len(candidates)))
-    if config.val_fraction > 0 and len(candidates) >= 5:
+    if config.val_fraction > 0 and len(candidates) >= 2 * MIN_SCANS:
+        n_val = max(MIN_SCANS, n_val)  # a pilot of 30 scans at 10 % would hold out 3: every map uncalibrated
+    elif config.val_fraction > 0 and len(candidates) >= 5:
         n_val = max(1, n_val)
     rng = random.Random(config.seed)
     held_out = set(rng.sample(candidates, n_val)) if n_val else set()
