@@ -21,6 +21,8 @@ setup(
     python_requires=">=3.10",
     package_dir={"uadcore": "UADCore/uadcore", "SlicerUADLib": "SlicerUAD/SlicerUADLib"},
     packages=["uadcore", *("uadcore." + p for p in find_packages("UADCore/uadcore")), "SlicerUADLib"],
+    # the models shipped inside the package (uadcore.pretrained): weights under CC BY-SA 3.0, see each MODEL_CARD.md
+    package_data={"uadcore": ["pretrained/*/checkpoint.pt", "pretrained/*/MODEL_CARD.md"]},
     install_requires=REQUIREMENTS,
     extras_require={
         "test": ["pytest>=7", "pytest-qt>=4"],

@@ -231,6 +231,13 @@ def test_a_score_says_when_its_map_is_raw_and_its_reference_rough():
     assert "top1 of the raw rec map (not calibrated)" in line
     assert "above 100 % of the 4 healthy validation scans (rough: fewer than 10)" in line
     assert score_words(0.31, "top1", "rec", False, None, 0) == "score 0.31000 (top1 of the raw rec map (not calibrated))"
+    # the sample scores of a report's table, each said once and apart (not two rows "rec")
+    from uadcore.score.words import sample_score_words
+
+    assert sample_score_words("rec", True) == "the paper's: mean reconstruction error of the raw map"
+    assert sample_score_words("rec-mean", True) == "mean of the calibrated rec map"
+    assert sample_score_words("abs-z-top1", False) == "mean of the top 1 % of the raw abs-z map"
+    assert sample_score_words("kl", True) == "kl"
 
 
 def test_a_run_too_small_to_calibrate_says_so_once_and_so_does_every_score(tmp_path, small_cohort, capsys):

@@ -80,6 +80,9 @@ def test_demo_end_to_end_at_a_small_size(tmp_path):
     report = open(result["report"]).read()
     assert "sample_auroc" in report and "loss.png" in report
     assert "| metric | small AE3D (rec) | anomseg3d (probability) | normative (abs-z) |" in report
+    # every sample score says what it is: "rec" (the paper's) and "rec-mean" are not two rows of "rec"
+    assert "| small AE3D (rec) | rec | the paper's: mean reconstruction error of the raw map |" in report
+    assert f"| small AE3D (rec) | rec-mean | mean of the {'calibrated' if result['calibrated'] else 'raw'} rec map |" in report
     assert 0.0 <= result["anomseg3d"]["sample_auroc"] <= 1.0
     assert "## Curation: the out-of-fold audit" in report and os.path.isfile(result["audit"]["audit"])
     for written in result["maps"]:

@@ -116,3 +116,39 @@ def test_the_preparation_is_a_line():
                 continue
             upward += [f"{name} imports {t}" for t in targets if PREPARATION_LINE.index(t) >= level]
     assert upward == []
+
+
+LIBRARIES = ("torch", "monai", "SimpleITK", "nibabel", "scipy", "numpy", "deepbet", "nilearn")
+LOADED = r"""
+import sys
+{run}
+print("loaded:", *sorted({{m.split(".")[0] for m in sys.modules}} & set({libraries!r})))
+"""
+
+
+def _libraries_loaded_by(run: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", LOADED.format(run=run, libraries=LIBRARIES)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.strip().splitlines()[-1].split()[1:])
+
+
+def test_the_cli_answers_help_version_and_a_mistyped_command_before_any_library_loads():
+    """`uad --help`, `--version`, no command and a mistyped one are parsed with only
+    the commands' one-line helps: no torch, MONAI, SimpleITK or even numpy (seconds
+    of start-up on a busy machine; benchmarks/cli_start measures them)."""
+    for argv in (["--version"], ["--help"], [], ["trian", "--data", "x"]):
+        run = f"from uadcore.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+        assert _libraries_loaded_by(run) == set(), argv
+
+
+def test_a_commands_own_parser_loads_at_most_torch_and_numpy():
+    """A command's parser may read the model registry (its choices, its defaults),
+    so torch; never MONAI (built with a network), SimpleITK or nibabel (reading and
+    preparing scans)."""
+    from uadcore.cli import COMMANDS
+
+    for command in COMMANDS:
+        run = (f"from uadcore.cli import build_parser\ntry:\n    build_parser({{{command!r}}}).parse_args([{command!r}, '--help'])\n"
+               "except SystemExit:\n    pass")
+        assert _libraries_loaded_by(run) <= {"torch", "numpy", "scipy"}, command

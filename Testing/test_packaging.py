@@ -80,3 +80,21 @@ def test_the_slicer_self_test_checks_its_dependencies_before_importing_them():
     top_imports += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
     assert not [m for m in top_imports if m and m.split(".")[0] in ("torch", "monai", "SlicerUADLib")]
     assert "uadcore.requirements" in top_imports  # plain data
+
+
+def test_the_wheel_carries_the_pretrained_models_and_their_cards(tmp_path):
+    """`pip install uadcore` (a wheel, not this checkout) must bring the shipped
+    models: package data, not only files beside the code."""
+    import sys
+    import zipfile
+
+    from uadcore import pretrained
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), ROOT],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = [name for name in os.listdir(tmp_path) if name.endswith(".whl")]
+    names = set(zipfile.ZipFile(tmp_path / wheel).namelist())
+    for model in pretrained.available():
+        for part in (pretrained.CHECKPOINT, pretrained.CARD):
+            assert f"uadcore/pretrained/{model}/{part}" in names

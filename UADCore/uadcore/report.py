@@ -3,6 +3,8 @@ the training loss with its outlier removals. PNG files via matplotlib (Agg)."""
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 
@@ -33,8 +35,13 @@ def overlay_png(image: np.ndarray, anomaly: np.ndarray, path: str, mask: np.ndar
     axes[1].imshow(np.ma.masked_less_equal(shown, floor), cmap="inferno", origin="lower", alpha=0.8, vmin=floor, vmax=max(anomaly.max(), floor + 1e-6))
     if mask is not None and mask[:, :, k].any():
         axes[1].contour(mask[:, :, k].T, levels=[0.5], colors="cyan", linewidths=0.8)
+        from matplotlib.lines import Line2D
+
+        axes[1].legend(handles=[Line2D([], [], color="cyan", linewidth=0.8, label="lesion (its mask)")], loc="lower right",
+                       fontsize=7, framealpha=0.6)
     axes[0].set_title("scan (model grid, axial)", fontsize=9)
-    axes[1].set_title(title or "anomaly map", fontsize=9)
+    # wrapped, not cut: a title wider than its picture loses its end ("above 100 % of heal")
+    axes[1].set_title(textwrap.fill(title or "anomaly map", 42), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

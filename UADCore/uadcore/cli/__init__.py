@@ -10,20 +10,24 @@ messages go to stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from importlib.metadata import entry_points
 
 from uadcore import __version__
-from uadcore.cli import audit, check, demo, evaluate, experiment, outliers, prepare, score, synth, train
 from uadcore.errors import UADError
-from uadcore.libraries import quiet_libraries
-from uadcore.malloc import keep_freed_memory
 
-
+COMMANDS = ("synth", "check", "prepare", "train", "score", "evaluate", "outliers", "audit", "experiment", "demo", "models")
 COMMANDS_GROUP = "uad.commands"  # entry points: add_parser(commands) of a command another package adds
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(in_full=COMMANDS) -> argparse.ArgumentParser:
+    """The parser of `uad`. Each command is a module of this package with a one-line
+    ``HELP`` and ``add_parser(commands)``; the commands named ``in_full`` get their
+    full parsers, whose choices and defaults may come from the model registry
+    (torch); the others only their line. `main` builds only the command it runs, so
+    `uad --help`, `--version` and a mistyped command answer without importing
+    torch, MONAI or SimpleITK."""
     parser = argparse.ArgumentParser(
         prog="uad",
         description="Unsupervised anomaly detection for brain MRI and other medical images.",
@@ -32,24 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an internal error and the libraries' own warnings")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    synth.add_parser(commands)
-    check.add_parser(commands)
-    prepare.add_parser(commands)
-    train.add_parser(commands)
-    score.add_parser(commands)
-    evaluate.add_parser(commands)
-    outliers.add_parser(commands)
-    audit.add_parser(commands)
-    experiment.add_parser(commands)
-    demo.add_parser(commands)
+    for name in COMMANDS:
+        module = importlib.import_module(f"uadcore.cli.{name}")
+        if name in in_full:
+            module.add_parser(commands)
+        else:
+            commands.add_parser(name, help=module.HELP)
     for command in entry_points(group=COMMANDS_GROUP):  # commands of other packages: `uad gui` of SlicerUADLib
         command.load()(commands)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(in_full={_command_in(argv)}).parse_args(argv)
+    from uadcore.libraries import quiet_libraries
+    from uadcore.malloc import keep_freed_memory
+
     keep_freed_memory()  # every command makes and drops arrays of a few MB (see uadcore.malloc)
     quiet_libraries(args.debug, prefix=f"uad {args.command}")
     try:

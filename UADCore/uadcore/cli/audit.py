@@ -5,10 +5,12 @@ before training."""
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
-from uadcore.device import DEVICES
+
+HELP = "rank the scans of a training set by how abnormal they are, each scored by a model that never saw it"
 
 
 def add_parser(commands) -> None:
+    from uadcore.device import DEVICES
     from uadcore.audit import AuditPlan
     from uadcore.io.run_files import AUDIT_NAME
     from uadcore.models import MODELS
@@ -16,7 +18,7 @@ def add_parser(commands) -> None:
     default = AuditPlan()
     parser = commands.add_parser(
         "audit",
-        help="rank the scans of a training set by how abnormal they are, each scored by a model that never saw it",
+        help=HELP,
         description="Split the scans of DATA into k folds; for each, train a model on the other folds and map the "
                     "held-out scans, then calibrate every map on everybody else's. Every scan gets a score from a model "
                     f"that could not learn its lesion, its percentile in the set and its map's top region; DIR/{AUDIT_NAME} "

@@ -8,13 +8,15 @@ import os
 from uadcore.cli.output import print_json, print_table, say
 from uadcore.progress import progress_bar
 
+HELP = "validate a folder or manifest of scans: read, check masks, preprocess"
+
 
 def add_parser(commands) -> None:
     from uadcore.preprocess import PRESETS
 
     parser = commands.add_parser(
         "check",
-        help="validate a folder or manifest of scans: read, check masks, preprocess",
+        help=HELP,
         description=(
             "Read every scan of a folder (searched recursively) or manifest CSV, check its values "
             "and its mask's geometry, and prepare it with a preprocessing preset. Stops at the "

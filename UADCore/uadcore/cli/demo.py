@@ -21,8 +21,9 @@ import shutil
 from dataclasses import dataclass, field
 
 from uadcore.cli.output import print_json, say
-from uadcore.device import DEVICES
 from uadcore.errors import UADError
+
+HELP = "run the pipeline on a synthetic cohort (minutes on a laptop CPU)"
 
 MARKER = ".uad-demo"  # a folder holding this file was written by `uad demo` and may be replaced by it
 
@@ -43,9 +44,11 @@ class DemoPlan:
 
 
 def add_parser(commands) -> None:
+    from uadcore.device import DEVICES
+
     parser = commands.add_parser(
         "demo",
-        help="run the pipeline on a synthetic cohort (minutes on a laptop CPU)",
+        help=HELP,
         description="Synthesise a cohort, train AE3D with outlier removal and the anomaly segmenter, evaluate both next "
                     "to the normative baseline on unseen scans, write maps and a report.",
     )
@@ -86,6 +89,7 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
     from uadcore.models import MODELS
     from uadcore.report import loss_png, overlay_png
     from uadcore.score.scorer import Scorer
+    from uadcore.score.words import score_words
     from uadcore.synth import synthesize_cohort
     from uadcore.train import Events, TrainConfig, train
     from uadcore.io.checkpoint import load_run
@@ -141,8 +145,8 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
         name = os.path.basename(entry.path).split(".")[0]
         map_path = write_nifti(result.scan_map(), prepared.scan_grid, os.path.join(maps, f"{name}_rec.nii.gz"),
                                f"{ANOMALY_MAP} (rec)")
-        percentile = scorer.percentile(result.score)
-        title = f"{name} ({entry.label}): {result.statistic} {result.score:.2f}, above {percentile:.0f} % of healthy"
+        title = f"{name} ({entry.label}): " + score_words(result.score, result.statistic, "rec", result.calibrated,
+                                                            scorer.percentile(result.score), len(scorer.validation_scores.get("rec", [])))
         png = overlay_png(prepared.image, result.model_map, os.path.join(pictures, f"{name}.png"), mask, title)
         written.append({"scan": entry.path, "label": entry.label, "score": result.score, "sample_score": result.statistic,
                         "calibrated": result.calibrated, "map": map_path, "picture": png})
@@ -162,6 +166,8 @@ METRICS = ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", 
 
 def _write_report(out, plan, summary, evaluations: dict, audit, ranking: dict, written, loss_picture) -> str:
     """report.md and report.json; ``evaluations``: {"model (map kind)": its evaluation}, the AE3D's first."""
+    from uadcore.score.words import sample_score_words
+
     def fmt(value):
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -198,8 +204,9 @@ def _write_report(out, plan, summary, evaluations: dict, audit, ranking: dict, w
           for key in ("calibrated", "sample_score", "n", "healthy", "unhealthy", "sample_auroc", "sample_ap", "voxel_auroc",
                       "voxel_ap", "dice", "best_dice", "dice_at_healthy_fpr", "peak_in_lesion")],
         "", "Every sample score (AUROC on the same scans):", "",
-        "| model | sample score | AUROC |", "|---|---|---:|",
-        *[f"| {model} | {name} | {fmt(e.sample_scores[name]['auroc'])} |" for model, e in evaluations.items() for name in e.sample_scores],
+        "| model | sample score | what it is | AUROC |", "|---|---|---|---:|",
+        *[f"| {model} | {name} | {sample_score_words(name, e.calibrated)} | {fmt(e.sample_scores[name]['auroc'])} |"
+          for model, e in evaluations.items() for name in e.sample_scores],
         "", "## Maps", "",
         *[f"- {os.path.basename(w['scan'])} ({w['label']}), {w['sample_score']} of the {'calibrated' if w['calibrated'] else 'raw'} "
           f"rec map {w['score']:.3f}: `{os.path.relpath(w['map'], out)}`\n\n  ![{w['label']}]({os.path.relpath(w['picture'], out)})"

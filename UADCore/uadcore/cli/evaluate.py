@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from uadcore.cli.output import print_json, print_table, say
 from uadcore.cli.score import add_map_options, map_help
-from uadcore.device import DEVICES
+
+HELP = "AUROC, AP and Dice of a trained run on a labelled manifest"
 
 
 def add_parser(commands) -> None:
+    from uadcore.device import DEVICES
+
     parser = commands.add_parser(
         "evaluate",
-        help="AUROC, AP and Dice of a trained run on a labelled manifest",
+        help=HELP,
         description=(
             "Sample AUROC/AP from the labels; where masks exist, voxel AUROC/AP inside the brain, Dice at "
             "the threshold best on 1/5 of the scans (reported on the other 4/5) and the best Dice."
         ),
     )
-    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder, or pretrained:NAME (a model shipped with UAD; uad models)")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
     parser.add_argument("--map", metavar="KIND", help=map_help() + "; 'all' compares every kind")
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
@@ -58,7 +61,10 @@ def run(args) -> int:
     reports = {kind: evaluate(scorer, entries, kind=kind, workers=args.workers, progress=not args.json, postprocess=args.postprocess,
                             unit_overlap=args.unit_overlap)
                for kind in kinds}
-    plot = args.plot or (os.path.join(scorer.run_dir, "roc.png") if args.map == "all" else None)
+    from uadcore.pretrained import is_pretrained
+
+    # by default beside a run's own files; never into the package that holds a pretrained model
+    plot = args.plot or (os.path.join(scorer.run_dir, "roc.png") if args.map == "all" and not is_pretrained(args.run_dir) else None)
     if plot:
         from uadcore.report import roc_png
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, say
-from uadcore.device import DEVICES
+
+HELP = "reproduce a paper's experiment on the synthetic cohort"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("experiment", help="reproduce a paper's experiment on the synthetic cohort")
+    from uadcore.device import DEVICES
+
+    parser = commands.add_parser("experiment", help=HELP)
     which = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     impurity = which.add_parser(
         "impurity",

@@ -9,13 +9,15 @@ import os
 
 from uadcore.cli.output import print_json, print_table, say
 
+HELP = "the training scans that outlier removal flagged, and the audit's ranking"
+
 RANKING_COLUMNS = ["rank", "path", "label", "score", "percentile_in_set", "peak_ras_mm", "region_ml"]
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "outliers",
-        help="the training scans that outlier removal flagged, and the audit's ranking",
+        help=HELP,
         description="List the scans removed during training (from RUN/outliers.csv) with epoch, score and threshold, "
                     "and, for a run that removed by the out-of-fold audit (--removal-score audit), its ranking of every "
                     "training scan (RUN/audit.csv). Given the folder of a `uad audit`, list its ranking.",

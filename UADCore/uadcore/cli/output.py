@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from uadcore.io.strict_json import strict_json
-
 
 def print_json(payload: dict) -> None:
     """The one JSON object a --json command prints on stdout."""
+    from uadcore.io.strict_json import strict_json  # uadcore.io reads scans (nibabel): not for `uad --help`
+
     sys.stdout.write(strict_json(payload) + "\n")
     sys.stdout.flush()
 

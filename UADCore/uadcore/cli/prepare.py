@@ -15,6 +15,8 @@ import os
 
 from uadcore.cli.output import print_json, say
 
+HELP = "prepare scans into the cache ahead of training (a shard per job: SLURM arrays, torchrun)"
+
 
 def add_parser(commands) -> None:
     from uadcore.models import MODELS
@@ -22,7 +24,7 @@ def add_parser(commands) -> None:
 
     parser = commands.add_parser(
         "prepare",
-        help="prepare scans into the cache ahead of training (a shard per job: SLURM arrays, torchrun)",
+        help=HELP,
         description="Read and prepare the scans of DATA for a model (skull stripping, bias correction, registration, "
                     "resampling) into the preparation cache ($UAD_CACHE_DIR), which uad train, score and evaluate read. "
                     "With --shard K/N this process prepares every N-th scan from the K-th; a SLURM array job or "

@@ -12,7 +12,8 @@ import os
 import sys
 
 from uadcore.cli.output import print_json, say
-from uadcore.device import DEVICES
+
+HELP = "write the anomaly maps of scans and print their scores"
 
 
 def map_help() -> str:
@@ -39,15 +40,18 @@ SCORE_COLUMNS = ("path", "map_file", "score", "sample_score", "calibrated", "per
 
 
 def add_parser(commands) -> None:
+    from uadcore.device import DEVICES
+
     parser = commands.add_parser(
         "score",
-        help="write the anomaly maps of scans and print their scores",
+        help=HELP,
         description="Score scans with a trained run; write each anomaly map on its scan's own grid as NIfTI. One scan: "
                     "--out names its map. Several (or a folder of scans, or a manifest .csv): --out names a folder that "
                     f"gets one map per scan and {SCORES_NAME}; worker processes prepare the next scans while the model "
                     "scores the ones ready.",
     )
-    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    parser.add_argument("run_dir", metavar="RUN", help="a finished run folder, or pretrained:NAME (a model shipped with UAD, "
+                        "trained on healthy IXI T1 scans: a first map without training; uad models)")
     parser.add_argument("scans", nargs="+", metavar="SCAN",
                         help="a scan file or DICOM folder; several, a folder of scans or a manifest .csv score each scan")
     parser.add_argument("--map", metavar="KIND", help=map_help())

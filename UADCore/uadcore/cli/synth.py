@@ -7,6 +7,8 @@ import time
 
 from uadcore.cli.output import print_json, say
 
+HELP = "write a synthetic cohort (healthy and lesioned subjects from the MNI152 template)"
+
 
 def add_parser(commands) -> None:
     from uadcore.synth.lesions import DEFAULT_KINDS as DEFAULT_LESION_KINDS
@@ -14,7 +16,7 @@ def add_parser(commands) -> None:
 
     parser = commands.add_parser(
         "synth",
-        help="write a synthetic cohort (healthy and lesioned subjects from the MNI152 template)",
+        help=HELP,
         description=(
             "Write a synthetic cohort derived from the MNI152 2009a template shipped with nilearn: "
             "healthy subjects (deformed, re-contrasted, bias field, noise, varied orientation and "

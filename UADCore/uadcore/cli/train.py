@@ -6,10 +6,12 @@ Also the entry point for DDP: ``torchrun --nproc_per_node=N -m uadcore train ...
 from __future__ import annotations
 
 from uadcore.cli.output import print_json, say
-from uadcore.device import DEVICES
+
+HELP = "train a model on a folder or manifest of healthy scans"
 
 
 def add_parser(commands) -> None:
+    from uadcore.device import DEVICES
     from uadcore.models import MODELS
     from uadcore.score.calibrate import MIN_SCANS
     from uadcore.train.config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, REMOVAL_SCORES, REMOVAL_STARTS, SETTLED, TrainConfig
@@ -17,7 +19,7 @@ def add_parser(commands) -> None:
     default = TrainConfig()  # the defaults the help names are the configuration's own
     parser = commands.add_parser(
         "train",
-        help="train a model on a folder or manifest of healthy scans",
+        help=HELP,
         description=(
             "Train a model on healthy scans. Every --outlier-every epochs, scans whose loss exceeds "
             "gamma x the epoch's mean loss are removed from training and listed in RUN/outliers.csv. "

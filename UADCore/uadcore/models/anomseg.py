@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks.nets import UNet
 from torch import nn
 from torch.nn import functional as F
 
@@ -48,6 +47,8 @@ class AnomSeg3D(nn.Module):
         # MONAI's UNet ends in its out_channels: asked for one, its last up-sampling
         # would squeeze every feature through one normalised channel; it gives
         # channels[0] features here, and a 1x1x1 convolution the logit
+        from monai.networks.nets import UNet  # MONAI where a network is built: `uad --help` need not load it
+
         self.net = nn.Sequential(
             UNet(3, in_channels, channels[0], channels=tuple(channels), strides=(2,) * (len(channels) - 1),
                  num_res_units=res_units, norm="instance", act=("leakyrelu", {"negative_slope": 0.1})),

@@ -1,12 +1,14 @@
-"""Building blocks shared by the convolutional models, for 2D and 3D alike."""
+"""Building blocks shared by the convolutional models, for 2D and 3D alike.
+
+MONAI is imported where a block is built, not with this module: the model
+registry (the CLI's choices) loads every model file, and `uad train --help` need
+not load MONAI."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from monai.networks.blocks import Convolution
-from monai.networks.layers.utils import get_act_layer
 from torch import nn
 from torch.nn import functional as F
 
@@ -21,12 +23,16 @@ def padded_shape(in_shape, depth: int) -> tuple:
 
 def down(spatial_dims: int, in_channels: int, out_channels: int, norm=None) -> nn.Module:
     """Halve each side: kernel 4, stride 2, padding 1, then LeakyReLU."""
+    from monai.networks.blocks import Convolution
+
     return Convolution(spatial_dims, in_channels, out_channels, strides=2, kernel_size=4, padding=1, act=ACTIVATION, norm=norm)
 
 
 def up(spatial_dims: int, in_channels: int, out_channels: int, norm=None, last: bool = False) -> nn.Module:
     """Double each side (transposed convolution); the last layer has no activation,
     so reconstructions are not clipped."""
+    from monai.networks.blocks import Convolution
+
     return Convolution(
         spatial_dims, in_channels, out_channels, strides=2, kernel_size=4, padding=1, output_padding=0,
         is_transposed=True, act=None if last else ACTIVATION, norm=None if last else norm, conv_only=last,
@@ -43,6 +49,8 @@ class WholeGrid(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, grid, transposed: bool = False, act=None):
         super().__init__()
+        from monai.networks.layers.utils import get_act_layer
+
         kind = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d) if transposed else (nn.Conv1d, nn.Conv2d, nn.Conv3d)
         self.conv = kind[spatial_dims - 1](in_channels, out_channels, kernel_size=tuple(grid))
         self.act = get_act_layer(act) if act is not None else nn.Identity()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import TransformerBlock
 from torch import nn
 
 from uadcore.models.spec import ModelSpec
@@ -54,6 +53,8 @@ class MAE(nn.Module):
         self.to_decoder = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_position", sincos_position_embedding(rows, cols, decoder_dim)[None], persistent=False)
+        from monai.networks.blocks import TransformerBlock
+
         self.decoder = nn.ModuleList(TransformerBlock(decoder_dim, 4 * decoder_dim, decoder_heads, qkv_bias=True) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.to_pixels = nn.Linear(decoder_dim, patch * patch * in_channels)

@@ -9,7 +9,6 @@ Shapes: images (B, C, H, W) with H and W multiples of the patch side p; tokens
 from __future__ import annotations
 
 import torch
-from monai.networks.blocks import TransformerBlock
 from torch import nn
 
 
@@ -57,6 +56,8 @@ class ViTEncoder(nn.Module):
         self.embed = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
         self.register_buffer("position", sincos_position_embedding(*self.grid, dim)[None], persistent=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        from monai.networks.blocks import TransformerBlock  # MONAI where a network is built
+
         self.blocks = nn.ModuleList(TransformerBlock(dim, int(dim * mlp_ratio), heads, qkv_bias=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         nn.init.normal_(self.cls_token, std=0.02)

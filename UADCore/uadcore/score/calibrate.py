@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 
 STATISTICS = ("mean", "top1", "share")
@@ -107,6 +106,8 @@ def each_left_out(maps: np.ndarray, regions: np.ndarray) -> Iterator[Calibration
 
 
 def _calibration(mean: np.ndarray, variance: np.ndarray, brain: np.ndarray) -> Calibration:
+    from scipy import ndimage  # here, not at import: the CLI's options read this module's constants
+
     scale = np.sqrt(ndimage.gaussian_filter(variance, SMOOTH_VOXELS))
     typical = float(np.median(scale[brain])) if brain.any() else 1.0
     floor = max(SCALE_FLOOR * typical, 1e-6)
@@ -162,6 +163,8 @@ def pseudo_lesioned(prepared, rng: np.random.Generator):
     region = np.asarray(prepared.region, bool)
     spacing = prepared.grid.spacing
     radius = float(rng.uniform(*PSEUDO_RADIUS_MM))
+    from scipy import ndimage
+
     depth = ndimage.distance_transform_edt(region, sampling=spacing)
     candidates = np.argwhere(depth > radius)
     if len(candidates) == 0:

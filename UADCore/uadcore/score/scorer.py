@@ -12,6 +12,7 @@ import torch
 from uadcore.device import amp_dtype, pick_device, use_device
 from uadcore.errors import UADError
 from uadcore.io import Scan, ScanEntry, read_scan
+from uadcore import pretrained
 from uadcore.io.checkpoint import FinishedRun
 from uadcore.io.run_files import RunFiles
 from uadcore.models import model_spec
@@ -80,7 +81,7 @@ class Scorer:
 
     def __init__(self, run_dir: str, device: str = "auto", batch_size: int | None = None, reference: bool = False,
                  raw: bool = False, statistic: str | None = None):
-        run = FinishedRun.load(run_dir)
+        run = FinishedRun.load(pretrained.run_folder(run_dir))  # "pretrained:NAME": a model shipped in the package
         self.run_dir = run.folder
         self._setup(run.model, run.model_options, run.amp, preset_from_dict(run.preset), device, batch_size, reference, raw,
                     statistic, run.validation, run.calibration)

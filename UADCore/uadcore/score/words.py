@@ -28,3 +28,18 @@ def score_words(score: float, sample_score: str, kind: str, calibrated: bool, pe
     calibrated rec map), above 97 % of the 12 healthy validation scans"."""
     return (f"score {score:.5f} ({sample_score} of the {map_words(kind, calibrated)})"
             + percentile_words(percentile, reference_scans))
+
+
+STATISTIC_WORDS = {"mean": "mean", "top1": "mean of the top 1 %", "share": "share above the healthy 1 % threshold"}
+
+
+def sample_score_words(name: str, calibrated: bool) -> str:
+    """What a sample score of `uad evaluate` is, for a table: "rec-top1" -> "mean of
+    the top 1 % of the calibrated rec map"; "rec" (the paper's) -> its mean raw
+    reconstruction error; a model's own terms (kl, elbo, per-slice kinds) by name."""
+    kind, _, statistic = name.rpartition("-")
+    if kind and statistic in STATISTIC_WORDS:
+        return f"{STATISTIC_WORDS[statistic]} of the {'calibrated' if calibrated else 'raw'} {kind} map"
+    if name == "rec":
+        return "the paper's: mean reconstruction error of the raw map"
+    return name
