@@ -135,10 +135,53 @@ def test_train_cancel_train_review_export_and_map(window, qtbot, tmp_path, cohor
     maps.fpr.setCurrentIndex(1)  # 1 % of healthy voxels
     display = maps.result["map_node"].GetDisplayNode()
     assert display.GetLowerThreshold() == pytest.approx(maps.result["thresholds"]["0.01"])
+    # each slider shows its value beside it
+    assert maps.opacity_value.text() == "80 %"
+    assert maps.threshold_value.text() == f"{maps.result['thresholds']['0.01']:.2f}" + (" z" if maps.result["calibrated"] else "")
     maps.threshold.setValue(0)
     assert display.GetLowerThreshold() == pytest.approx(display.GetWindowLevelMin())
     segmentation = maps.create_segmentation()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+
+    # a pretrained model shipped with UAD: chosen in the panel, it fills the run field
+    # and maps the volume without any training (a scan with a lesion, its mask drawn
+    # as an outline over the map); a run folder typed in is one's own again
+    from uadcore.io import read_manifest
+
+    lesioned = next(e for e in read_manifest(cohort) if e.mask)
+    node = window.load_volume(lesioned.path)
+    maps.volume.setCurrentIndex(maps.volume.findText(node.GetName()))
+    maps.mask.setText(lesioned.mask)
+    maps.pretrained.setCurrentIndex(maps.pretrained.findText("pretrained:normative"))
+    assert maps.run.text() == "pretrained:normative"
+    maps.raw.setChecked(False)
+    maps.statistic.setCurrentIndex(0)
+    maps.result = None
+    qtbot.mouseClick(maps.compute, 1)
+    qtbot.waitUntil(lambda: maps.result is not None, timeout=TIMEOUT_MS)
+    assert maps.result["calibrated"] is True and maps.result["reference_scans"] >= 10
+    composite = window.views[0].logic.GetSliceCompositeNode()
+    assert composite.GetLabelVolumeID() == maps.result["outline_node"].GetID()
+    assert window.views[0].logic.GetSliceNode().GetUseLabelOutline()
+    maps.mask.setText("")
+    assert "rough" not in maps.score.text() and "of the calibrated abs-z map" in maps.score.text()
+    # the legend beside the views: title with the unit, the window's top ("≥" where the map goes higher), the threshold
+    window._tick(force=True)
+    display = maps.result["map_node"].GetDisplayNode()
+    assert "z, healthy-calibrated" in window.legend.title.text()
+    assert window.legend.high.text().lstrip("≥ ") == f"{display.GetWindowLevelMax():.3g}"
+    assert window.legend.high.text().startswith("≥") == (maps.result["map_node"].GetImageData().GetScalarRange()[1] > display.GetWindowLevelMax())
+    assert window.legend.threshold.text() == f"— shown from {display.GetLowerThreshold():.3g}"
+    # "Next hot spot" walks the map's regions above the threshold, the highest first
+    qtbot.mouseClick(maps.next_spot, 1)
+    first_spot = maps.spots[0]
+    assert maps.next_spot.text() == f"Next hot spot (1 of {len(maps.spots)})"
+    assert window.views[0].logic.GetSliceNode().GetSliceToRAS().GetElement(2, 3) == pytest.approx(first_spot[2], abs=1e-3)
+    if len(maps.spots) > 1:
+        qtbot.mouseClick(maps.next_spot, 1)
+        assert window.views[0].logic.GetSliceNode().GetSliceToRAS().GetElement(2, 3) == pytest.approx(maps.spots[1][2], abs=1e-3)
+    maps.run.setText(str(tmp_path / "run"))
+    assert maps.pretrained.currentIndex() == 0
 
     # File > Close Scene: the panels forget the nodes that went with it, and their
     # controls then act on nothing instead of raising; the volume list follows the scene
@@ -268,7 +311,45 @@ def test_review_panel_audits_a_folder_and_exports_decisions(window, qtbot, tmp_p
 
 
 def test_the_review_tells_apart_scans_of_the_same_file_name():
-    from SlicerUADLib.panels import short_names
+    from SlicerUADLib.widgets import short_names
 
     assert short_names(["/d/brats-a/t1.nii.gz", "/d/brats-b/t1.nii.gz", "/d/ixi/IXI002.nii.gz"]) == \
         ["brats-a/t1.nii.gz", "brats-b/t1.nii.gz", "IXI002.nii.gz"]
+
+
+def _clipped(widget) -> str | None:
+    """The text of a label, check box, button or table header that does not fit in
+    the width the layout gave it, or None."""
+    from PyQt5 import QtWidgets
+
+    if not widget.isVisible():
+        return None
+    metrics = widget.fontMetrics()
+    if isinstance(widget, QtWidgets.QLabel) and widget.text() and not widget.wordWrap() and widget.pixmap() is None:
+        if metrics.horizontalAdvance(widget.text()) > widget.contentsRect().width():
+            return widget.text()
+    if isinstance(widget, (QtWidgets.QCheckBox, QtWidgets.QPushButton, QtWidgets.QRadioButton)) and widget.text():
+        if widget.sizeHint().width() > widget.width() + 1:
+            return widget.text()
+    if isinstance(widget, QtWidgets.QTableWidget):
+        header = widget.horizontalHeader()
+        for column in range(widget.columnCount()):
+            item = widget.horizontalHeaderItem(column)
+            if item is not None and metrics.horizontalAdvance(item.text()) + 8 > header.sectionSize(column):
+                return item.text()
+    return None
+
+
+def test_no_text_in_any_panel_is_clipped_at_the_window_size_uad_gui_opens_at(window, qtbot):
+    from PyQt5 import QtWidgets
+
+    from SlicerUADLib.gui import WINDOW_SIZE
+
+    window.window.resize(*WINDOW_SIZE)
+    clipped = {}
+    for index in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(index)
+        qtbot.wait(100)  # the layout settles
+        found = [_clipped(w) for w in window.tabs.currentWidget().findChildren(QtWidgets.QWidget)]
+        clipped[window.tabs.tabText(index)] = [text for text in found if text]
+    assert clipped == {name: [] for name in clipped}

@@ -98,6 +98,12 @@ def test_a_thresholded_map_becomes_a_segmentation(scan_with_map):
     labelmap = segmentation.GetSegmentation().GetNthSegment(0).GetRepresentation("Binary labelmap")
     assert int((vtk_to_numpy(labelmap.GetPointData().GetScalars()) > 0).sum()) == int((heat >= 0.5).sum()) > 0
     assert scene.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0  # the helper labelmap is gone
+    segment = segmentation.GetSegmentation().GetNthSegment(0)
+    entry = vtk.mutable("")
+    assert segment.GetTag(segment.GetTerminologyEntryTagName(), entry)
+    entry = str(entry)
+    assert "SCT^52988006^Lesion" in entry and "Morphologically Altered Structure" in entry  # a terminology entry
+    assert segment.GetName() == "anomaly >= 0.5"
 
 
 def test_the_review_becomes_a_table_and_the_loss_a_chart():
@@ -141,3 +147,59 @@ def test_the_views_go_to_the_maps_peak(scan_with_map):
     jump_to(scene.scene, peak)
     to_ras = slice_node.GetSliceToRAS()
     assert [to_ras.GetElement(row, 3) for row in range(3)] == pytest.approx(peak, abs=1e-3)
+
+
+def test_the_map_has_a_colour_legend_that_says_what_its_values_are(scan_with_map):
+    """Slicer's colour legend for the map's display, titled with its unit; shown
+    again, the map keeps one legend, retitled."""
+    from SlicerUADLib.overlay import UNIT_ATTRIBUTE, color_legend
+
+    scene, scan, heat, marker, view = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    show_map(scene.scene, node, scan, threshold=0.2)
+    legend = color_legend(scene.scene, node, calibrated=True)
+    assert legend.IsA("vtkMRMLColorLegendDisplayNode") and legend.GetVisibility()
+    assert legend.GetPrimaryDisplayNode() is node.GetDisplayNode()
+    assert legend.GetTitleText() == "anomaly map (z, healthy-calibrated)"
+    assert node.GetAttribute(UNIT_ATTRIBUTE) == "z, healthy-calibrated"
+    again = color_legend(scene.scene, node, calibrated=False)
+    legends = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    assert again is legend and sum(d.IsA("vtkMRMLColorLegendDisplayNode") for d in legends) == 1
+    assert legend.GetTitleText() == "anomaly map (raw, not calibrated)"
+
+
+def test_hot_spots_are_the_peaks_of_the_maps_regions_highest_first(scan_with_map):
+    from SlicerUADLib.overlay import hot_spots, peak_ras
+
+    scene, scan, heat, marker, view = scan_with_map
+    second = np.roll(heat, heat.shape[0] // 3, axis=0) * 0.6  # a lower region, a third of the volume away
+    node = add_map_volume(scene.scene, scan, np.maximum(heat, second), "two regions")
+    spots = hot_spots(node, 0.3)
+    assert len(spots) == 2 and spots[0] == pytest.approx(peak_ras(node))
+    assert np.linalg.norm(np.asarray(spots[1]) - np.asarray(spots[0])) > 10.0  # the other region, mm away
+    assert hot_spots(node, 2.0) == [] and len(hot_spots(node, 0.3, at_most=1)) == 1
+
+
+def test_a_ground_truth_mask_is_drawn_as_an_outline_over_the_map(scan_with_map):
+    """The mask in the label layer, outlined in every slice view: the rendered
+    pixel at the lesion's centre keeps the map's colour, its edge turns cyan."""
+    from SlicerUADLib.overlay import show_outline
+
+    scene, scan, heat, marker, view = scan_with_map
+    node = add_map_volume(scene.scene, scan, heat, "anomaly")
+    show_map(scene.scene, node, scan, opacity=1.0, threshold=0.2, window_level=(1.0, 0.5))
+    mask = heat > 0.5
+    outline = show_outline(scene.scene, scan, mask, "lesion")
+    assert volume_array(outline).astype(bool).tolist() == mask.tolist()
+    assert view.GetSliceCompositeNode().GetLabelVolumeID() == outline.GetID()
+    assert view.GetSliceNode().GetUseLabelOutline()
+    def cyan(rgb):
+        return rgb[0] < 60 and rgb[1] > 200 and rgb[2] > 200
+
+    assert not cyan(rendered_pixel(view, marker))  # inside: the map's colour
+    edge = np.sqrt(2 * 6.0**2 * np.log(2))  # mm from the centre where the Gaussian of the fixture falls to 0.5
+    ring = [rendered_pixel(view, np.asarray(marker) + [r * np.cos(a), r * np.sin(a), 0.0])
+            for r in np.linspace(edge - 3, edge + 3, 7) for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)]
+    assert any(cyan(rgb) for rgb in ring)  # the outline
+    with pytest.raises(ValueError, match="differs from the scan's voxel grid"):
+        show_outline(scene.scene, scan, mask[1:], "bad")

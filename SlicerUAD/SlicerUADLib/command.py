@@ -16,7 +16,9 @@ def add_parser(commands) -> None:
         description="Train, review outliers, overlay anomaly maps and evaluate in a window with three slice views.",
     )
     parser.add_argument("--scan", metavar="SCAN", help="a scan to load at start")
-    parser.add_argument("--run", metavar="RUN", help="a run folder to open in the panels (with --scan: its map is shown)")
+    parser.add_argument("--run", metavar="RUN", help="a run folder, or pretrained:NAME, to open in the panels (with --scan: "
+                        "its map is shown)")
+    parser.add_argument("--mask", metavar="MASK", help="with --scan and --run: its lesion mask, drawn as an outline over the map")
     parser.add_argument("--screenshots", metavar="DIR", help="write a PNG of each panel into DIR and exit")
     parser.set_defaults(handler=run)
 
@@ -33,4 +35,4 @@ def run(args) -> int:
         from SlicerUADLib.gui import run_gui
     except ImportError as error:
         raise UADError(f"uad gui needs PyQt5 and slicer-core: pip install 'uadcore[gui]' ({error})") from error
-    return run_gui(args.scan, args.run, args.screenshots)
+    return run_gui(args.scan, args.run, args.screenshots, args.mask)

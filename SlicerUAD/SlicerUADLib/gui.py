@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from SlicerUADLib.logic import UADLogic
-from SlicerUADLib.overlay import INFERNO
+from SlicerUADLib.overlay import INFERNO, UNIT_ATTRIBUTE
 from SlicerUADLib.panels import EvaluatePanel, MapPanel, OutlierPanel, TrainPanel
 from SlicerUADLib.qtcompat import qt
 from SlicerUADLib.scene import StandaloneScene
@@ -97,26 +97,63 @@ class SliceView:
 
 
 class ColourLegend:
-    """The overlay's colour bar with its value range."""
+    """The overlay's colour bar, drawn as Slicer's colour legend reads: a title with
+    the unit of the map's values, the window's top (with "≥" where the map goes
+    higher: its brightest colour then stands for everything above), its bottom,
+    and the threshold below which the map is transparent, marked on the bar."""
+
+    HEIGHT, WIDTH = 200, 18
 
     def __init__(self):
         self.widget = qt.QWidget()
         layout = qt.QVBoxLayout(self.widget)
+        self.title = qt.QLabel("")
+        self.title.setWordWrap(True)
         self.high = qt.QLabel("")
         self.bar = qt.QLabel()
         self.low = qt.QLabel("")
-        for widget in (self.high, self.bar, self.low):
+        self.threshold = qt.QLabel("")
+        self.threshold.setWordWrap(True)
+        for widget in (self.title, self.high, self.bar, self.low, self.threshold):
             layout.addWidget(widget)
-        height = 200
         anchors = np.asarray(INFERNO)
-        rows = np.stack([np.interp(np.linspace(1, 0, height), np.linspace(0, 1, len(anchors)), anchors[:, c]) for c in range(3)], 1)
-        pixels = np.ascontiguousarray(np.repeat((rows * 255).astype(np.uint8)[:, None, :], 18, axis=1))
-        self._pixels = pixels  # QImage borrows the buffer
-        self.bar.setPixmap(qt.QPixmap.fromImage(qt.QImage(pixels.data, 18, height, 18 * 3, qt.QImage.Format_RGB888).copy()))
+        rows = np.stack([np.interp(np.linspace(1, 0, self.HEIGHT), np.linspace(0, 1, len(anchors)), anchors[:, c])
+                         for c in range(3)], 1)
+        self._colours = np.repeat((rows * 255).astype(np.uint8)[:, None, :], self.WIDTH, axis=1)
+        self._draw(None)
 
-    def show_range(self, low: float | None, high: float | None) -> None:
-        self.high.setText("" if high is None else f"{high:.3g}")
-        self.low.setText("" if low is None else f"{low:.3g}")
+    def _draw(self, marked_row: int | None) -> None:
+        pixels = self._colours.copy()
+        if marked_row is not None:  # the threshold: a white line across the bar
+            pixels[max(marked_row - 1, 0):marked_row + 1] = 255
+        self._pixels = np.ascontiguousarray(pixels)  # QImage borrows the buffer
+        image = qt.QImage(self._pixels.data, self.WIDTH, self.HEIGHT, self.WIDTH * 3, qt.QImage.Format_RGB888)
+        self.bar.setPixmap(qt.QPixmap.fromImage(image.copy()))
+
+    def show_range(self, low: float | None, high: float | None, unit: str = "", highest: float | None = None,
+                   threshold: float | None = None) -> None:
+        """The bar for a map shown from ``low`` to ``high`` (its window), whose values
+        are ``unit`` and reach ``highest``, transparent below ``threshold``; None: no map."""
+        if low is None or high is None:
+            for label in (self.title, self.high, self.low, self.threshold):
+                label.setText("")
+            self._draw(None)
+            return
+        self.title.setText(f"anomaly map\n({unit})" if unit else "anomaly map")
+        above = highest is not None and highest > high
+        self.high.setText(f"{'≥ ' if above else ''}{high:.3g}")
+        self.low.setText(f"{low:.3g}")
+        marked = None
+        if threshold is not None and high > low:
+            share = min(max((threshold - low) / (high - low), 0.0), 1.0)
+            marked = int(round((1.0 - share) * (self.HEIGHT - 1)))
+            self.threshold.setText(f"— shown from {threshold:.3g}")
+        else:
+            self.threshold.setText("")
+        self._draw(marked)
+
+
+WINDOW_SIZE = (1100, 760)  # what `uad gui` opens at: every label must fit at this size (Testing/test_gui.py)
 
 
 class MainWindow:
@@ -137,7 +174,8 @@ class MainWindow:
         self.train.on_finished = self.outliers.load_run
         for title, panel in (("Train", self.train), ("Outlier review", self.outliers), ("Anomaly map", self.maps), ("Evaluate", self.evaluate)):
             self.tabs.addTab(panel.widget, title)
-        self.tabs.setMinimumWidth(440)
+        # as wide as the widest panel asks: narrower, its labels are cut ("remove outliers during trair")
+        self.tabs.setMinimumWidth(max(panel.widget.sizeHint().width() for panel in (self.train, self.outliers, self.maps, self.evaluate)) + 24)
         layout.addWidget(self.tabs)
         right = qt.QWidget()
         grid = qt.QGridLayout(right)
@@ -193,7 +231,9 @@ class MainWindow:
         if display is None:
             self.legend.show_range(None, None)
         else:
-            self.legend.show_range(display.GetWindowLevelMin(), display.GetWindowLevelMax())
+            threshold = display.GetLowerThreshold() if display.GetApplyThreshold() else None
+            self.legend.show_range(display.GetWindowLevelMin(), display.GetWindowLevelMax(), shown.GetAttribute(UNIT_ATTRIBUTE) or "",
+                                   shown.GetImageData().GetScalarRange()[1], threshold)
 
     def close(self) -> None:
         """Stop the timers and detach every logic from the scene before anything is
@@ -224,27 +264,32 @@ class MainWindow:
         return written
 
 
-def run_gui(scan: str | None = None, run: str | None = None, screenshots: str | None = None) -> int:
+def run_gui(scan: str | None = None, run: str | None = None, screenshots: str | None = None, mask: str | None = None) -> int:
     """Open the window (``screenshots``: write them and close). Returns an exit code."""
     import sys
 
     import vtk
 
     from uadcore.libraries import DEBUG_ENV
+    from uadcore.pretrained import is_pretrained
 
     # VTK's warnings and errors (a reader's, a renderer's) print blocks on stderr that say
     # nothing a user can act on: shown only with `uad --debug gui`, as the libraries' are
     vtk.vtkObject.SetGlobalWarningDisplay(os.environ.get(DEBUG_ENV) == "1")
     app = qt.QApplication.instance() or qt.QApplication(sys.argv[:1])
     window = MainWindow()
-    window.window.resize(1100, 760)
+    window.window.resize(*WINDOW_SIZE)
     if scan:
         window.load_volume(os.path.abspath(scan))
-    if run:
+    if run and is_pretrained(run):  # a model shipped with UAD: it maps and evaluates, it has no training to review
+        for edit in (window.maps.run, window.evaluate.run):
+            edit.setText(run)
+    elif run:
         for edit in (window.maps.run, window.outliers.run, window.evaluate.run):
             edit.setText(os.path.abspath(run))
         window.outliers.load_run()
     if scan and run:
+        window.maps.mask.setText(os.path.abspath(mask) if mask else "")
         window.maps.compute_map()
         window.maps.wait()
         window._after_map()

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from SlicerUADLib.jobs import Job
-from SlicerUADLib.overlay import add_map_volume, jump_to, peak_ras, show_map
+from SlicerUADLib.overlay import add_map_volume, color_legend, jump_to, peak_ras, show_map, show_outline
 from SlicerUADLib.scene import scan_from_node
 from uadcore.io.run_files import RunFiles
 from uadcore.models import MODELS
@@ -128,8 +128,16 @@ class UADLogic:
         from uadcore.io import read_scan
 
         map_node = add_map_volume(self.scene, volume_node, read_scan(map_path).array, f"{volume_node.GetName()} audit map")
-        _overlay(self.scene, map_node, volume_node, opacity, threshold)
+        _overlay(self.scene, map_node, volume_node, opacity, threshold, calibrated=True)  # audit maps are calibrated on the set
         return {"map_node": map_node}
+
+    def show_mask_outline(self, volume_node, mask_path: str):
+        """A ground-truth lesion mask of ``volume_node`` (a file on its grid: checked
+        as `uad evaluate` checks masks) drawn as an outline over the map."""
+        from uadcore.io import read_mask
+
+        mask = read_mask(mask_path, scan_from_node(volume_node))
+        return show_outline(self.scene, volume_node, mask, f"{volume_node.GetName()} lesion mask")
 
     def scorer(self, run: str, raw: bool = False, statistic: str | None = None):
         from uadcore.score.scorer import Scorer
@@ -154,7 +162,7 @@ class UADLogic:
         name = f"{volume_node.GetName()} {kind} map"
         map_node = add_map_volume(self.scene, volume_node, result.scan_map(), name)
         thresholds = scorer.thresholds.get(kind, {})
-        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
+        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr), result.calibrated)
         return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
                 "reference_scans": len(scorer.validation_scores.get(kind, [])), "thresholds": thresholds, "sample_scores": result.sample_scores}
@@ -176,7 +184,9 @@ class UADLogic:
         scan_path = write_nifti(scan.array, scan.grid, os.path.join(folder, "scan", f"{name}.nii.gz"))
         out = os.path.join(folder, "map", f"{name}_map.nii.gz")
         os.makedirs(os.path.dirname(out))
-        args = ["score", os.path.abspath(run), scan_path, "--out", out, "--json"]
+        from uadcore.pretrained import is_pretrained
+
+        args = ["score", run if is_pretrained(run) else os.path.abspath(run), scan_path, "--out", out, "--json"]
         args += ["--map", kind] if kind else []
         args += ["--raw"] if raw else []
         args += ["--score", statistic] if statistic else []
@@ -199,7 +209,7 @@ class UADLogic:
         finally:
             shutil.rmtree(map_job.folder, ignore_errors=True)
         thresholds = payload.get("thresholds_at_fpr", {})
-        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr))
+        _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr), payload["calibrated"])
         return {"map_node": map_node, "kind": payload["map"], "score": payload["score"], "sample_score": payload["sample_score"],
                 "calibrated": payload["calibrated"], "percentile": payload["percentile_vs_healthy"],
                 "reference_scans": payload["healthy_reference_scans"], "thresholds": thresholds, "sample_scores": payload["sample_scores"]}
@@ -243,9 +253,11 @@ class MapJob:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _overlay(scene, map_node, volume_node, opacity: float, threshold: float | None) -> None:
-    """``map_node`` over ``volume_node`` (`show_map`), every slice view at the map's peak."""
+def _overlay(scene, map_node, volume_node, opacity: float, threshold: float | None, calibrated: bool) -> None:
+    """``map_node`` over ``volume_node`` (`show_map`) with its titled colour legend,
+    every slice view at the map's peak."""
     show_map(scene, map_node, volume_node, opacity=opacity, threshold=threshold)
+    color_legend(scene, map_node, calibrated)
     jump_to(scene, peak_ras(map_node))
 
 

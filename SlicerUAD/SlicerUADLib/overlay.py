@@ -6,8 +6,12 @@ it) explicitly, never ``slicer.mrmlScene``, so it runs in Slicer and on a
 - `show_map`: the map over its scan in every slice view, coloured with inferno
   (built from values: slicer-core ships no such colour file), window/level, a
   threshold below which the map is transparent, the foreground opacity;
+- `color_legend`: the map's colour bar in the views (a `vtkMRMLColorLegendDisplayNode`),
+  titled with what the values mean;
+- `show_outline`: a ground-truth mask as an outline over the map;
 - `map_to_segmentation`: a thresholded map as a segmentation;
-- `peak_ras`, `jump_to`: where a map is highest, and every slice view moved there.
+- `peak_ras`, `hot_spots`, `jump_to`: where a map is highest, the peaks of its regions
+  above a threshold, and every slice view moved to one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ import numpy as np
 
 COLOR_NODE_NAME = "UAD Inferno"
 MAP_ATTRIBUTE = "UAD.map"  # set on every map volume node, so a map is never offered as a scan
+# the thresholded map's segment, in Slicer's terminology (SNOMED CT): a morphologically
+# altered structure, of type lesion; what it is beyond that is for a reader to say
+TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered Structure"
+               "~SCT^52988006^Lesion~^^~Anatomic codes - DICOM master list~^^~^^")
+UNIT_ATTRIBUTE = "UAD.unit"  # what a map's values are, for its legend
+CALIBRATED_UNIT = "z, healthy-calibrated"
+RAW_UNIT = "raw, not calibrated"
 # matplotlib's inferno at 17 evenly spaced points (perceptually uniform, readable
 # in grey); the table interpolates 256 entries between them
 INFERNO = (
@@ -103,6 +114,74 @@ def show_map(scene, map_node, scan_node, opacity: float = 0.5, threshold: float 
     return display
 
 
+def color_legend(scene, map_node, calibrated: bool):
+    """The colour bar of ``map_node`` shown in the slice views: Slicer's colour
+    legend, titled with what its values are ("z, healthy-calibrated" or "raw, not
+    calibrated"; also the node's `UNIT_ATTRIBUTE`, which `uad gui`'s legend reads).
+    Returns the legend display node."""
+    import slicer
+
+    unit = CALIBRATED_UNIT if calibrated else RAW_UNIT
+    map_node.SetAttribute(UNIT_ATTRIBUTE, unit)
+    display = map_node.GetDisplayNode()
+    legend = None
+    for index in range(map_node.GetNumberOfDisplayNodes()):  # one legend a map, also when it is shown again
+        node = map_node.GetNthDisplayNode(index)
+        if node is not None and node.IsA("vtkMRMLColorLegendDisplayNode"):
+            legend = node
+    if legend is None:
+        legend = slicer.vtkMRMLColorLegendDisplayNode()
+        scene.AddNode(legend)
+        map_node.AddAndObserveDisplayNodeID(legend.GetID())
+    legend.SetAndObservePrimaryDisplayNode(display)
+    legend.SetTitleText(f"anomaly map ({unit})")
+    legend.SetLabelFormat("%.1f")
+    legend.SetVisibility(True)
+    return legend
+
+
+def show_outline(scene, scan_node, mask: np.ndarray, name: str):
+    """A ground-truth mask (indexed [i, j, k] on the scan node's own grid) drawn as
+    an outline in every slice view (the label layer, outlined), so the map's colours
+    inside it stay visible. Returns the label map node."""
+    import slicer
+    import vtk
+    from vtk.util.numpy_support import numpy_to_vtk
+
+    dims = scan_node.GetImageData().GetDimensions()
+    mask = np.asarray(mask) > 0
+    if tuple(mask.shape) != tuple(dims):
+        raise ValueError(f"{name}: mask shape {mask.shape} differs from the scan's voxel grid {tuple(dims)}")
+    image = vtk.vtkImageData()
+    image.SetDimensions(*dims)
+    image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(mask.transpose(2, 1, 0)).ravel().astype(np.uint8), deep=True))
+    node = slicer.vtkMRMLLabelMapVolumeNode()
+    node.SetName(name)
+    matrix = vtk.vtkMatrix4x4()
+    scan_node.GetIJKToRASMatrix(matrix)
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveImageData(image)
+    node.SetAttribute(MAP_ATTRIBUTE, "mask")  # not a scan to score either
+    scene.AddNode(node)
+    colours = slicer.vtkMRMLColorTableNode()
+    colours.SetTypeToUser()
+    colours.SetNumberOfColors(2)
+    colours.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    colours.SetColor(1, "lesion", 0.0, 1.0, 1.0, 1.0)  # cyan, as in the reports' pictures
+    scene.AddNode(colours)
+    display = slicer.vtkMRMLLabelMapVolumeDisplayNode()
+    scene.AddNode(display)
+    display.SetAndObserveColorNodeID(colours.GetID())
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    for composite in _composite_nodes(scene):
+        composite.SetLabelVolumeID(node.GetID())
+        composite.SetLabelOpacity(1.0)
+    slices = scene.GetNodesByClass("vtkMRMLSliceNode")
+    for index in range(slices.GetNumberOfItems()):
+        slices.GetItemAsObject(index).SetUseLabelOutline(True)
+    return node
+
+
 def set_threshold(map_node, threshold: float) -> None:
     """Map values below ``threshold`` are transparent (live: the slider's action)."""
     display = map_node.GetDisplayNode()
@@ -141,6 +220,9 @@ def map_to_segmentation(scene, map_node, threshold: float, name: str | None = No
     if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
         raise RuntimeError(f"{map_node.GetName()}: the thresholded map could not become a segmentation")
     scene.RemoveNode(labelmap)
+    segment = segmentation.GetSegmentation().GetNthSegment(0)
+    segment.SetName(f"anomaly >= {threshold:g}")
+    segment.SetTag(segment.GetTerminologyEntryTagName(), TERMINOLOGY)  # what the segment is, for Slicer and DICOM SEG
     return segmentation
 
 
@@ -156,6 +238,28 @@ def peak_ras(map_node) -> list[float]:
     matrix = vtk.vtkMatrix4x4()
     map_node.GetIJKToRASMatrix(matrix)
     return [float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]]
+
+
+def hot_spots(map_node, threshold: float, at_most: int = 10) -> list[list[float]]:
+    """The RAS points (mm) of the peaks of the map's regions at or above
+    ``threshold`` (voxels touching by a face), the highest region first; at most
+    ``at_most`` of them."""
+    import vtk
+    from scipy import ndimage
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    image = map_node.GetImageData()
+    i, j, k = image.GetDimensions()
+    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+    regions, count = ndimage.label(values >= threshold)
+    if count == 0:
+        return []
+    peaks = ndimage.maximum_position(values, regions, range(1, count + 1))
+    heights = ndimage.maximum(values, regions, range(1, count + 1))
+    matrix = vtk.vtkMatrix4x4()
+    map_node.GetIJKToRASMatrix(matrix)
+    ordered = sorted(zip(heights, peaks), key=lambda pair: -pair[0])[:at_most]
+    return [[float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]] for _, (kk, jj, ii) in ordered]
 
 
 def jump_to(scene, ras) -> None:
