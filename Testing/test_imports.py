@@ -142,13 +142,15 @@ def test_the_cli_answers_help_version_and_a_mistyped_command_before_any_library_
         assert _libraries_loaded_by(run) == set(), argv
 
 
-def test_a_commands_own_parser_loads_at_most_torch_and_numpy():
-    """A command's parser may read the model registry (its choices, its defaults),
-    so torch; never MONAI (built with a network), SimpleITK or nibabel (reading and
-    preparing scans)."""
+def test_a_commands_usage_error_loads_no_torch_and_its_help_no_monai():
+    """A command's usage error (`uad train --epochs x`) is parsed before torch loads:
+    the choices and help texts that come from the model registry are read only when
+    a value is checked or a help printed (`uadcore.cli.lazy`). Its `--help` may load
+    torch for them, never MONAI (built with a network), SimpleITK or nibabel."""
     from uadcore.cli import COMMANDS
 
     for command in COMMANDS:
-        run = (f"from uadcore.cli import build_parser\ntry:\n    build_parser({{{command!r}}}).parse_args([{command!r}, '--help'])\n"
-               "except SystemExit:\n    pass")
+        run = f"from uadcore.cli import main\ntry:\n    main([{command!r}, '--no-such-option'])\nexcept SystemExit:\n    pass"
+        assert _libraries_loaded_by(run) <= {"numpy", "scipy"}, command
+        run = f"from uadcore.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass"
         assert _libraries_loaded_by(run) <= {"torch", "numpy", "scipy"}, command

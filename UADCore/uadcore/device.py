@@ -8,12 +8,15 @@ everything below takes that object and never picks again (a `torch.device` given
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from uadcore.errors import UADError
 
+if TYPE_CHECKING:  # torch is imported where a device is made or used: `--device`'s choices come without it
+    import torch
 
-DEVICES = ("auto", "cpu", "cuda")  # what --device and the panels offer
+
+DEVICES = ("auto", "cpu", "cuda")  # what --device and the panels offer (read without torch: `uad train --help`)
 
 
 def pick_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
@@ -21,6 +24,8 @@ def pick_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch
     ``cuda`` is GPU ``local_rank`` (a torchrun rank's own GPU); ``cuda:N`` that GPU.
     A `torch.device` is returned as it is. Asking for CUDA where there is none is an
     error, never a quiet fall-back to the CPU."""
+    import torch
+
     if isinstance(name, torch.device):
         device = name
     elif name == "auto":
@@ -43,6 +48,8 @@ def pick_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch
 def use_device(device: torch.device) -> None:
     """Make a CUDA ``device`` the current one and let cuDNN pick its fastest kernels
     once (training and scoring feed inputs of one shape); nothing on the CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -52,6 +59,8 @@ def amp_dtype(device: torch.device, enabled: bool = True):
     """The autocast dtype for ``device``: bfloat16 on CUDA GPUs that have it (compute
     capability 8 and later), else float16 (trained with a GradScaler); None (full
     float32) on the CPU, where autocast would only slow convolutions down."""
+    import torch
+
     if not enabled or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
@@ -59,6 +68,8 @@ def amp_dtype(device: torch.device, enabled: bool = True):
 
 def describe(device: torch.device) -> str:
     """The GPU's name and memory, or "CPU"."""
+    import torch
+
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB)"

@@ -15,6 +15,7 @@ import sys
 from importlib.metadata import entry_points
 
 from uadcore import __version__
+from uadcore.cli.lazy import HelpFormatter
 from uadcore.errors import UADError
 
 COMMANDS = ("synth", "check", "prepare", "train", "score", "evaluate", "outliers", "audit", "experiment", "demo", "models")
@@ -40,6 +41,7 @@ def build_parser(in_full=COMMANDS) -> argparse.ArgumentParser:
         module = importlib.import_module(f"uadcore.cli.{name}")
         if name in in_full:
             module.add_parser(commands)
+            commands.choices[name].formatter_class = HelpFormatter  # its help texts made when printed (cli.lazy)
         else:
             commands.add_parser(name, help=module.HELP)
     for command in entry_points(group=COMMANDS_GROUP):  # commands of other packages: `uad gui` of SlicerUADLib

@@ -11,11 +11,13 @@ HELP = "rank the scans of a training set by how abnormal they are, each scored b
 
 def add_parser(commands) -> None:
     from uadcore.device import DEVICES
-    from uadcore.audit import AuditPlan
+    from uadcore.cli.lazy import Later, model_names
     from uadcore.io.run_files import AUDIT_NAME
-    from uadcore.models import MODELS
 
-    default = AuditPlan()
+    def default():  # the audit's own defaults (uadcore.audit loads torch: read for a help only)
+        from uadcore.audit import AuditPlan
+
+        return AuditPlan()
     parser = commands.add_parser(
         "audit",
         help=HELP,
@@ -27,12 +29,13 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("data", metavar="DATA", help="the training scans: a folder or a manifest CSV")
     parser.add_argument("--out", metavar="DIR", required=True, help="new folder for the audit")
-    parser.add_argument("--model", choices=sorted(MODELS), default=default.model,
-                        help=f"the model that scores (default {default.model}: seconds a fold)")
-    parser.add_argument("--folds", type=int, default=default.folds, metavar="K", help=f"folds (default {default.folds})")
+    parser.add_argument("--model", choices=model_names(), metavar="MODEL",
+                        help=Later(lambda: f"the model that scores: {', '.join(model_names())} (default {default().model}: "
+                                           "seconds a fold)"))
+    parser.add_argument("--folds", type=int, metavar="K", help=Later(lambda: f"folds (default {default().folds})"))
     parser.add_argument("--size", choices=["paper", "small"], help="model size, as uad train --size")
     parser.add_argument("--epochs", type=int, metavar="E", help="epochs of each fold's training (default: the model's)")
-    parser.add_argument("--seed", type=int, default=default.seed, help=f"seed of the folds and the runs (default {default.seed})")
+    parser.add_argument("--seed", type=int, help=Later(lambda: f"seed of the folds and the runs (default {default().seed})"))
     parser.add_argument("--maps", action="store_true", help="also write each scan's calibrated map (DIR/maps/, NIfTI on its "
                         "own grid)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default auto: CUDA when present")
@@ -46,9 +49,12 @@ def run(args) -> int:
     from uadcore.audit import AuditPlan, run_audit
     from uadcore.errors import UADError
 
-    if args.folds < 2:
-        raise UADError(f"--folds {args.folds}: an audit needs at least 2 folds")
-    plan = AuditPlan(args.model, args.folds, args.seed, args.size, (("epochs", args.epochs),) if args.epochs else ())
+    default = AuditPlan()
+    folds = default.folds if args.folds is None else args.folds
+    if folds < 2:
+        raise UADError(f"--folds {folds}: an audit needs at least 2 folds")
+    plan = AuditPlan(args.model or default.model, folds, default.seed if args.seed is None else args.seed, args.size,
+                     (("epochs", args.epochs),) if args.epochs else ())
     result = run_audit(args.data, args.out, plan, args.device, args.workers, args.maps, progress=not args.json)
     if args.json:
         print_json(result)
@@ -61,6 +67,6 @@ def run(args) -> int:
             f"{result['unhealthy']} (AUROC {result['auroc']:.3f})")
     if result["problems"]:
         say(f"{result['problems']} scans could not be prepared; their rows in {result['audit']} say why")
-    say(f"{result['scans']} scans ranked, each by a model of {args.folds - 1} of {args.folds} folds that did not see it: "
+    say(f"{result['scans']} scans ranked, each by a model of {folds - 1} of {folds} folds that did not see it: "
         f"{result['audit']}")
     return 0

@@ -3,6 +3,7 @@ trained run on labelled scans it did not train on."""
 
 from __future__ import annotations
 
+from uadcore.cli.lazy import Later
 from uadcore.cli.output import print_json, print_table, say
 from uadcore.cli.score import add_map_options, map_help
 
@@ -22,7 +23,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="a finished run folder, or pretrained:NAME (a model shipped with UAD; uad models)")
     parser.add_argument("--data", required=True, metavar="MANIFEST", help="manifest CSV (path,label,mask) of test scans")
-    parser.add_argument("--map", metavar="KIND", help=map_help() + "; 'all' compares every kind")
+    parser.add_argument("--map", metavar="KIND", help=Later(lambda: map_help() + "; 'all' compares every kind"))
     parser.add_argument("--plot", metavar="PNG", help="ROC curves of the sample scores (default with --map all: RUN/roc.png)")
     parser.add_argument("--force", action="store_true", help="replace an existing --plot file")
     add_map_options(parser)

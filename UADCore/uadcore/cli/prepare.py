@@ -19,7 +19,7 @@ HELP = "prepare scans into the cache ahead of training (a shard per job: SLURM a
 
 
 def add_parser(commands) -> None:
-    from uadcore.models import MODELS
+    from uadcore.cli.lazy import Later, model_names
     from uadcore.train.config import TrainConfig
 
     parser = commands.add_parser(
@@ -31,8 +31,9 @@ def add_parser(commands) -> None:
                     "torchrun gives K/N itself.",
     )
     parser.add_argument("data", metavar="DATA", help="a folder of scans or a manifest CSV (as uad train --data)")
-    parser.add_argument("--model", choices=sorted(MODELS), default=TrainConfig.model,
-                        help=f"the model whose preparation to make (default {TrainConfig.model})")
+    parser.add_argument("--model", choices=model_names(), metavar="MODEL", default=TrainConfig.model,
+                        help=Later(lambda: f"the model whose preparation to make: {', '.join(model_names())} "
+                                           f"(default {TrainConfig.model})"))
     parser.add_argument("--size", choices=["paper", "small"], help="as uad train --size (the small size prepares some "
                         "models' scans smaller)")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"], help="as uad train --skull-strip")

@@ -11,6 +11,7 @@ import csv
 import os
 import sys
 
+from uadcore.cli.lazy import Later
 from uadcore.cli.output import print_json, say
 
 HELP = "write the anomaly maps of scans and print their scores"
@@ -54,7 +55,7 @@ def add_parser(commands) -> None:
                         "trained on healthy IXI T1 scans: a first map without training; uad models)")
     parser.add_argument("scans", nargs="+", metavar="SCAN",
                         help="a scan file or DICOM folder; several, a folder of scans or a manifest .csv score each scan")
-    parser.add_argument("--map", metavar="KIND", help=map_help())
+    parser.add_argument("--map", metavar="KIND", help=Later(map_help))
     parser.add_argument("--out", metavar="MAP.nii.gz|FOLDER",
                         help="one scan: where to write its map (NIfTI); several: a folder (made if missing) for their "
                              f"maps and {SCORES_NAME}, never beside the scans; no file in it is replaced without --force")

@@ -12,7 +12,7 @@ HELP = "train a model on a folder or manifest of healthy scans"
 
 def add_parser(commands) -> None:
     from uadcore.device import DEVICES
-    from uadcore.models import MODELS
+    from uadcore.cli.lazy import Later, model_names
     from uadcore.score.calibrate import MIN_SCANS
     from uadcore.train.config import MIN_STEPS_PER_EPOCH, PAPER_BATCH, REMOVAL_SCORES, REMOVAL_STARTS, SETTLED, TrainConfig
 
@@ -27,12 +27,13 @@ def add_parser(commands) -> None:
         ),
     )
     parser.add_argument("--data", metavar="DIR|MANIFEST", help="training scans: a folder or a manifest CSV")
-    parser.add_argument("--model", choices=sorted(MODELS), help=f"model to train (default {default.model})")
+    parser.add_argument("--model", choices=model_names(), metavar="MODEL",
+                        help=Later(lambda: f"model to train: {', '.join(model_names())} (default {default.model})"))
     parser.add_argument("--out", metavar="RUN", help="new run folder")
     parser.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run in RUN")
     parser.add_argument("--config", metavar="FILE", help="JSON file of settings (flags override it)")
     parser.add_argument("--size", choices=["paper", "small"], help="model size: the paper's, or small for CPUs (default paper)")
-    parser.add_argument("--epochs", type=int, metavar="E", help=f"total epochs (default {default.epochs}{_by_model('epochs')})")
+    parser.add_argument("--epochs", type=int, metavar="E", help=Later(lambda: f"total epochs (default {default.epochs}{_by_model('epochs')})"))
     parser.add_argument("--gamma", type=float, metavar="G", help=f"outlier threshold factor (default {default.gamma:g})")
     parser.add_argument("--no-outlier-removal", dest="outlier_removal", action="store_false", default=None, help="train on every scan")
     parser.add_argument("--outlier-every", type=int, metavar="N", help=f"epochs between outlier removals (default {default.outlier_every})")
@@ -45,8 +46,8 @@ def add_parser(commands) -> None:
                              f"(rec-top1: the mean of its highest 1 %%; whole-volume models with >= {MIN_SCANS} validation scans); "
                              "or audit: each scan's score in an out-of-fold audit of the training scans with normative (as uad "
                              "audit), once, before the first epoch (whole-volume models; RUN/audit.csv ranks every scan)")
-    parser.add_argument("--reinit-at", metavar="E1,E2", help=f"re-initialise the weights after these epochs (default {_shown(default.reinit_at)}"
-                        f"{_by_model('reinit_at')}; 'none')")
+    parser.add_argument("--reinit-at", metavar="E1,E2", help=Later(lambda: f"re-initialise the weights after these epochs (default "
+                                                                         f"{_shown(default.reinit_at)}{_by_model('reinit_at')}; 'none')"))
     parser.add_argument("--classifier-epochs", type=int, metavar="E", help=f"epochs of the second stage of two-stage models (mae2d's anomaly classifier; default {default.classifier_epochs})")
     parser.add_argument("--skull-strip", choices=["auto", "yes", "no"],
                         help="brain models: deepbet skull stripping (default auto: unless a scan is already skull-stripped; "
@@ -54,15 +55,16 @@ def add_parser(commands) -> None:
     parser.add_argument("--registration", choices=["affine", "deformable"],
                         help="brain models: registration to MNI152 (default affine; deformable adds a smooth warp on top, "
                              "about 2 s more a scan: healthy anatomy such as the ventricles varies less)")
-    parser.add_argument("--batch-size", type=int, metavar="B", help=f"batch size (default {PAPER_BATCH}, smaller when that would give under {MIN_STEPS_PER_EPOCH} steps "
-                        f"an epoch{_by_model('batch_size')})")
-    parser.add_argument("--lr", type=float, help=f"learning rate (default {default.lr:g}{_by_model('lr')})")
+    parser.add_argument("--batch-size", type=int, metavar="B", help=Later(lambda: f"batch size (default {PAPER_BATCH}, smaller when that would give "
+                                                                             f"under {MIN_STEPS_PER_EPOCH} steps an epoch{_by_model('batch_size')})"))
+    parser.add_argument("--lr", type=float, help=Later(lambda: f"learning rate (default {default.lr:g}{_by_model('lr')})"))
     parser.add_argument("--val-fraction", type=float, metavar="F", help=f"healthy scans held out for the score reference (default {default.val_fraction:g})")
-    parser.add_argument("--plateau-patience", type=int, metavar="N", help=f"LR x 0.1 after N epochs without a better validation loss (0: off; default "
-                        f"{default.plateau_patience}{_by_model('plateau_patience')})")
-    parser.add_argument("--early-stop-patience", type=int, metavar="N", help=f"stop after N epochs without a better validation loss (0: off; default "
-                        f"{default.early_stop_patience}{_by_model('early_stop_patience')})")
-    parser.add_argument("--checkpoint-every", type=int, metavar="N", help=f"epochs between checkpoints (default {default.checkpoint_every}{_by_model('checkpoint_every')})")
+    parser.add_argument("--plateau-patience", type=int, metavar="N", help=Later(lambda: f"LR x 0.1 after N epochs without a better validation loss (0: off; "
+                                   f"default {default.plateau_patience}{_by_model('plateau_patience')})"))
+    parser.add_argument("--early-stop-patience", type=int, metavar="N", help=Later(lambda: f"stop after N epochs without a better validation loss (0: off; "
+                                   f"default {default.early_stop_patience}{_by_model('early_stop_patience')})"))
+    parser.add_argument("--checkpoint-every", type=int, metavar="N", help=Later(lambda: f"epochs between checkpoints (default {default.checkpoint_every}"
+                                                                                     f"{_by_model('checkpoint_every')})"))
     parser.add_argument("--seed", type=int, help=f"random seed (default {default.seed})")
     parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when present; with --resume, where "
                         "this start trains (a run begun on a GPU goes on on the CPU and back)")
