@@ -165,7 +165,7 @@ class UADLogic:
         _overlay(self.scene, map_node, volume_node, opacity, thresholds.get(fpr), result.calibrated)
         return {"map_node": map_node, "kind": kind, "score": result.score, "sample_score": result.statistic,
                 "calibrated": result.calibrated, "percentile": scorer.percentile(result.score, kind),
-                "reference_scans": len(scorer.validation_scores.get(kind, [])), "thresholds": thresholds, "sample_scores": result.sample_scores}
+                "reference_scans": scorer.reference_scans(kind), "thresholds": thresholds, "sample_scores": result.sample_scores}
 
     def start_map(self, volume_node, run: str, kind: str | None = None, raw: bool = False,
                   statistic: str | None = None) -> "MapJob":

@@ -64,23 +64,30 @@ def add_map_volume(scene, scan_node, array: np.ndarray, name: str):
     `ScanScore.scan_map` gives it) as a scalar volume with the scan node's exact
     IJK-to-RAS geometry. Returns the new volume node."""
     import slicer
+
+    node = _on_scan_grid(scene, scan_node, np.asarray(array, dtype=np.float32), slicer.vtkMRMLScalarVolumeNode(), name, "map")
+    node.SetAttribute(MAP_ATTRIBUTE, "1")
+    return node
+
+
+def _on_scan_grid(scene, scan_node, array: np.ndarray, node, name: str, what: str):
+    """``node`` (a new volume node) named ``name``, holding ``array`` (indexed [i, j,
+    k] on the scan node's voxel grid) in the scan node's IJK-to-RAS geometry, added
+    to the scene. A ``what`` of another shape is a ValueError."""
     import vtk
     from vtk.util.numpy_support import numpy_to_vtk
 
     dims = scan_node.GetImageData().GetDimensions()
-    array = np.asarray(array, dtype=np.float32)
     if tuple(array.shape) != tuple(dims):
-        raise ValueError(f"{name}: map shape {array.shape} differs from the scan's voxel grid {tuple(dims)}")
+        raise ValueError(f"{name}: {what} shape {array.shape} differs from the scan's voxel grid {tuple(dims)}")
     image = vtk.vtkImageData()
     image.SetDimensions(*dims)
     image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(array.transpose(2, 1, 0)).ravel(), deep=True))
-    node = slicer.vtkMRMLScalarVolumeNode()
     node.SetName(name)
     matrix = vtk.vtkMatrix4x4()
     scan_node.GetIJKToRASMatrix(matrix)
     node.SetIJKToRASMatrix(matrix)
     node.SetAndObserveImageData(image)
-    node.SetAttribute(MAP_ATTRIBUTE, "1")
     scene.AddNode(node)
     return node
 
@@ -145,24 +152,9 @@ def show_outline(scene, scan_node, mask: np.ndarray, name: str):
     an outline in every slice view (the label layer, outlined), so the map's colours
     inside it stay visible. Returns the label map node."""
     import slicer
-    import vtk
-    from vtk.util.numpy_support import numpy_to_vtk
 
-    dims = scan_node.GetImageData().GetDimensions()
-    mask = np.asarray(mask) > 0
-    if tuple(mask.shape) != tuple(dims):
-        raise ValueError(f"{name}: mask shape {mask.shape} differs from the scan's voxel grid {tuple(dims)}")
-    image = vtk.vtkImageData()
-    image.SetDimensions(*dims)
-    image.GetPointData().SetScalars(numpy_to_vtk(np.ascontiguousarray(mask.transpose(2, 1, 0)).ravel().astype(np.uint8), deep=True))
-    node = slicer.vtkMRMLLabelMapVolumeNode()
-    node.SetName(name)
-    matrix = vtk.vtkMatrix4x4()
-    scan_node.GetIJKToRASMatrix(matrix)
-    node.SetIJKToRASMatrix(matrix)
-    node.SetAndObserveImageData(image)
+    node = _on_scan_grid(scene, scan_node, (np.asarray(mask) > 0).astype(np.uint8), slicer.vtkMRMLLabelMapVolumeNode(), name, "mask")
     node.SetAttribute(MAP_ATTRIBUTE, "mask")  # not a scan to score either
-    scene.AddNode(node)
     colours = slicer.vtkMRMLColorTableNode()
     colours.SetTypeToUser()
     colours.SetNumberOfColors(2)
@@ -200,20 +192,10 @@ def map_to_segmentation(scene, map_node, threshold: float, name: str | None = No
     """A segmentation node with one segment: the map's voxels at or above
     ``threshold``, in the map's geometry. Returns the segmentation node."""
     import slicer
-    import vtk
-    from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
-    values = vtk_to_numpy(map_node.GetImageData().GetPointData().GetScalars())
-    labels = vtk.vtkImageData()
-    labels.SetDimensions(map_node.GetImageData().GetDimensions())
-    labels.GetPointData().SetScalars(numpy_to_vtk((values >= threshold).astype(np.uint8), deep=True))
-    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    labelmap.SetName(f"{map_node.GetName()} >= {threshold:g}")
-    matrix = vtk.vtkMatrix4x4()
-    map_node.GetIJKToRASMatrix(matrix)
-    labelmap.SetIJKToRASMatrix(matrix)
-    labelmap.SetAndObserveImageData(labels)
-    scene.AddNode(labelmap)
+    above = (_voxels(map_node) >= threshold).astype(np.uint8).transpose(2, 1, 0)  # [i, j, k], as _on_scan_grid takes it
+    labelmap = _on_scan_grid(scene, map_node, above, slicer.vtkMRMLLabelMapVolumeNode(), f"{map_node.GetName()} >= {threshold:g}",
+                             "labels")
     segmentation = slicer.vtkMRMLSegmentationNode()
     segmentation.SetName(name or f"{map_node.GetName()} segmentation")
     scene.AddNode(segmentation)
@@ -228,38 +210,43 @@ def map_to_segmentation(scene, map_node, threshold: float, name: str | None = No
 
 def peak_ras(map_node) -> list[float]:
     """The RAS point (mm) of the highest voxel of ``map_node``."""
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
-
-    image = map_node.GetImageData()
-    i, j, k = image.GetDimensions()
-    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
-    kk, jj, ii = np.unravel_index(int(np.argmax(values)), values.shape)
-    matrix = vtk.vtkMatrix4x4()
-    map_node.GetIJKToRASMatrix(matrix)
-    return [float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]]
+    values = _voxels(map_node)
+    return _ras_of(map_node, np.unravel_index(int(np.argmax(values)), values.shape))
 
 
 def hot_spots(map_node, threshold: float, at_most: int = 10) -> list[list[float]]:
     """The RAS points (mm) of the peaks of the map's regions at or above
     ``threshold`` (voxels touching by a face), the highest region first; at most
     ``at_most`` of them."""
-    import vtk
     from scipy import ndimage
-    from vtk.util.numpy_support import vtk_to_numpy
 
-    image = map_node.GetImageData()
-    i, j, k = image.GetDimensions()
-    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+    values = _voxels(map_node)
     regions, count = ndimage.label(values >= threshold)
     if count == 0:
         return []
     peaks = ndimage.maximum_position(values, regions, range(1, count + 1))
     heights = ndimage.maximum(values, regions, range(1, count + 1))
-    matrix = vtk.vtkMatrix4x4()
-    map_node.GetIJKToRASMatrix(matrix)
     ordered = sorted(zip(heights, peaks), key=lambda pair: -pair[0])[:at_most]
-    return [[float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]] for _, (kk, jj, ii) in ordered]
+    return [_ras_of(map_node, peak) for _, peak in ordered]
+
+
+def _voxels(volume_node) -> np.ndarray:
+    """A volume node's voxels as VTK holds them, indexed [k, j, i] (a view, no copy)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    image = volume_node.GetImageData()
+    i, j, k = image.GetDimensions()
+    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
+
+
+def _ras_of(volume_node, kji) -> list[float]:
+    """The RAS point (mm) of the voxel [k, j, i] of ``volume_node``."""
+    import vtk
+
+    kk, jj, ii = kji
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return [float(v) for v in matrix.MultiplyPoint((float(ii), float(jj), float(kk), 1.0))[:3]]
 
 
 def jump_to(scene, ras) -> None:

@@ -146,7 +146,7 @@ def run_demo(out: str, seed: int = 0, device: str = "auto", progress: bool = Tru
         map_path = write_nifti(result.scan_map(), prepared.scan_grid, os.path.join(maps, f"{name}_rec.nii.gz"),
                                f"{ANOMALY_MAP} (rec)")
         title = f"{name} ({entry.label}): " + score_words(result.score, result.statistic, "rec", result.calibrated,
-                                                            scorer.percentile(result.score), len(scorer.validation_scores.get("rec", [])))
+                                                            scorer.percentile(result.score), scorer.reference_scans("rec"))
         png = overlay_png(prepared.image, result.model_map, os.path.join(pictures, f"{name}.png"), mask, title)
         written.append({"scan": entry.path, "label": entry.label, "score": result.score, "sample_score": result.statistic,
                         "calibrated": result.calibrated, "map": map_path, "picture": png})

@@ -112,7 +112,7 @@ def payload_of(scorer, result, kind: str) -> dict:
     return {"scan": os.path.abspath(result.path), "map": kind, "calibrated": result.calibrated,
             "sample_score": result.statistic, "score": result.score,
             "percentile_vs_healthy": scorer.percentile(result.score, kind),
-            "healthy_reference_scans": len(scorer.validation_scores.get(kind, [])),
+            "healthy_reference_scans": scorer.reference_scans(kind),
             "thresholds_at_fpr": scorer.thresholds.get(kind, {}), "sample_scores": result.sample_scores}
 
 

@@ -244,6 +244,10 @@ class Scorer:
         if kind not in self.kinds:
             raise UADError(f"map kind '{kind}' is not available for model {self.spec.name}; kinds: {', '.join(self.kinds)}")
 
+    def reference_scans(self, kind: str = "rec") -> int:
+        """How many healthy validation scans the percentiles of ``kind`` rank against."""
+        return len(self.validation_scores.get(kind, []))
+
     def percentile(self, score: float, kind: str = "rec") -> float | None:
         """Percentage of the healthy validation scans whose ``kind`` sample score (as
         this scorer computes it) is below ``score``."""
