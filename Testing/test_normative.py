@@ -31,6 +31,29 @@ def test_fit_gives_the_median_and_a_robust_spread():
     assert losses.shape == (2,) and losses[0] > 10 * losses[1]
 
 
+def test_near_z_forgives_a_voxel_of_misalignment_but_not_a_lesion():
+    """A healthy boundary one voxel off the statistics' is abnormal to |z| and normal
+    to near-z; a dark blob inside uniform tissue is abnormal to both."""
+    shape = (12, 10, 8)
+    healthy = torch.zeros((9, 1) + shape)
+    healthy[:, :, :6] = 0.75  # white matter on one side of a boundary, 0.25 on the other
+    healthy[:, :, 6:] = 0.25
+    healthy += 0.02 * torch.randn(healthy.shape, generator=torch.Generator().manual_seed(0))
+    model = Normative(in_shape=shape)
+    model.fit(healthy, torch.ones_like(healthy, dtype=torch.bool))
+    shifted = torch.full((1, 1) + shape, 0.25)
+    shifted[:, :, :7] = 0.75  # the boundary a voxel further on
+    assert float(model.z_score(shifted).abs()[0, 0, 6].min()) > 10  # the whole boundary plane
+    near = model.near_z(shifted)
+    assert near.shape == shifted.shape and float(near.max()) < 2
+    assert torch.all(near <= model.z_score(shifted).abs() + 1e-6)  # its own voxel is one of the neighbours
+    lesion = torch.full((1, 1) + shape, 0.75)
+    lesion[:, :, 6:] = 0.25
+    lesion[:, :, 1:4, 3:6, 2:5] = 0.45  # a dark 3x3x3 blob in the white matter
+    assert float(model.near_z(lesion)[0, 0, 2, 4, 3]) > 5  # its centre: every neighbour's statistics say 0.75
+    assert float(model.near_z(lesion)[0, 0, 8, 4, 3]) < 2  # the other side of the boundary: healthy
+
+
 def _run(args, capsys):
     code = main(args)
     return code, capsys.readouterr()

@@ -143,7 +143,8 @@ class OutlierPanel:
             if not row["run"]:
                 self.status.setText(f"{self.names[self.rows.index(row)]}: no map (this audit was run without --maps)")
                 return
-            self.job = self.logic.start_map(node, row["run"])  # calibrated where the run holds a calibration
+            # the audit's map kind, calibrated where the run holds a calibration
+            self.job = self.logic.start_map(node, row["run"], row.get("map_kind"))
         except Exception as error:  # a scan moved or unreadable: say so, keep going
             message(self.widget, "Cannot show this scan", f"{row['path']}: {error}")
             return

@@ -2,7 +2,9 @@
 
 The scans are split into k folds (drawn with the seed). For each fold a run of the
 chosen model (a real run folder, ``OUT/folds/fold-K``, without outlier removal or a
-validation hold-out) trains on the other k-1 folds and maps the held-out fold. So
+validation hold-out) trains on the other k-1 folds and maps the held-out fold (with
+the model's audit map: for `normative` ``near-z``, which forgives a voxel of
+misalignment, `Normative.near_z`). So
 no map comes from a model that could learn its scan's lesion. The maps are then
 smoothed by a Gaussian of one voxel (a lesion is a blob, noise a voxel) and
 calibrated together: each against the per-voxel mean and spread of everybody
@@ -51,14 +53,26 @@ REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top regi
 @dataclass(frozen=True)
 class AuditPlan:
     """What an audit trains and how it splits: ``model`` and its ``size`` (None: the
-    paper's), ``folds`` (k), ``seed``, and the runs' ``train`` settings over the
-    model's defaults (epochs, ...)."""
+    paper's), ``folds`` (k), ``seed``, the runs' ``train`` settings over the
+    model's defaults (epochs, ...), and the ``map`` kind it ranks by (None: the
+    model's audit map, `ModelSpec.audit_map`, else its default map)."""
 
     model: str = "normative"
     folds: int = FOLDS
     seed: int = 0
     size: str | None = None
     train: tuple = ()  # (setting, value) pairs
+    map: str | None = None
+
+    def map_kind(self) -> str:
+        """The map kind the audit ranks by; a kind the model does not offer is bad input."""
+        from uadcore.models import MODELS
+
+        spec = MODELS[self.model]
+        kind = self.map or spec.audit_map or spec.maps[0]
+        if kind not in spec.maps:
+            raise UADError(f"map '{kind}': model {self.model} offers {', '.join(spec.maps)}")
+        return kind
 
 
 def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = "auto", workers: int | None = None,
@@ -68,6 +82,7 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     from uadcore.io.outputs import data_folders, enclosing_folder
     from uadcore.progress import progress_bar
 
+    kind = plan.map_kind()
     entries = load_dataset(data)
     if len(entries) < fewest_scans(plan.folds):
         raise UADError(f"{data}: {len(entries)} scans; an audit in {plan.folds} folds needs at least {fewest_scans(plan.folds)}")
@@ -78,7 +93,7 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the audit")
     write_manifest(entries, os.path.join(out, AUDITED_SCANS))  # what the audit ranked: a review exports from it
-    about = {"data": os.path.realpath(data), **dataclasses.asdict(plan)}
+    about = {"data": os.path.realpath(data), **dataclasses.asdict(plan), "map": kind}
     _write_json(about, os.path.join(out, AUDIT_PLAN))
     problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
     mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
@@ -87,7 +102,7 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     with progress_bar(total=plan.folds, desc="audit", unit="fold", enabled=progress) as bar:
         for fold in range(plan.folds):
             run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
-            mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], device, workers)
+            mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], kind, device, workers)
             bar.update()
     rows, thresholds = _calibrated_together(mapped, os.path.join(out, "maps") if maps else None)
     rows = rank(rows)
@@ -141,14 +156,14 @@ def _train_fold(out: str, fold: int, train_entries: list[ScanEntry], plan: Audit
     return run
 
 
-def _map_fold(run: str, fold: int, held_out: list[ScanEntry], device: str, workers) -> list[tuple[dict, object]]:
-    """(audit row, `ScanScore` with the raw map, or None for a scan that could not be
-    prepared) of each scan of one fold, mapped by the run that did not see it."""
+def _map_fold(run: str, fold: int, held_out: list[ScanEntry], kind: str, device: str, workers) -> list[tuple[dict, object]]:
+    """(audit row, `ScanScore` with the raw ``kind`` map, or None for a scan that could
+    not be prepared) of each scan of one fold, mapped by the run that did not see it."""
     from uadcore.score.scorer import Scorer
 
     scorer = Scorer(run, device=device, raw=True)
     mapped = []
-    for entry, (_, result, _) in zip(held_out, scorer.score_many(held_out, scorer.kinds[0], workers, progress=False)):
+    for entry, (_, result, _) in zip(held_out, scorer.score_many(held_out, kind, workers, progress=False)):
         row = {"path": entry.path, "label": entry.label or "", "fold": fold + 1, "run": run}
         mapped.append(({**row, "problem": result}, None) if isinstance(result, str) else (row, result))
     return mapped

@@ -76,7 +76,8 @@ def _audit_rows(files: RunFiles) -> list[dict]:
             rows.append(_row(row["path"], row["label"], decision="exclude", reason=row.get("problem", "")))
         else:
             rows.append({**_row(row["path"], row["label"], row["rank"], row["score"], "audit", map_file=row.get("map", ""),
-                                peak=row["peak_ras_mm"], run=row.get("run", "")), "threshold": threshold})
+                                peak=row["peak_ras_mm"], run=row.get("run", "")), "threshold": threshold,
+                         "map_kind": about.get("map")})  # the kind its run maps it with (None: the run's default)
     return rows
 
 

@@ -32,6 +32,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--model", choices=model_names(), metavar="MODEL",
                         help=Later(lambda: f"the model that scores: {', '.join(model_names())} (default {default().model}: "
                                            "seconds a fold)"))
+    parser.add_argument("--map", metavar="KIND", help="the map kind it ranks by (default: the model's audit map; for "
+                        "normative near-z, |z| against the closest healthy statistics within a voxel)")
     parser.add_argument("--folds", type=int, metavar="K", help=Later(lambda: f"folds (default {default().folds})"))
     parser.add_argument("--size", choices=["paper", "small"], help="model size, as uad train --size")
     parser.add_argument("--epochs", type=int, metavar="E", help="epochs of each fold's training (default: the model's)")
@@ -54,7 +56,7 @@ def run(args) -> int:
     if folds < 2:
         raise UADError(f"--folds {folds}: an audit needs at least 2 folds")
     plan = AuditPlan(args.model or default.model, folds, default.seed if args.seed is None else args.seed, args.size,
-                     (("epochs", args.epochs),) if args.epochs else ())
+                     (("epochs", args.epochs),) if args.epochs else (), args.map)
     result = run_audit(args.data, args.out, plan, args.device, args.workers, args.maps, progress=not args.json)
     if args.json:
         print_json(result)

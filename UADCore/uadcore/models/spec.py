@@ -63,6 +63,7 @@ class ModelSpec:
     preset: its preprocessing preset (`uadcore.preprocess.PRESETS`), with
         ``preset_params`` where the paper's differ from the preset's defaults.
     maps: the map kinds it offers (`uadcore.score.maps.KINDS`); the first is the default.
+    audit_map: the map kind the out-of-fold audit ranks scans by (`uadcore.audit`); None: the default map.
     train: training defaults where the paper's differ from `TrainConfig`'s.
     small, small_preset: model and preset options of a configuration for CPUs (``--size small``).
     stages: the stages it is trained in (a `StagedModel` has more than one); outlier
@@ -77,6 +78,7 @@ class ModelSpec:
     preset: str
     maps: tuple[str, ...]
     summary: str = ""
+    audit_map: str | None = None
     preset_params: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     small: dict = field(default_factory=dict)

@@ -8,7 +8,8 @@ voxel-wise anomaly maps of every model (Zimmerer et al. for the VAE):
 - ``combi``: the KL gradient, smoothed and min-max normalised, times the
   reconstruction term;
 - ``abs-z``, ``z``: the normative baseline's |z| and signed z-score per voxel
-  (rec there is |x - healthy median|);
+  (rec there is |x - healthy median|); ``near-z``: its |z| against the closest
+  healthy statistics within a voxel (`Normative.near_z`);
 - ``probability``: the anomaly segmenter's P(anomalous) per voxel.
 
 Per image by default: gradients of the *sum* over the batch (each image's gradient
@@ -76,6 +77,13 @@ def z_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
     with torch.no_grad():
         z = model.z_score(x)
         return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "abs-z": z.abs(), "z": z}
+
+
+def near_z_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
+    """The normative baseline's |z| against the closest healthy statistics within a
+    voxel, and |x - healthy median|."""
+    with torch.no_grad():
+        return {"rec": (model.reconstruct(x).float() - x.float()).abs(), "near-z": model.near_z(x)}
 
 
 def probability_outputs(model, x: torch.Tensor, reference: bool = False) -> dict:
@@ -221,6 +229,7 @@ for _kind in (
     MapKind("elbo-grad", "|d ELBO / dx| of a VAE", functools.partial(vae_outputs, kind="elbo-grad")),
     MapKind("combi", "smoothed, normalised KL gradient x reconstruction term", functools.partial(vae_outputs, kind="combi")),
     MapKind("abs-z", "|z| against the healthy voxel statistics", z_outputs),
+    MapKind("near-z", "|z| against the closest healthy voxel statistics within a voxel", near_z_outputs),
     MapKind("z", "signed z against the healthy voxel statistics", z_outputs),
     MapKind("probability", "the anomaly segmenter's P(anomalous) per voxel", probability_outputs),
     MapKind("classifier", "the MAE's anomaly classifier, P(pseudo-abnormal) of a slice",
