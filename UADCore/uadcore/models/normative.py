@@ -69,13 +69,12 @@ class Normative(nn.Module):
         voxels: min over the offsets d in [-reach, reach]^3 of |x(v) - median(v + d)|
         / spread(v + d), (B, C, I, J, K) float32. A voxel that matches a neighbour's
         healthy values (a boundary a voxel off) scores low; a lesion matches none."""
-        spatial = tuple(range(2, x.dim()))
-        pad = [reach] * (2 * len(spatial))
-        median = F.pad(self.median, pad, mode="replicate")
-        spread = F.pad(self.spread, pad, mode="replicate")
+        dims = x.dim() - 2
+        median = F.pad(self.median, [reach] * (2 * dims), mode="replicate")
+        spread = F.pad(self.spread, [reach] * (2 * dims), mode="replicate")
         x = x.float()
         nearest = None
-        for offset in itertools.product(range(2 * reach + 1), repeat=len(spatial)):
+        for offset in itertools.product(range(2 * reach + 1), repeat=dims):
             window = (Ellipsis,) + tuple(slice(o, o + n) for o, n in zip(offset, x.shape[2:]))
             z = (x - median[window]).abs() / spread[window]
             nearest = z if nearest is None else torch.minimum(nearest, z)

@@ -69,12 +69,13 @@ def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[n
 def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """The audit, in memory, of prepared whole-volume scans on one model grid:
     ``items`` (N, 1, I, J, K) and their brains ``regions`` (N, 1, I, J, K), N >=
-    `fewest_scans`. Each scan's map (``near-z``, the audit map of `normative`) comes
-    from a `normative` fitted on the other folds (as `uadcore.audit.run_audit` with ``--model normative``, without
+    `fewest_scans`. Each scan's map (the audit map of `normative`, its
+    `ModelSpec.audit_map`) comes from a `normative` fitted on the other folds (as `uadcore.audit.run_audit` with ``--model normative``, without
     run folders), the maps are calibrated on the set (`calibrated_on_the_set`);
     returns every scan's sample score (`STATISTIC`), (N,) float64: the score of
     outlier removal by ``removal_score audit``."""
-    from uadcore.models.normative import Normative
+    from uadcore.models.normative import SPEC, Normative
+    from uadcore.score.maps import map_outputs
 
     n = len(items)
     if n < fewest_scans(folds):
@@ -86,8 +87,8 @@ def normative_scores(items: torch.Tensor, regions: torch.Tensor, folds: int = FO
         held = fold_of == fold
         model = Normative(in_shape=items.shape[2:], in_channels=items.shape[1])
         model.fit(items[~held].cpu(), regions[~held].cpu())
-        z = model.near_z(items[held].cpu())[:, 0]
-        maps[held.numpy()] = torch.where(inside[held], z, 0.0).numpy()
+        held_maps = map_outputs(model, items[held].cpu(), SPEC.audit_map)[SPEC.audit_map][:, 0]
+        maps[held.numpy()] = torch.where(inside[held], held_maps, 0.0).numpy()
     _, set_reference = calibrated_on_the_set(maps, inside.numpy())
     return np.asarray(set_reference["scores"][STATISTIC], np.float64)
 
