@@ -41,18 +41,27 @@ def prepared_images() -> torch.Tensor:
 
 
 @torch.no_grad()
-def probe(model, held_out: torch.Tensor) -> dict:
-    """Voxel AP of each anomaly kind on the held-out scans, and their clean maximum."""
-    from sklearn.metrics import average_precision_score
-
+def probe_sets(held_out: torch.Tensor) -> dict:
+    """Per anomaly kind, the held-out scans with one anomaly of it (fixed seed) and the
+    truth inside their brains: {kind: (altered (N, 1, I, J, K), truth (voxels,) bool)}."""
     from uadcore.synth.anomalies import KINDS, AnomalySettings, insert_anomalies
+
+    brain, sets = held_out > 0, {}
+    for kind in KINDS:
+        altered, mask = insert_anomalies(held_out, AnomalySettings(kinds=(kind,), **PROBE), torch.Generator().manual_seed(PROBE_SEED))
+        sets[kind] = (altered, (mask[brain] > 0.5).numpy())
+    return sets
+
+
+@torch.no_grad()
+def probe(model, held_out: torch.Tensor, sets: dict) -> dict:
+    """Voxel AP of each anomaly kind of ``sets`` (`probe_sets`), and the clean scans' maximum."""
+    from uadcore.metrics import voxel_metrics
 
     model.eval()
     brain, result = held_out > 0, {}
-    for kind in KINDS:
-        altered, mask = insert_anomalies(held_out, AnomalySettings(kinds=(kind,), **PROBE), torch.Generator().manual_seed(PROBE_SEED))
-        probability = model.anomaly_probability(altered)
-        result[kind] = round(float(average_precision_score((mask[brain] > 0.5).numpy(), probability[brain].numpy())), 3)
+    for kind, (altered, truth) in sets.items():
+        result[kind] = round(voxel_metrics(model.anomaly_probability(altered)[brain].numpy(), truth)["voxel_ap"], 3)
     result["clean_max"] = round(float(model.anomaly_probability(held_out).amax(dim=(1, 2, 3, 4)).mean()), 3)
     model.train()
     return result
@@ -67,6 +76,7 @@ def learn(images: torch.Tensor, lr: float, steps: int, every: int, seed: int) ->
     model = spec.build(in_shape=tuple(images.shape[2:]), **spec.small)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     train, held_out = images[:TRAIN_SCANS], images[TRAIN_SCANS:]
+    sets = probe_sets(held_out)  # the same anomalies at every probe
     order = torch.Generator().manual_seed(seed)
     curve, started = [], time.perf_counter()
     for step in range(1, steps + 1):
@@ -76,7 +86,7 @@ def learn(images: torch.Tensor, lr: float, steps: int, every: int, seed: int) ->
         loss.backward()
         optimizer.step()
         if step % every == 0:
-            curve.append({"step": step, "seconds": round(time.perf_counter() - started, 1), **probe(model, held_out)})
+            curve.append({"step": step, "seconds": round(time.perf_counter() - started, 1), **probe(model, held_out, sets)})
             print(json.dumps({"lr": lr, **curve[-1]}), flush=True)
     return curve
 
