@@ -123,6 +123,21 @@ def test_a_marker_goes_through_the_warp_and_comes_back_to_its_native_voxel(defor
     assert np.linalg.norm(bright_centroid(on_grid.astype(np.float32), warped.grid, 0.5) - on_model) <= 2.5
 
 
+def test_a_point_of_the_model_grid_goes_to_the_same_anatomy_in_the_scan(deformed):
+    """`Prepared.to_scan_points` (how the audit places a map's peak on the scan): the
+    marker's centre on the model grid lands on the marker in the scan, through the
+    affine registration alone and through the warp, as `to_scan` moves a volume."""
+    scan, marker, affine, warped = deformed
+    for prepared in (affine, warped):
+        on_model = bright_centroid(prepared.image, prepared.grid, 0.95)
+        assert np.linalg.norm(prepared.to_scan_points(on_model[None])[0] - marker) <= 2.5, prepared.warp
+        moved = prepared.to_scan(prepared.image)
+        assert np.linalg.norm(bright_centroid(moved, scan.grid, 0.95) - prepared.to_scan_points(on_model[None])[0]) <= 2.5
+    # a model voxel's volume on the scan: the 2.5 mm voxel scaled as the brain was placed (by 1.08 in each axis)
+    for prepared in (affine, warped):
+        assert prepared.scan_ml_per_voxel() == pytest.approx(2.5**3 / 1000.0 * 1.08**3, rel=0.05)
+
+
 def test_the_warp_is_cached_with_the_prepared_scan(deformed, tmp_path, monkeypatch):
     from uadcore.preprocess import cache
 

@@ -1,6 +1,7 @@
 """The out-of-fold audit (`uad audit`) finding contaminated scans in a training set.
 
-    python -m benchmarks.audit --out DIR [--model normative] [--healthy 100] [--synthetic [--lesions KIND]]
+    python -m benchmarks.audit --out DIR [--model normative] [--registration affine|deformable] [--healthy 100]
+                               [--synthetic | --impurity [--seeds 0,1,2]] [--lesions KIND]
 
 Real scans (default): ``--healthy`` IXI T1 scans of ``../shared/realdata`` (drawn
 with seed 0) with lesion cases injected, one training set per lesion group
@@ -11,7 +12,10 @@ healthy scans in that top k, the AUROC of the audit score, and the audit's wall
 time (preparation excluded: the scans are prepared first, cached, as `uad prepare`
 would). ``--synthetic``: the demo's training set instead (48 healthy, 4 injected
 tumour scans, seed 0); with ``--lesions wm-lesions`` its injected scans carry
-small white-matter lesions (3-10 of 3-6 mm radius) instead.
+small white-matter lesions (3-10 of 3-6 mm radius) instead. ``--impurity``: the
+training set of `uad experiment impurity` at 12 % (56 healthy, 7 injected scans of
+``--lesions``, e.g. ``small-mass``: one 5-15 mm mass), one per cohort seed of
+``--seeds``. ``--registration``: the audit's preparation (default: the audit's).
 
 Writes DIR/audit.json and DIR/audit.md.
 """
@@ -30,6 +34,21 @@ from uadcore.io import read_manifest, write_manifest
 
 TUMOURS = ("brats18-", "tcga-", "t1c-")
 WHITE_MATTER = ("wmh-",)
+
+
+def impurity_sets(out: str, lesions: str, seeds: list[int]) -> dict[str, str]:
+    """name -> manifest of the impurity experiment's 12 % training set, one per cohort seed."""
+    from uadcore.experiments.impurity import ImpurityPlan
+    from uadcore.synth import synthesize_cohort
+
+    plan, sets = ImpurityPlan(lesion_kind=lesions), {}
+    healthy, unhealthy = plan.cohort_size()
+    for seed in seeds:
+        folder = os.path.join(out, f"impurity-{lesions}-seed{seed}")
+        entries = read_manifest(synthesize_cohort(os.path.join(folder, "cohort"), healthy=healthy, unhealthy=unhealthy, seed=seed,
+                                                  progress=False, lesion_kinds=(lesions,)))
+        sets[f"impurity 12 %, {lesions}, seed {seed}"] = write_manifest(plan.split(entries, 12)[0], os.path.join(folder, "train-12pct.csv"))
+    return sets
 
 
 def training_sets(out: str, healthy_count: int, synthetic: bool, lesions: str = "tumour") -> dict[str, str]:
@@ -62,7 +81,10 @@ def main() -> None:
     parser.add_argument("--healthy", type=int, default=100)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--synthetic", action="store_true")
-    parser.add_argument("--lesions", default="tumour", help="with --synthetic: the injected scans' lesion kind")
+    parser.add_argument("--impurity", action="store_true")
+    parser.add_argument("--seeds", default="0", help="with --impurity: cohort seeds, comma-separated")
+    parser.add_argument("--lesions", default="tumour", help="with --synthetic or --impurity: the injected scans' lesion kind")
+    parser.add_argument("--registration", choices=["affine", "deformable"])
     args = parser.parse_args()
     from uadcore.audit import AuditPlan, run_audit
     from uadcore.io import load_dataset
@@ -71,13 +93,17 @@ def main() -> None:
     from uadcore.preprocess.dataset import prepare_scans
 
     os.makedirs(args.out, exist_ok=True)
+    plan = AuditPlan(args.model, args.folds, registration=args.registration or AuditPlan().registration)
+    sets = (impurity_sets(args.out, args.lesions, [int(s) for s in args.seeds.split(",")]) if args.impurity
+            else training_sets(args.out, args.healthy, args.synthetic, args.lesions))
     results = []
-    for name, manifest in training_sets(args.out, args.healthy, args.synthetic, args.lesions).items():
+    for name, manifest in sets.items():
         spec = MODELS[args.model]
-        prepare_scans(load_dataset(manifest), make_preset(spec.preset, **spec.preset_options()), progress=False, problems={})
+        prepare_scans(load_dataset(manifest), make_preset(spec.preset, **spec.preset_options(plan.preset_params())),
+                      progress=False, problems={})
         started = time.perf_counter()
-        audit = run_audit(manifest, os.path.join(args.out, name.replace(" ", "-")), AuditPlan(args.model, args.folds),
-                          progress=False)
+        folder = os.path.join(args.out, "".join(c if c.isalnum() else "-" for c in name))
+        audit = run_audit(manifest, folder, plan, progress=False)
         seconds = time.perf_counter() - started
         scored = [r for r in audit["rows"] if "problem" not in r]
         k = audit.get("unhealthy", 0)
@@ -86,10 +112,12 @@ def main() -> None:
                         "auroc": audit.get("auroc"), "seconds": round(seconds, 1), "problems": audit["problems"],
                         "injected_ranks": [r["rank"] for r in scored if r["label"] == "unhealthy"]})
         print(json.dumps(results[-1]), flush=True)
-    report = {"machine": machine_info(), "model": args.model, "folds": args.folds, "results": results}
+    report = {"machine": machine_info(), "model": args.model, "folds": args.folds, "registration": plan.registration,
+              "results": results}
     with open(os.path.join(args.out, "audit.json"), "w") as handle:
         json.dump(report, handle, indent=1)
-    lines = [f"Out-of-fold audit with `{args.model}`, {args.folds} folds ({report['machine'].get('cpu', '')}):", "",
+    lines = [f"Out-of-fold audit with `{args.model}`, {args.folds} folds, {plan.registration} registration "
+             f"({report['machine'].get('cpu', '')}):", "",
              "| training set | scans | injected (scored) | injected in top k | healthy removed at that cut | AUROC | "
              "not preparable | seconds |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['set']} | {r['scans']} | {r['injected']} | {r['injected_in_top_k']} | {100 * r['healthy_in_top_k_share']:.1f} % "

@@ -2,7 +2,8 @@
 
 The scans are split into k folds (drawn with the seed). For each fold a run of the
 chosen model (a real run folder, ``OUT/folds/fold-K``, without outlier removal or a
-validation hold-out) trains on the other k-1 folds and maps the held-out fold (with
+validation hold-out, its scans prepared with the deformable registration unless
+the plan says otherwise) trains on the other k-1 folds and maps the held-out fold (with
 the model's audit map: for `normative` ``near-z``, which forgives a voxel of
 misalignment, `Normative.near_z`). So
 no map comes from a model that could learn its scan's lesion. The maps are then
@@ -12,7 +13,8 @@ else's out-of-fold maps (leave one out, `uadcore.score.calibrate.each_left_out`)
 so that a voxel counts as abnormal for a scan when it is abnormal among this very
 set of scans (the few contaminated ones rarely share a voxel), and only where at
 least half of the set has brain. Every scan gets
-its sample score (the mean of the highest 1 % of its calibrated map), its
+its sample score (the mean of the highest 0.2 % of its calibrated map,
+`uadcore.score.out_of_fold.TOP_FRACTION`), its
 percentile among the others' scores, and its map's top region: where the map peaks
 (RAS mm on the scan's own grid) and how large the connected region above the
 set's 5 % voxel threshold around that peak is (ml). The scans are ranked by score,
@@ -44,7 +46,7 @@ from uadcore.io import ScanEntry, load_dataset, write_manifest
 from uadcore.io.atomic import atomic_path
 from uadcore.io.run_files import AUDIT_NAME, AUDIT_PLAN, AUDITED_SCANS
 from uadcore.score.calibrate import MIN_SCANS
-from uadcore.score.out_of_fold import (FOLDS, STATISTIC, calibrated_on_the_set, fewest_scans, folds_of, found_in_top_k,
+from uadcore.score.out_of_fold import (FOLDS, REGISTRATION, calibrated_on_the_set, fewest_scans, folds_of, found_in_top_k,
                                        write_audit_csv)
 
 REGION_FPR = "0.05"  # the set's voxel threshold that outlines a scan's top region
@@ -63,6 +65,14 @@ class AuditPlan:
     size: str | None = None
     train: tuple = ()  # (setting, value) pairs
     map: str | None = None
+    registration: str = REGISTRATION  # of the brain preparation (`uadcore.score.out_of_fold.REGISTRATION`)
+
+    def preset_params(self) -> dict:
+        """The preset options of the model the audit prepares and trains with (its
+        size, the registration), one decision for the preparation and every fold."""
+        from uadcore.train.config import preset_params
+
+        return preset_params(self.model, self.size, dict(self.train).get("preset_params"), registration=self.registration)
 
     def map_kind(self) -> str:
         """The map kind the audit ranks by; a kind the model does not offer is bad input."""
@@ -123,10 +133,9 @@ def _prepare(entries: list[ScanEntry], plan: AuditPlan, workers, progress: bool)
     from uadcore.models import MODELS
     from uadcore.preprocess import make_preset
     from uadcore.preprocess.dataset import prepare_scans
-    from uadcore.train.config import preset_params
 
     spec = MODELS[plan.model]
-    preset = make_preset(spec.preset, **spec.preset_options(preset_params(plan.model, plan.size)))
+    preset = make_preset(spec.preset, **spec.preset_options(plan.preset_params()))
     problems = {}
     prepare_scans([ScanEntry(e.path, brain=e.brain) for e in entries], preset, workers, progress, problems)
     return problems
@@ -138,7 +147,6 @@ def _train_fold(out: str, fold: int, train_entries: list[ScanEntry], plan: Audit
     the reference, `_calibrated_together`)."""
     from uadcore.models import MODELS
     from uadcore.train import Events, TrainConfig, train
-    from uadcore.train.config import preset_params
 
     folder = os.path.join(out, "folds")
     manifest = write_manifest(train_entries, os.path.join(folder, f"fold-{fold + 1}-train.csv"))
@@ -148,7 +156,7 @@ def _train_fold(out: str, fold: int, train_entries: list[ScanEntry], plan: Audit
                   workers=workers or 0, val_fraction=0.0)
     if plan.size == "small":
         values["model_params"] = {**spec.small, **values.get("model_params", {})}
-    values["preset_params"] = preset_params(plan.model, plan.size, values.get("preset_params"))
+    values["preset_params"] = plan.preset_params()
     run = os.path.join(folder, f"fold-{fold + 1}")
     with warnings.catch_warnings():  # no validation scans, as intended
         warnings.filterwarnings("ignore", r".*no validation scans held out", UADWarning)
@@ -183,39 +191,43 @@ def _calibrated_together(mapped: list[tuple[dict, object]], maps_folder: str | N
         raise UADError(f"{len(good)} scans could be mapped on one grid; an audit needs at least {MIN_SCANS + 2}")
     maps = np.stack([r.model_map for _, r in good])
     regions = np.stack([np.asarray(r.prepared.region, bool) for _, r in good])
-    calibrated, set_reference = calibrated_on_the_set(maps, regions)
+    calibrated, thresholds, scores = calibrated_on_the_set(maps, regions)
     del maps
-    threshold, scores = set_reference["thresholds"][REGION_FPR], np.asarray(set_reference["scores"][STATISTIC])
+    threshold = thresholds[REGION_FPR]
     names = map_names([row["path"] for row, _ in good])
     rows = []
     for index, ((row, result), model_map) in enumerate(zip(good, calibrated)):
-        scan_map = result.prepared.to_scan(model_map)
-        peak, region_ml = top_region(scan_map, result.prepared.scan_grid, threshold)
+        peak, region_ml = top_region(model_map, result.prepared, threshold)
         others = np.delete(scores, index)
         row = {**row, "score": float(scores[index]), "percentile_in_set": round(100.0 * float(np.mean(others < scores[index])), 1),
                "peak_ras_mm": peak, "region_ml": region_ml}
         if maps_folder is not None:
-            row["map"] = write_nifti(scan_map, result.prepared.scan_grid, os.path.join(maps_folder, names[index]),
+            row["map"] = write_nifti(result.prepared.to_scan(model_map), result.prepared.scan_grid, os.path.join(maps_folder, names[index]),
                                      f"{ANOMALY_MAP} (out of fold, calibrated on the set)")
         rows.append(row)
-    return rows + problems, set_reference["thresholds"]
+    return rows + problems, thresholds
 
 
-def top_region(scan_map: np.ndarray, grid, threshold: float | None) -> tuple[list[float], float | None]:
-    """(the RAS point in mm of the map's highest voxel, the volume in ml of the
-    connected region above ``threshold`` that holds it: 0 when the peak is below it;
-    None without a threshold)."""
+def top_region(model_map: np.ndarray, prepared, threshold: float | None) -> tuple[list[float], float | None]:
+    """(the RAS point in mm of the centre of the scan voxel that holds the highest
+    voxel of ``model_map`` (on ``prepared``'s model grid), the volume in ml of the connected
+    region above ``threshold`` that holds it: 0 when the peak is below it; None
+    without a threshold). Found on the model grid and carried to the scan as a point
+    (`Prepared.to_scan_points`): no resampling of the map, which through a
+    deformable registration takes seconds a scan."""
     from scipy import ndimage
 
-    peak = np.unravel_index(int(np.argmax(scan_map)), scan_map.shape)
-    point = [round(float(v), 1) for v in grid.index_to_world(np.asarray([peak]))[0]]
+    peak = np.unravel_index(int(np.argmax(model_map)), model_map.shape)
+    on_scan = prepared.to_scan_points(prepared.grid.index_to_world(np.asarray([peak])))
+    voxel = np.clip(np.round(prepared.scan_grid.world_to_index(on_scan)), 0, np.asarray(prepared.scan_grid.shape) - 1)
+    point = [round(float(v), 1) for v in prepared.scan_grid.index_to_world(voxel)[0]]  # the scan voxel that holds it
     if threshold is None:
         return point, None
-    if scan_map[peak] <= threshold:
+    if model_map[peak] <= threshold:
         return point, 0.0
-    labels, _ = ndimage.label(scan_map > threshold)
+    labels, _ = ndimage.label(model_map > threshold)
     voxels = int(np.count_nonzero(labels == labels[peak]))
-    return point, round(voxels * float(np.prod(grid.spacing)) / 1000.0, 2)
+    return point, round(voxels * prepared.scan_ml_per_voxel(), 2)
 
 
 def rank(rows: list[dict]) -> list[dict]:

@@ -36,6 +36,9 @@ def add_parser(commands) -> None:
                         "normative near-z, |z| against the closest healthy statistics within a voxel)")
     parser.add_argument("--folds", type=int, metavar="K", help=Later(lambda: f"folds (default {default().folds})"))
     parser.add_argument("--size", choices=["paper", "small"], help="model size, as uad train --size")
+    parser.add_argument("--registration", choices=["affine", "deformable"],
+                        help=Later(lambda: f"registration of the brain preparation (default {default().registration}: "
+                                           "healthy anatomy a few mm off the others' is not ranked as abnormal)"))
     parser.add_argument("--epochs", type=int, metavar="E", help="epochs of each fold's training (default: the model's)")
     parser.add_argument("--seed", type=int, help=Later(lambda: f"seed of the folds and the runs (default {default().seed})"))
     parser.add_argument("--maps", action="store_true", help="also write each scan's calibrated map (DIR/maps/, NIfTI on its "
@@ -56,7 +59,7 @@ def run(args) -> int:
     if folds < 2:
         raise UADError(f"--folds {folds}: an audit needs at least 2 folds")
     plan = AuditPlan(args.model or default.model, folds, default.seed if args.seed is None else args.seed, args.size,
-                     (("epochs", args.epochs),) if args.epochs else (), args.map)
+                     (("epochs", args.epochs),) if args.epochs else (), args.map, args.registration or default.registration)
     result = run_audit(args.data, args.out, plan, args.device, args.workers, args.maps, progress=not args.json)
     if args.json:
         print_json(result)

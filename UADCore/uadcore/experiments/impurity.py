@@ -57,6 +57,19 @@ class ImpurityPlan:
         share = level_percent / 100.0
         return int(round(share * self.healthy_train / (1.0 - share)))
 
+    def cohort_size(self) -> tuple[int, int]:
+        """(healthy, unhealthy) subjects of the experiment's cohort: every training set's and the test set's."""
+        most = max(self.injected(level) for level in self.levels_percent)
+        return self.healthy_train + self.healthy_validation + self.healthy_test, most + self.unhealthy_test
+
+    def split(self, entries: list, level_percent: float) -> tuple[list, list]:
+        """(the training set at ``level_percent`` % impurity: the healthy training and validation
+        scans with the first injected ones; the test set) of the cohort's ``entries``."""
+        healthy = [e for e in entries if e.label == "healthy"]
+        unhealthy = [e for e in entries if e.label == "unhealthy"]
+        n_healthy, most = self.healthy_train + self.healthy_validation, self.cohort_size()[1] - self.unhealthy_test
+        return healthy[:n_healthy] + unhealthy[: self.injected(level_percent)], healthy[n_healthy:] + unhealthy[most:]
+
 
 def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
     from uadcore.evaluate.run import evaluate
@@ -68,23 +81,18 @@ def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, d
     out = os.path.abspath(out)
     if os.path.exists(out) and os.listdir(out):
         raise UADError(f"{out}: exists and is not empty; choose a new folder for the experiment")
-    most = max(plan.injected(level) for level in plan.levels_percent)
-    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=plan.healthy_train + plan.healthy_validation + plan.healthy_test,
-                                 unhealthy=most + plan.unhealthy_test, seed=seed, progress=progress,
-                                 lesion_kinds=(plan.lesion_kind,))
+    healthy, unhealthy = plan.cohort_size()
+    manifest = synthesize_cohort(os.path.join(out, "cohort"), healthy=healthy, unhealthy=unhealthy, seed=seed,
+                                 progress=progress, lesion_kinds=(plan.lesion_kind,))
     entries = read_manifest(manifest)
-    healthy = [e for e in entries if e.label == "healthy"]
-    unhealthy = [e for e in entries if e.label == "unhealthy"]
-    n_healthy = plan.healthy_train + plan.healthy_validation
-    test_entries = healthy[n_healthy:] + unhealthy[most:]
-    test_manifest = write_manifest(test_entries, os.path.join(out, "test.csv"))
+    test_manifest = write_manifest(plan.split(entries, 0)[1], os.path.join(out, "test.csv"))
     # the engine holds out this share of the scans not labelled unhealthy: exactly healthy_validation of them
-    val_fraction = plan.healthy_validation / n_healthy
+    val_fraction = plan.healthy_validation / (plan.healthy_train + plan.healthy_validation)
 
     rows = []
     for level in plan.levels_percent:
         n_injected = plan.injected(level)
-        train_manifest = write_manifest(healthy[:n_healthy] + unhealthy[:n_injected], os.path.join(out, f"train-{level}pct.csv"))
+        train_manifest = write_manifest(plan.split(entries, level)[0], os.path.join(out, f"train-{level}pct.csv"))
         variants = [("baseline", False, plan.gammas[0], "loss")] + [
             (f"{'' if score == 'loss' else score + '-'}gamma{g}", True, g, score) for score in plan.removal_scores for g in plan.gammas]
         for name, removal, gamma, removal_score in variants:

@@ -73,6 +73,22 @@ class Prepared:
         the model grid, through the registration as the image came."""
         return resample_warped(volume, self.scan_grid_in_model_space(), self.grid, self.warp, order=order)
 
+    def to_scan_points(self, points: np.ndarray) -> np.ndarray:
+        """Points in the model grid's world (N, 3) -> the same anatomy in the scan's
+        own world (N, 3), RAS mm: through the warp, then back through the affine
+        registration (a point, where `to_scan` resamples a whole volume)."""
+        points = np.asarray(points, np.float64).reshape(-1, 3)
+        if self.warp is not None:
+            points = points + self.warp.at(points)
+        back = np.linalg.inv(np.asarray(self.to_template, np.float64))
+        return points @ back[:3, :3].T + back[:3, 3]
+
+    def scan_ml_per_voxel(self) -> float:
+        """The volume (ml) on the scan's own grid of one model-grid voxel, through
+        the affine registration (the warp's local stretch not counted)."""
+        scale = abs(float(np.linalg.det(np.asarray(self.to_template, np.float64)[:3, :3])))
+        return float(np.prod(self.grid.spacing)) / scale / 1000.0
+
     def scan_grid_in_model_space(self) -> Grid:
         """The scan's voxels placed in the model grid's world (through the registration)."""
         return Grid(self.scan_grid.shape, np.asarray(self.to_template) @ self.scan_grid.affine)

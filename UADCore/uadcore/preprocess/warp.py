@@ -20,7 +20,8 @@ from scipy import ndimage
 from uadcore.io.grid import Grid
 from uadcore.preprocess.resample import antialias_sigma, footprint, nonzero_box, resample, translation
 
-INVERSE_ITERATIONS = 30
+INVERSE_ITERATIONS = 30  # at most; the registration's warps settle to INVERSE_TOLERANCE_MM in 14-17 (real scans)
+INVERSE_TOLERANCE_MM = 1e-3  # the iteration stops when no point moves more than this
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,11 +55,14 @@ class Warp:
     def inverse(self) -> "Warp":
         """The warp that undoes this one, on the same grid: its displacement e solves
         e(y) = -d(y + e(y)), found by fixed-point iteration (it converges for a
-        smooth warp that does not fold, which is what the registration yields)."""
+        smooth warp that does not fold, which is what the registration yields) until
+        no point moves by more than `INVERSE_TOLERANCE_MM`."""
         points = self.grid.index_to_world(np.indices(self.grid.shape).reshape(3, -1).T)
         inverse = -self.displacement.reshape(3, -1).T.astype(np.float64)
         for _ in range(INVERSE_ITERATIONS):
-            inverse = -self.at(points + inverse)
+            previous, inverse = inverse, -self.at(points + inverse)
+            if np.abs(inverse - previous).max() < INVERSE_TOLERANCE_MM:
+                break
         return Warp(self.grid, inverse.T.reshape((3,) + self.grid.shape))
 
 

@@ -121,11 +121,16 @@ def statistics(model_map: np.ndarray, inside: np.ndarray, share_threshold: float
     values = np.asarray(model_map, np.float64)[inside]
     if values.size == 0:
         values = np.zeros(1)
-    top = max(1, int(np.ceil(TOP_FRACTION * values.size)))
-    result = {"mean": float(values.mean()), "top1": float(np.partition(values, values.size - top)[-top:].mean())}
+    result = {"mean": float(values.mean()), "top1": top_mean(values, TOP_FRACTION)}
     if share_threshold is not None:
         result["share"] = float(np.mean(values > share_threshold))
     return result
+
+
+def top_mean(values: np.ndarray, fraction: float) -> float:
+    """The mean of the highest ``fraction`` of ``values`` (1D, not empty; at least one value)."""
+    top = max(1, int(np.ceil(fraction * values.size)))
+    return float(np.partition(values, values.size - top)[-top:].mean())
 
 
 def reference(maps: list[np.ndarray], insides: list[np.ndarray]) -> dict:

@@ -1,0 +1,102 @@
+"""What the audit's two choices do: the registration of its preparation (affine,
+deformable) and the share of the calibrated map its score averages (the highest
+1 %, 0.5 %, 0.3 %, 0.2 %, 0.1 %), on the training sets of `benchmarks.audit`.
+
+    python -m benchmarks.audit_sweep --out DIR [--sets real,demo,demo-wm,impurity-small-mass,...] [--seeds 0,1,2]
+
+For each set and registration the out-of-fold `near-z` maps are made once, as `uad
+audit` makes them (the same folds, runs and calibration on the set,
+`uadcore.audit`), and every scan is scored with each share; reported: the injected
+scans in the top k (k: their number) and the AUROC. Sets: ``real`` (100 IXI with
+the tumours, the white-matter-lesion cases, all of them), ``demo``, ``demo-wm``
+(the demo's training set with tumours or small white-matter lesions), and
+``impurity-KIND`` (the impurity experiment's 12 % set of lesion KIND, one per seed
+of ``--seeds``). Writes DIR/sweep.json and DIR/sweep.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from benchmarks.audit import impurity_sets, training_sets
+from benchmarks.machine import machine_info
+
+FRACTIONS = (0.01, 0.005, 0.003, 0.002, 0.001)
+
+
+def out_of_fold_maps(manifest: str, out: str, registration: str):
+    """(raw out-of-fold near-z maps (N, I, J, K), brains (N, I, J, K), labels (N,)) of the scans that could be prepared."""
+    from uadcore.audit import AuditPlan, _map_fold, _prepare, _train_fold
+    from uadcore.io import read_manifest
+    from uadcore.score.out_of_fold import folds_of
+
+    plan = AuditPlan(registration=registration)
+    entries = read_manifest(manifest)
+    problems = _prepare(entries, plan, None, False)
+    entries = [e for e in entries if e.path not in problems]
+    fold_of = folds_of(len(entries), plan.folds, plan.seed)
+    maps, regions, labels = [], [], []
+    for fold in range(plan.folds):
+        run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, "cpu", None)
+        for row, result in _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], plan.map_kind(), "cpu", None):
+            if result is not None:
+                maps.append(result.model_map)
+                regions.append(np.asarray(result.prepared.region, bool))
+                labels.append(row["label"] == "unhealthy")
+    return np.stack(maps), np.stack(regions), np.array(labels)
+
+
+def scored(maps: np.ndarray, regions: np.ndarray, labels: np.ndarray) -> dict:
+    """{share: {"found": injected in the top k, "k": k, "auroc": ...}} of each of `FRACTIONS`."""
+    from uadcore.metrics import sample_metrics
+    from uadcore.score.calibrate import top_mean
+    from uadcore.score.out_of_fold import calibrated_on_the_set
+
+    calibrated = calibrated_on_the_set(maps, regions)[0]
+    insides = regions & (regions.mean(axis=0) >= 0.5)
+    k, result = int(labels.sum()), {}
+    for fraction in FRACTIONS:
+        scores = np.array([top_mean(np.asarray(m[i], np.float64), fraction) for m, i in zip(calibrated, insides)])
+        found = int(labels[np.argsort(-scores, kind="stable")[:k]].sum())
+        result[str(fraction)] = {"found": found, "k": k, "auroc": round(sample_metrics(scores, labels)["sample_auroc"], 3)}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--sets", default="real,demo,demo-wm,impurity-tumour,impurity-small-mass,impurity-wm-lesions")
+    parser.add_argument("--seeds", default="0,1,2", help="cohort seeds of the impurity sets")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    sets = {}
+    for name in args.sets.split(","):
+        if name == "real":
+            sets.update(training_sets(os.path.join(args.out, "real"), 100, False))
+        elif name in ("demo", "demo-wm"):
+            sets.update(training_sets(os.path.join(args.out, name), 0, True, "tumour" if name == "demo" else "wm-lesions"))
+        elif name.startswith("impurity-"):
+            sets.update(impurity_sets(args.out, name[len("impurity-"):], [int(s) for s in args.seeds.split(",")]))
+    rows = []
+    for name, manifest in sets.items():
+        for registration in ("affine", "deformable"):
+            folder = os.path.join(args.out, "runs", "".join(c if c.isalnum() else "-" for c in name), registration)
+            rows.append({"set": name, "registration": registration, **scored(*out_of_fold_maps(manifest, folder, registration))})
+            print(json.dumps(rows[-1]), flush=True)
+    with open(os.path.join(args.out, "sweep.json"), "w") as handle:
+        json.dump({"machine": machine_info(), "fractions": FRACTIONS, "rows": rows}, handle, indent=1)
+    lines = ["| training set | registration | " + " | ".join(f"top {100 * f:g} %" for f in FRACTIONS) + " |",
+             "|---|---|" + "---|" * len(FRACTIONS)]
+    lines += [f"| {r['set']} | {r['registration']} | " + " | ".join(
+        f"{r[str(f)]['found']}/{r[str(f)]['k']} ({r[str(f)]['auroc']:.3f})" for f in FRACTIONS) + " |" for r in rows]
+    with open(os.path.join(args.out, "sweep.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
