@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--size", choices=["paper", "small"], help="model size, as uad train --size")
     parser.add_argument("--registration", choices=["affine", "deformable"],
                         help=Later(lambda: f"registration of the brain preparation (default {default().registration}: "
-                                           "healthy anatomy a few mm off the others' is not ranked as abnormal)"))
+                                           "healthy anatomy a few mm off the others' looks less abnormal)"))
     parser.add_argument("--epochs", type=int, metavar="E", help="epochs of each fold's training (default: the model's)")
     parser.add_argument("--seed", type=int, help=Later(lambda: f"seed of the folds and the runs (default {default().seed})"))
     parser.add_argument("--maps", action="store_true", help="also write each scan's calibrated map (DIR/maps/, NIfTI on its "
