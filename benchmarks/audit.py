@@ -36,6 +36,11 @@ TUMOURS = ("brats18-", "tcga-", "t1c-")
 WHITE_MATTER = ("wmh-",)
 
 
+def folder_name(name: str) -> str:
+    """A training set's name as a folder name: every character but letters and digits a dash."""
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
 def impurity_sets(out: str, lesions: str, seeds: list[int]) -> dict[str, str]:
     """name -> manifest of the impurity experiment's 12 % training set, one per cohort seed."""
     from uadcore.experiments.impurity import ImpurityPlan
@@ -102,7 +107,7 @@ def main() -> None:
         prepare_scans(load_dataset(manifest), make_preset(spec.preset, **spec.preset_options(plan.preset_params())),
                       progress=False, problems={})
         started = time.perf_counter()
-        folder = os.path.join(args.out, "".join(c if c.isalnum() else "-" for c in name))
+        folder = os.path.join(args.out, folder_name(name))
         audit = run_audit(manifest, folder, plan, progress=False)
         seconds = time.perf_counter() - started
         scored = [r for r in audit["rows"] if "problem" not in r]

@@ -22,45 +22,33 @@ import os
 
 import numpy as np
 
-from benchmarks.audit import impurity_sets, training_sets
+from benchmarks.audit import folder_name, impurity_sets, training_sets
 from benchmarks.machine import machine_info
 
 FRACTIONS = (0.01, 0.005, 0.003, 0.002, 0.001)
 
 
 def out_of_fold_maps(manifest: str, out: str, registration: str):
-    """(raw out-of-fold near-z maps (N, I, J, K), brains (N, I, J, K), labels (N,)) of the scans that could be prepared."""
-    from uadcore.audit import AuditPlan, _map_fold, _prepare, _train_fold
+    """(raw out-of-fold near-z maps (N, I, J, K), brains (N, I, J, K), labels (N,)) of the scans that could be
+    prepared, as `uad audit` maps them (`uadcore.audit.map_out_of_fold`)."""
+    from uadcore.audit import AuditPlan, map_out_of_fold
     from uadcore.io import read_manifest
-    from uadcore.score.out_of_fold import folds_of
 
-    plan = AuditPlan(registration=registration)
-    entries = read_manifest(manifest)
-    problems = _prepare(entries, plan, None, False)
-    entries = [e for e in entries if e.path not in problems]
-    fold_of = folds_of(len(entries), plan.folds, plan.seed)
-    maps, regions, labels = [], [], []
-    for fold in range(plan.folds):
-        run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, "cpu", None)
-        for row, result in _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], plan.map_kind(), "cpu", None):
-            if result is not None:
-                maps.append(result.model_map)
-                regions.append(np.asarray(result.prepared.region, bool))
-                labels.append(row["label"] == "unhealthy")
-    return np.stack(maps), np.stack(regions), np.array(labels)
+    mapped = [(row, r) for row, r in map_out_of_fold(read_manifest(manifest), out, AuditPlan(registration=registration),
+                                                      "cpu", progress=False) if r is not None]
+    return (np.stack([r.model_map for _, r in mapped]), np.stack([np.asarray(r.prepared.region, bool) for _, r in mapped]),
+            np.array([row["label"] == "unhealthy" for row, _ in mapped]))
 
 
 def scored(maps: np.ndarray, regions: np.ndarray, labels: np.ndarray) -> dict:
     """{share: {"found": injected in the top k, "k": k, "auroc": ...}} of each of `FRACTIONS`."""
     from uadcore.metrics import sample_metrics
-    from uadcore.score.calibrate import top_mean
-    from uadcore.score.out_of_fold import calibrated_on_the_set
+    from uadcore.score.out_of_fold import calibrated_on_the_set, judged, sample_scores
 
     calibrated = calibrated_on_the_set(maps, regions)[0]
-    insides = regions & (regions.mean(axis=0) >= 0.5)
     k, result = int(labels.sum()), {}
     for fraction in FRACTIONS:
-        scores = np.array([top_mean(np.asarray(m[i], np.float64), fraction) for m, i in zip(calibrated, insides)])
+        scores = sample_scores(calibrated, judged(regions), fraction)
         found = int(labels[np.argsort(-scores, kind="stable")[:k]].sum())
         result[str(fraction)] = {"found": found, "k": k, "auroc": round(sample_metrics(scores, labels)["sample_auroc"], 3)}
     return result
@@ -84,7 +72,7 @@ def main() -> None:
     rows = []
     for name, manifest in sets.items():
         for registration in ("affine", "deformable"):
-            folder = os.path.join(args.out, "runs", "".join(c if c.isalnum() else "-" for c in name), registration)
+            folder = os.path.join(args.out, "runs", folder_name(name), registration)
             rows.append({"set": name, "registration": registration, **scored(*out_of_fold_maps(manifest, folder, registration))})
             print(json.dumps(rows[-1]), flush=True)
     with open(os.path.join(args.out, "sweep.json"), "w") as handle:

@@ -90,7 +90,6 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     """Audit the scans of ``data`` (a folder or manifest) into the new folder ``out``;
     returns the summary (`summary`), its ``rows`` the ranking as in audit.csv."""
     from uadcore.io.outputs import data_folders, enclosing_folder
-    from uadcore.progress import progress_bar
 
     kind = plan.map_kind()
     entries = load_dataset(data)
@@ -105,21 +104,33 @@ def run_audit(data: str, out: str, plan: AuditPlan = AuditPlan(), device: str = 
     write_manifest(entries, os.path.join(out, AUDITED_SCANS))  # what the audit ranked: a review exports from it
     about = {"data": os.path.realpath(data), **dataclasses.asdict(plan), "map": kind}
     _write_json(about, os.path.join(out, AUDIT_PLAN))
-    problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
-    mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
-    entries = [e for e in entries if e.path not in problems]
-    fold_of = folds_of(len(entries), plan.folds, plan.seed)
-    with progress_bar(total=plan.folds, desc="audit", unit="fold", enabled=progress) as bar:
-        for fold in range(plan.folds):
-            run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
-            mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], kind, device, workers)
-            bar.update()
+    mapped = map_out_of_fold(entries, out, plan, device, workers, progress)
     rows, thresholds = _calibrated_together(mapped, os.path.join(out, "maps") if maps else None)
     rows = rank(rows)
     write_audit_csv(rows, os.path.join(out, AUDIT_NAME))
     # the set's voxel thresholds (by false-positive share among the set's voxels): a viewer shows a map above them
     _write_json({**about, "voxel_thresholds": thresholds, "region_fpr": REGION_FPR}, os.path.join(out, AUDIT_PLAN))
     return summary(rows, out, plan)
+
+
+def map_out_of_fold(entries: list[ScanEntry], out: str, plan: AuditPlan, device: str = "auto", workers: int | None = None,
+                    progress: bool = True) -> list[tuple[dict, object]]:
+    """The raw out-of-fold maps of ``entries``: each prepared once, the folds' runs
+    trained into ``out``/folds, every scan mapped by the run that did not see it.
+    Returns (audit row, `ScanScore` with the raw map, or None for a scan that could
+    not be prepared: its row says why) of every scan."""
+    from uadcore.progress import progress_bar
+
+    problems = _prepare(entries, plan, workers, progress)  # once: the folds read them from the cache
+    mapped = [({"path": e.path, "label": e.label or "", "problem": problems[e.path]}, None) for e in entries if e.path in problems]
+    entries = [e for e in entries if e.path not in problems]
+    fold_of, kind = folds_of(len(entries), plan.folds, plan.seed), plan.map_kind()
+    with progress_bar(total=plan.folds, desc="audit", unit="fold", enabled=progress) as bar:
+        for fold in range(plan.folds):
+            run = _train_fold(out, fold, [e for e, f in zip(entries, fold_of) if f != fold], plan, device, workers)
+            mapped += _map_fold(run, fold, [e for e, f in zip(entries, fold_of) if f == fold], kind, device, workers)
+            bar.update()
+    return mapped
 
 
 def _write_json(value: dict, path: str) -> None:

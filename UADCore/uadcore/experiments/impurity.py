@@ -57,18 +57,21 @@ class ImpurityPlan:
         share = level_percent / 100.0
         return int(round(share * self.healthy_train / (1.0 - share)))
 
+    def most_injected(self) -> int:
+        """Unhealthy scans of the most contaminated training set (the first of the cohort's unhealthy subjects)."""
+        return max(self.injected(level) for level in self.levels_percent)
+
     def cohort_size(self) -> tuple[int, int]:
         """(healthy, unhealthy) subjects of the experiment's cohort: every training set's and the test set's."""
-        most = max(self.injected(level) for level in self.levels_percent)
-        return self.healthy_train + self.healthy_validation + self.healthy_test, most + self.unhealthy_test
+        return self.healthy_train + self.healthy_validation + self.healthy_test, self.most_injected() + self.unhealthy_test
 
     def split(self, entries: list, level_percent: float) -> tuple[list, list]:
         """(the training set at ``level_percent`` % impurity: the healthy training and validation
         scans with the first injected ones; the test set) of the cohort's ``entries``."""
         healthy = [e for e in entries if e.label == "healthy"]
         unhealthy = [e for e in entries if e.label == "unhealthy"]
-        n_healthy, most = self.healthy_train + self.healthy_validation, self.cohort_size()[1] - self.unhealthy_test
-        return healthy[:n_healthy] + unhealthy[: self.injected(level_percent)], healthy[n_healthy:] + unhealthy[most:]
+        n_healthy = self.healthy_train + self.healthy_validation
+        return healthy[:n_healthy] + unhealthy[: self.injected(level_percent)], healthy[n_healthy:] + unhealthy[self.most_injected():]
 
 
 def run_impurity(out: str, plan: ImpurityPlan = ImpurityPlan(), seed: int = 0, device: str = "auto", progress: bool = True) -> dict:

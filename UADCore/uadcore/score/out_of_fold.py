@@ -65,14 +65,27 @@ def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[n
     of its calibrated map where it is judged)."""
     from scipy import ndimage
 
-    from uadcore.score.calibrate import each_left_out, reference, top_mean
+    from uadcore.score.calibrate import each_left_out, reference
 
     maps = np.stack([ndimage.gaussian_filter(np.asarray(m, np.float32), SMOOTH_VOXELS) * r for m, r in zip(maps, regions)])
-    insides = regions & (regions.mean(axis=0) >= 0.5)
+    insides = judged(regions)
     calibrated = [c.apply(m, inside) for c, m, inside in zip(each_left_out(maps, regions), maps, insides)]
-    scores = np.array([top_mean(np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1), TOP_FRACTION)
-                       for m, inside in zip(calibrated, insides)])
-    return calibrated, reference(calibrated, list(insides))["thresholds"], scores
+    return calibrated, reference(calibrated, list(insides))["thresholds"], sample_scores(calibrated, insides)
+
+
+def judged(regions: np.ndarray) -> np.ndarray:
+    """Where each scan's map is judged: its brain (``regions``, (N, I, J, K) bool)
+    where at least half of the set has brain."""
+    return regions & (regions.mean(axis=0) >= 0.5)
+
+
+def sample_scores(calibrated: list[np.ndarray], insides: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Every scan's sample score, (N,) float64: the mean of the highest ``fraction`` of
+    its calibrated map where it is judged (`judged`)."""
+    from uadcore.score.calibrate import top_mean
+
+    return np.array([top_mean(np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1), fraction)
+                     for m, inside in zip(calibrated, insides)])
 
 
 @torch.no_grad()
