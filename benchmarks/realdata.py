@@ -9,7 +9,9 @@ of ``../shared/realdata`` (never copied into the repository), per lesion kind.
    per-scan seconds of each step recorded;
 3. per model, `uad train` in its CPU configuration (models measured earlier in
    ``DIR`` stay in its table), then `uad evaluate` on the
-   held-out IXI plus each lesion group, and on everything pooled;
+   held-out IXI plus each lesion group, and on everything pooled; and on each
+   group's lesion scans alone (voxel AUROC, AP and best Dice over their brains
+   only, the pool of the literature's lesion-segmentation numbers);
 4. JSON, a markdown table and PNGs of a few lesion cases (scan, map, mask contour).
 """
 
@@ -120,6 +122,11 @@ def evaluate_groups(run: str, healthy_test: str, lesions: list[ScanEntry], out: 
                                                          "sample_score", "calibrated")}
         rows[group]["lesion_scans"] = len(cases) - sum(1 for e in report["skipped"] if e["label"] == "unhealthy")
         rows[group]["skipped"] = [e["path"] for e in report["skipped"]]
+        # the literature's pool (and the issue-26 prototype's): the lesion scans' brains
+        # alone, without the healthy scans' voxels, which lower AP by adding negatives
+        alone = uad("evaluate", run, "--data", write_manifest(cases, os.path.join(out, f"lesions-{group.replace(' ', '-')}.csv")),
+                    "--map", kind)
+        rows[group]["lesion_scans_only"] = {key: alone.get(key) for key in ("voxel_auroc", "voxel_ap", "best_dice")}
     return rows
 
 
@@ -165,18 +172,20 @@ def markdown(result: dict) -> str:
              "Preparation, seconds per scan (median / max): " + ", ".join(
                  f"{step} {v['median']} / {v['max']}" for step, v in result["prepare"]["seconds_per_scan"].items())
              + f"; failed: {len(result['prepare']['failed'])} of {result['prepare']['scans']}.", "",
-             "| model | map | lesion group | cases | sample AUROC | sample AP | voxel AUROC | voxel AP | best Dice | Dice at 1 % healthy FPR | peak in lesion | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | map | lesion group | cases | sample AUROC | sample AP | voxel AUROC | voxel AP | best Dice | Dice at 1 % healthy FPR | peak in lesion "
+             "| lesion scans only: voxel AP | lesion scans only: best Dice | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(value):
         return "-" if value is None else f"{value:.3f}"
 
     for model, entry in result["models"].items():
         for group, row in entry["groups"].items():
+            alone = row.get("lesion_scans_only", {})  # absent in tables made before it was measured
             made = f"{entry['map']}" + (f" ({'calibrated' if row['calibrated'] else 'raw'}, {row['sample_score']})" if row.get("sample_score") else "")
             lines.append(f"| {model} | {made} | {group} | {row['lesion_scans']} | {f(row['sample_auroc'])} | {f(row['sample_ap'])} | "
                          f"{f(row['voxel_auroc'])} | {f(row['voxel_ap'])} | {f(row['best_dice'])} | {f(row['dice_at_healthy_fpr'])} | "
-                         f"{f(row.get('peak_in_lesion'))} | {entry['train_s']} |")
+                         f"{f(row.get('peak_in_lesion'))} | {f(alone.get('voxel_ap'))} | {f(alone.get('best_dice'))} | {entry['train_s']} |")
     return "\n".join(lines) + "\n"
 
 
