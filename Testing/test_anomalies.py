@@ -84,3 +84,22 @@ def test_the_images_stay_on_their_device_as_float32(dtype):
     x = brains(2).to(torch.device("cpu", 0), dtype)
     altered, masks = insert_anomalies(x, generator=torch.Generator().manual_seed(0))
     assert altered.device == masks.device == x.device and altered.dtype == masks.dtype == torch.float32
+
+
+def test_a_region_is_marked_as_strongly_as_it_changed_the_tissue():
+    """By default a faint change gets a faint mark and a clear one a full mark
+    (`visible_change`); the images are the same draws as with full marks."""
+    x = brains(24, seed=6)
+    settings = dict(clean_share=0.0, kinds=("intensity",), max_regions=1, mass_effect_share=0.0, diameter_mm=(15.0, 30.0))
+    full_altered, full = insert_anomalies(x, AnomalySettings(visible_change=0.0, **settings), torch.Generator().manual_seed(8))
+    altered, marked = insert_anomalies(x, AnomalySettings(**settings), torch.Generator().manual_seed(8))
+    assert AnomalySettings().visible_change == 0.1
+    assert torch.equal(altered, full_altered)
+    assert (marked <= full + 1e-6).all()
+    inside = full > 0.9
+    change = torch.stack([(altered[i] - x[i]).abs()[inside[i]].mean() for i in range(len(x))])
+    strength = torch.stack([marked[i][inside[i]].max() for i in range(len(x))])
+    clear, faint = change > 0.15, change < 0.06
+    assert clear.any() and faint.any()  # the draws give both (intensity changes are often subtle)
+    assert (strength[clear] > 0.9).all()  # a full mark (the soft weight is under 1 even at the centre)
+    assert ((strength[faint] - change[faint] / 0.1).abs() < 0.15).all()  # about change / visible_change

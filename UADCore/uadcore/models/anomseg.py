@@ -11,7 +11,9 @@ reconstruction models only approximate by failing to reconstruct it.
 Its map (``probability``) is the predicted anomaly probability of each voxel of the
 clean scan, calibrated on the healthy validation scans like every map. The loss
 of a sample is the binary cross-entropy over its voxels plus the soft Dice of its
-anomalies (0 for an image left clean); outside training the anomalies are drawn
+anomalies (0 for an image left clean); each region's target is as strong as it
+changed its tissue (`visible_change`), so a change too faint to see is not a full
+"anomaly" to find; outside training the anomalies are drawn
 from a fixed seed, so the validation loss of different epochs compares the same
 task.
 
@@ -32,7 +34,7 @@ from torch.nn import functional as F
 
 from uadcore.models.blocks import crop_to, pad_to, padded_shape
 from uadcore.models.spec import ModelSpec
-from uadcore.synth.anomalies import AnomalySettings, insert_anomalies
+from uadcore.synth.anomalies import VISIBLE_CHANGE, AnomalySettings, insert_anomalies
 
 PRIOR = 0.01  # the anomalous share of voxels the network starts from
 VALIDATION_SEED = 20260  # the anomalies of the validation loss: the same every epoch
@@ -40,7 +42,7 @@ VALIDATION_SEED = 20260  # the anomalies of the validation loss: the same every 
 
 class AnomSeg3D(nn.Module):
     def __init__(self, in_shape=(64, 77, 66), channels=(16, 32, 64, 128, 256), res_units=2, in_channels=1,
-                 voxel_mm=2.5, clean_share=0.1):
+                 voxel_mm=2.5, clean_share=0.1, visible_change=VISIBLE_CHANGE):
         super().__init__()
         self.in_shape = tuple(int(n) for n in in_shape)
         self.padded_shape = padded_shape(self.in_shape, len(channels) - 1)
@@ -53,7 +55,8 @@ class AnomSeg3D(nn.Module):
             UNet(3, in_channels, channels[0], channels=tuple(channels), strides=(2,) * (len(channels) - 1),
                  num_res_units=res_units, norm="instance", act=("leakyrelu", {"negative_slope": 0.1})),
             nn.LeakyReLU(0.1), nn.Conv3d(channels[0], 1, kernel_size=1))
-        self.anomalies = AnomalySettings(voxel_mm=float(voxel_mm), clean_share=float(clean_share))
+        self.anomalies = AnomalySettings(voxel_mm=float(voxel_mm), clean_share=float(clean_share),
+                                         visible_change=float(visible_change))
         # start from "almost nothing is anomalous" (as the data are): the first steps
         # then learn where anomalies are, not to lower a probability of 0.5 everywhere
         nn.init.constant_(self.net[-1].bias, math.log(PRIOR / (1 - PRIOR)))
