@@ -109,6 +109,32 @@ def test_an_audit_prepares_with_the_registration_asked_for(tmp_path, capsys, sma
     assert result["scans"] == len(small_cohort) and len([r for r in result["rows"] if "problem" not in r]) == len(small_cohort)
 
 
+def test_a_scan_stands_out_by_a_lesion_of_any_size():
+    """The audit's sample score looks at three volumes of a calibrated map: a scan
+    with a small bright blob (a few voxels, 0.03 % of the brain) and one with a
+    large faint region (1 %) both rank above every healthy scan, where a single
+    share (1 %, 0.2 % or 0.05 %) misses one of them; a typical scan scores about 1 (multiples of the set's
+    median), and a few contaminated scans do not move that reference."""
+    from uadcore.score.out_of_fold import relative_to_set, sample_scores
+
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 40)
+    # |z|-like noise, each scan's a little louder or quieter than the next (as real scans' are)
+    healthy = [np.abs(rng.standard_normal(shape)) * rng.uniform(0.9, 1.1) for _ in range(20)]
+    small, large = healthy[-2:]
+    small[10:13, 10:13, 10:12] = 8.0  # 18 voxels, 0.03 % of the volume, far above any healthy voxel
+    large.reshape(-1)[rng.choice(large.size, 640, replace=False)] = 3.6  # 1 %, raised to a healthy scan's loudest
+    maps, insides = healthy, np.ones((20, *shape), bool)
+
+    scores = sample_scores(maps, insides)
+    assert set(np.argsort(-scores)[:2]) == {18, 19}
+    assert np.median(scores[:18]) == pytest.approx(1.0, abs=0.1)
+    for one_share in (0.01, 0.002, 0.0005):  # the blob lost among 640 voxels; both just healthy; the region's top is noise
+        assert set(np.argsort(-sample_scores(maps, insides, fractions=(one_share,)))[:2]) != {18, 19}
+    assert relative_to_set(np.array([1.0, 2.0, 2.0, 3.0, 50.0])) == pytest.approx([0.5, 1.0, 1.0, 1.5, 25.0])
+    assert list(relative_to_set(np.zeros(3))) == [0.0, 0.0, 0.0]
+
+
 def test_the_audit_in_memory_gives_the_scores_of_uad_audit(contaminated, audited):
     """`normative_scores` (what removal by the audit uses inside a run) is the audit
     of `uad audit --model normative` without its run folders: the same scores."""

@@ -13,8 +13,9 @@ else's out-of-fold maps (leave one out, `uadcore.score.calibrate.each_left_out`)
 so that a voxel counts as abnormal for a scan when it is abnormal among this very
 set of scans (the few contaminated ones rarely share a voxel), and only where at
 least half of the set has brain. Every scan gets
-its sample score (the mean of the highest 0.2 % of its calibrated map,
-`uadcore.score.out_of_fold.TOP_FRACTION`), its
+its sample score (the mean of the highest 1 %, 0.2 % and 0.05 % of its calibrated
+map, each as a multiple of the set's median of it, the highest of the three:
+`uadcore.score.out_of_fold.sample_scores`), its
 percentile among the others' scores, and its map's top region: where the map peaks
 (RAS mm on the scan's own grid) and how large the connected region above the
 set's 5 % voxel threshold around that peak is (ml). The scans are ranked by score,

@@ -166,7 +166,6 @@ METRICS = ("n", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", 
 
 def _write_report(out, plan, summary, evaluations: dict, audit, ranking: dict, written, loss_picture) -> str:
     """report.md and report.json; ``evaluations``: {"model (map kind)": its evaluation}, the AE3D's first."""
-    from uadcore.score.out_of_fold import TOP_FRACTION
     from uadcore.score.words import sample_score_words
 
     def fmt(value):
@@ -187,7 +186,7 @@ def _write_report(out, plan, summary, evaluations: dict, audit, ranking: dict, w
         f"`normative` model of the other 4 of 5 folds, its map "
         f"calibrated on everybody else's; the most suspicious first. {ranking.get('unhealthy_in_top_k', 0)} of the "
         f"{plan.injected} injected unhealthy scans are in its top {plan.injected} (`{os.path.relpath(ranking['audit'], out)}`).", "",
-        f"| rank | scan | label | score (top {100 * TOP_FRACTION:g} %) | percentile in the set | peak (RAS mm) | region (ml) |",
+        "| rank | scan | label | score (x the set's median) | percentile in the set | peak (RAS mm) | region (ml) |",
         "|---:|---|---|---:|---:|---|---:|",
         *[f"| {r['rank']} | {os.path.basename(r['path'])} | {r['label']} | {r['score']:.2f} | {r['percentile_in_set']} | "
           f"{' '.join(map(str, r['peak_ras_mm']))} | {r['region_ml']} |" for r in ranking["rows"][:2 * plan.injected] if "problem" not in r],

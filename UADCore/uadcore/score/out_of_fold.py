@@ -21,10 +21,11 @@ from uadcore.io.atomic import atomic_path
 from uadcore.score.calibrate import MIN_SCANS
 
 FOLDS = 5
-# the sample score of every scan: the mean of the highest 0.2 % of its calibrated map, about 2.7 ml of a brain on
-# the 2.5 mm grid, the volume of the 15 mm masses a curation most easily misses (the 1 % of a run's `top1`, 13 ml,
-# averages such a lesion with ten times its volume of healthy noise)
-TOP_FRACTION = 0.002
+# the sample score looks at three volumes of each calibrated map, the mean of its highest 1 %, 0.2 % and 0.05 % (on
+# the 2.5 mm grid about 13, 2.7 and 0.7 ml: a tumour, a 15 mm mass, a 5-10 mm one): a lesion is of unknown size, and
+# a single share averages a small one with many times its volume of healthy noise (1 %) or lets a large one's rim
+# stand in for it (0.05 %). Each is taken relative to the set's median (`relative_to_set`), the score is the highest
+TOP_FRACTIONS = (0.01, 0.002, 0.0005)
 # the audit prepares brains with the deformable registration (`--registration`): a healthy scan's anatomy a few mm
 # off the others' makes |z| at every boundary, and the warp takes much of that away (`benchmarks/RESULTS.md`)
 REGISTRATION = "deformable"
@@ -61,8 +62,7 @@ def calibrated_on_the_set(maps: np.ndarray, regions: np.ndarray) -> tuple[list[n
     brain: at the brain's top and bottom edge, where few scans reach, the others'
     maps are mostly 0 and any brain there would look abnormal. Returns (the N
     calibrated maps, the set's voxel thresholds {fpr: value} (`calibrate.reference`),
-    every scan's sample score, (N,) float64: the mean of the highest `TOP_FRACTION`
-    of its calibrated map where it is judged)."""
+    every scan's sample score, (N,) float64 (`sample_scores`))."""
     from scipy import ndimage
 
     from uadcore.score.calibrate import each_left_out, reference
@@ -79,13 +79,24 @@ def judged(regions: np.ndarray) -> np.ndarray:
     return regions & (regions.mean(axis=0) >= 0.5)
 
 
-def sample_scores(calibrated: list[np.ndarray], insides: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
-    """Every scan's sample score, (N,) float64: the mean of the highest ``fraction`` of
-    its calibrated map where it is judged (`judged`)."""
+def sample_scores(calibrated: list[np.ndarray], insides: np.ndarray, fractions: tuple = TOP_FRACTIONS) -> np.ndarray:
+    """Every scan's sample score, (N,) float64: for each of ``fractions``, the mean of
+    the highest share of its calibrated map where it is judged (`judged`), relative
+    to the set's median of that mean (`relative_to_set`); the highest of these. So a
+    scan ranks high when one volume of its map, whichever, stands out from the same
+    volume of the other scans' maps; a typical scan scores about 1."""
     from uadcore.score.calibrate import top_mean
 
-    return np.array([top_mean(np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1), fraction)
-                     for m, inside in zip(calibrated, insides)])
+    values = [np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1) for m, inside in zip(calibrated, insides)]
+    return np.max([relative_to_set(np.array([top_mean(v, fraction) for v in values])) for fraction in fractions], axis=0)
+
+
+def relative_to_set(scores: np.ndarray) -> np.ndarray:
+    """``scores`` (N,) of a set of scans, >= 0, as multiples of the set's median: the
+    median, unlike the mean, stays where it is with the few contaminated scans of a
+    set in it. A set whose median is 0 keeps its scores as they are."""
+    centre = float(np.median(scores))
+    return scores / centre if centre > 0 else scores
 
 
 @torch.no_grad()
