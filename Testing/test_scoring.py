@@ -90,7 +90,7 @@ def test_score_refuses_an_unknown_map_kind(trained, capsys):
     assert "map kind 'nonsense'" in capsys.readouterr().err
 
 
-def test_evaluate_reports_sample_and_voxel_metrics(trained, capsys):
+def test_evaluate_reports_sample_and_voxel_metrics(trained, tmp_path, capsys):
     run, test_manifest = trained
     assert main(["evaluate", run, "--data", test_manifest, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -98,6 +98,16 @@ def test_evaluate_reports_sample_and_voxel_metrics(trained, capsys):
     for key in ("sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "best_dice"):
         assert 0.0 <= report[key] <= 1.0, key
     assert "dice" in report and len(report["scans"]) == 4
+    # the lesion scans alone (the literature's pool): what an evaluation of those scans alone measures
+    alone = report["lesion_scans_only"]
+    lesion_scans = write_manifest([e for e in read_manifest(test_manifest) if e.mask], str(tmp_path / "lesions.csv"))
+    assert main(["evaluate", run, "--data", lesion_scans, "--json"]) == 0
+    only = json.loads(capsys.readouterr().out)
+    assert alone["scans"] == only["unhealthy"] == 3 and "lesion_scans_only" not in only
+    assert [alone[k] for k in ("voxel_auroc", "voxel_ap", "best_dice")] == pytest.approx([only[k] for k in ("voxel_auroc", "voxel_ap", "best_dice")])
+    assert alone["voxel_ap"] >= report["voxel_ap"]  # the same positives, fewer negatives
+    assert main(["evaluate", run, "--data", test_manifest]) == 0
+    assert "over the 3 lesion scans alone: voxel AUROC" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_the_scans_it_trained_on(trained, capsys):

@@ -124,9 +124,8 @@ def evaluate_groups(run: str, healthy_test: str, lesions: list[ScanEntry], out: 
         rows[group]["skipped"] = [e["path"] for e in report["skipped"]]
         # the literature's pool (and the issue-26 prototype's): the lesion scans' brains
         # alone, without the healthy scans' voxels, which lower AP by adding negatives
-        if rows[group]["lesion_scans"]:  # `uad evaluate` refuses a manifest none of whose scans can be prepared
-            alone = uad("evaluate", run, "--data", write_manifest(cases, os.path.join(out, f"lesions-{group.replace(' ', '-')}.csv")),
-                        "--map", kind)
+        alone = report.get("lesion_scans_only")
+        if alone:
             rows[group]["lesion_scans_only"] = {key: alone.get(key) for key in ("voxel_auroc", "voxel_ap", "best_dice")}
     return rows
 

@@ -27,9 +27,12 @@ class VoxelMetrics:
     healthy_fpr: float | None = None  # the healthy false-positive rate of the stored threshold below
     healthy_fpr_threshold: float | None = None
     dice_at_healthy_fpr: float | None = None
+    # the same over the scans with lesion voxels alone (the literature's pool: healthy scans' voxels add negatives
+    # and lower AP): {"scans", "voxel_auroc", "voxel_ap", "best_dice"}; None when every scan has lesion voxels
+    lesion_scans_only: dict | None = None
 
     def to_dict(self) -> dict:
-        optional = ("dice_missing", "healthy_fpr", "healthy_fpr_threshold", "dice_at_healthy_fpr")
+        optional = ("dice_missing", "healthy_fpr", "healthy_fpr_threshold", "dice_at_healthy_fpr", "lesion_scans_only")
         return {k: v for k, v in asdict(self).items() if v is not None or k not in optional}
 
 

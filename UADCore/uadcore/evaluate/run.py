@@ -2,7 +2,10 @@
 
 Voxel-level metrics are computed on the model grid (masks brought there by nearest
 neighbour), inside the brain, over every scan whose voxel truth is known: scans
-with a lesion mask, and scans labelled healthy (no lesion voxels).
+with a lesion mask, and scans labelled healthy (no lesion voxels). Where both are
+there, voxel AUROC, AP and best Dice are also reported over the scans with lesion
+voxels alone (``lesion_scans_only``), the pool most papers report: the healthy
+scans' voxels are negatives that a map must also keep low, and they lower AP.
 
 For slice and patch models, the same scans also give slice- or patch-level AUROC
 and AP: a slice or patch is positive when lesion voxels cover more than
@@ -106,6 +109,12 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             predicted = np.concatenate([(v > healthy_threshold)[r] for v, _, r in voxels])
             report.voxel.healthy_fpr, report.voxel.healthy_fpr_threshold = HEALTHY_FPR, healthy_threshold
             report.voxel.dice_at_healthy_fpr = dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))
+        with_lesion = [v for v in voxels if v[1][v[2]].any()]
+        if len(with_lesion) < len(voxels):
+            report.voxel.lesion_scans_only = {
+                "scans": len(with_lesion),
+                **voxel_metrics(np.concatenate([v[r] for v, _, r in with_lesion]), np.concatenate([t[r] for _, t, r in with_lesion])),
+                "best_dice": _dice(with_lesion, dice_fraction, seed, postprocess)["best_dice"]}
     report.peak_in_lesion = float(np.mean(peaks)) if peaks else None
     unit = scorer.preset.unit
     if unit and units:
