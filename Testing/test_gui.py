@@ -224,6 +224,9 @@ def test_evaluate_panel_runs_in_the_background(window, qtbot, tmp_path, cohort):
     qtbot.waitUntil(lambda: panel.start.isEnabled(), timeout=TIMEOUT_MS)
     assert panel.report is not None and panel.table.rowCount() == 1
     assert panel.table.item(0, 0).text() == "rec" and "2 scans" in panel.status.text()
+    alone = panel.report["maps"]["rec"]["lesion_scans_only"]  # the lesion scan alone, in the last two columns
+    assert [panel.table.item(0, c).text() for c in (7, 8)] == [f"{alone['voxel_ap']:.3f}", f"{alone['best_dice']:.3f}"]
+    assert panel.table.horizontalHeaderItem(7).text() == "voxel_ap (lesion scans)"
     assert panel.roc.pixmap() is not None and not panel.roc.pixmap().isNull()
 
 

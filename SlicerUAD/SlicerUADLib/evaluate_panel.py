@@ -18,6 +18,8 @@ class EvaluatePanel:
     table and the ROC curves."""
 
     KEYS = ("map", "sample_auroc", "sample_ap", "voxel_auroc", "voxel_ap", "dice", "best_dice")
+    LESION_SCANS_KEYS = ("voxel_ap", "best_dice")  # again over the lesion scans alone, the pool papers report
+    HEADERS = KEYS + tuple(f"{key} (lesion scans)" for key in LESION_SCANS_KEYS)
 
     def __init__(self, logic, parent=None):
         self.logic = logic
@@ -38,8 +40,8 @@ class EvaluatePanel:
         layout.addLayout(form)
         self.status = qt.QLabel("")
         layout.addWidget(self.status)
-        self.table = qt.QTableWidget(0, len(self.KEYS))
-        self.table.setHorizontalHeaderLabels(list(self.KEYS))
+        self.table = qt.QTableWidget(0, len(self.HEADERS))
+        self.table.setHorizontalHeaderLabels(list(self.HEADERS))
         self.table.resizeColumnsToContents()  # the headers whole before any result ("sample_auroc", not "ample_auro")
         layout.addWidget(self.table)
         self.roc = qt.QLabel()
@@ -73,8 +75,9 @@ class EvaluatePanel:
         reports = [EvaluationReport.from_dict(r) for r in (report["maps"].values() if "maps" in report else [report])]
         self.table.setRowCount(len(reports))
         for row, values in enumerate(reports):
-            for column, key in enumerate(self.KEYS):
-                value = values.metric(key)
+            alone = (values.voxel.lesion_scans_only if values.voxel is not None else None) or {}
+            cells = [values.metric(key) for key in self.KEYS] + [alone.get(key) for key in self.LESION_SCANS_KEYS]
+            for column, value in enumerate(cells):
                 self.table.setItem(row, column, qt.QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value if value is not None else "-")))
         self.table.resizeColumnsToContents()
         self.status.setText(f"{reports[0].n} scans ({reports[0].healthy} healthy, {reports[0].unhealthy} unhealthy)")
