@@ -21,10 +21,11 @@ from uadcore.io.atomic import atomic_path
 from uadcore.score.calibrate import MIN_SCANS
 
 FOLDS = 5
-# the sample score looks at three volumes of each calibrated map, the mean of its highest 1 %, 0.2 % and 0.05 % (on
-# the 2.5 mm grid about 13, 2.7 and 0.7 ml: a tumour, a 15 mm mass, a 5-10 mm one): a lesion is of unknown size, and
-# a single share averages a small one with many times its volume of healthy noise (1 %) or lets a large one's rim
-# stand in for it (0.05 %). Each is taken relative to the set's median (`relative_to_set`), the score is the highest
+# the sample score looks at three volumes of each calibrated map, the mean of its highest 1 %, 0.2 % and 0.05 % (of
+# a brain on the 2.5 mm grid about 1,200, 240 and 60 voxels: a tumour, a 15 mm mass, a 5-10 mm one): a lesion is of
+# unknown size, and one share alone averages a small one with many times its volume of healthy noise or lets a few
+# voxels stand for a large faint one. Each is taken relative to the set's median (`relative_to_set`); the score is
+# the highest of the three
 TOP_FRACTIONS = (0.01, 0.002, 0.0005)
 # the audit prepares brains with the deformable registration (`--registration`): a healthy scan's anatomy a few mm
 # off the others' makes |z| at every boundary, and the warp takes much of that away (`benchmarks/RESULTS.md`)
