@@ -207,6 +207,6 @@ def _plot(rows, plan, path) -> str:
             shown.setdefault(label, handle)
     figure.legend(list(shown.values()), list(shown), loc="lower center", ncol=3, fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.06 + 0.025 * ((len(shown) + 2) // 3), 1, 1))
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, bbox_inches="tight")  # with one impurity level the legend is wider than the panels
     plt.close(figure)
     return path
