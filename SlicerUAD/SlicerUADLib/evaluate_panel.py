@@ -75,7 +75,7 @@ class EvaluatePanel:
         reports = [EvaluationReport.from_dict(r) for r in (report["maps"].values() if "maps" in report else [report])]
         self.table.setRowCount(len(reports))
         for row, values in enumerate(reports):
-            alone = (values.voxel.lesion_scans_only if values.voxel is not None else None) or {}
+            alone = values.metric("lesion_scans_only") or {}
             cells = [values.metric(key) for key in self.KEYS] + [alone.get(key) for key in self.LESION_SCANS_KEYS]
             for column, value in enumerate(cells):
                 self.table.setItem(row, column, qt.QTableWidgetItem(f"{value:.3f}" if isinstance(value, float) else str(value if value is not None else "-")))

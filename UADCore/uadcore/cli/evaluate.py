@@ -86,7 +86,7 @@ def run(args) -> int:
     for kind, report in reports.items():
         if report.voxel is not None and report.voxel.dice_missing:
             say(f"{kind}: no Dice: {report.voxel.dice_missing}")
-        alone = report.voxel.lesion_scans_only if report.voxel is not None else None
+        alone = report.metric("lesion_scans_only")
         if alone:
             say(f"{kind}, over the {alone['scans']} lesion scans alone: voxel AUROC {_fmt(alone['voxel_auroc'])}, "
                 f"voxel AP {_fmt(alone['voxel_ap'])}, best Dice {_fmt(alone['best_dice'])}")

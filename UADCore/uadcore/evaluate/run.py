@@ -111,10 +111,9 @@ def evaluate(scorer: Scorer, entries: list[ScanEntry], kind: str = "rec", dice_f
             report.voxel.dice_at_healthy_fpr = dice(predicted, np.concatenate([t[r] for _, t, r in voxels]))
         with_lesion = [v for v in voxels if v[1][v[2]].any()]
         if len(with_lesion) < len(voxels):
-            report.voxel.lesion_scans_only = {
-                "scans": len(with_lesion),
-                **voxel_metrics(np.concatenate([v[r] for v, _, r in with_lesion]), np.concatenate([t[r] for _, t, r in with_lesion])),
-                "best_dice": _dice(with_lesion, dice_fraction, seed, postprocess)["best_dice"]}
+            report.voxel.lesion_scans_only = {"scans": len(with_lesion),
+                                              **voxel_metrics(*_inside(with_lesion, range(len(with_lesion)))),
+                                              "best_dice": _best_dice(with_lesion, postprocess)[0]}
     report.peak_in_lesion = float(np.mean(peaks)) if peaks else None
     unit = scorer.preset.unit
     if unit and units:
@@ -145,36 +144,46 @@ def _dice(volumes, fraction: float, seed: int, postprocess: bool) -> dict:
 
     volumes: (map, truth, region) per scan, on the model grid.
     """
-    def inside(indices):
-        return (np.concatenate([volumes[i][0][volumes[i][2]] for i in indices]),
-                np.concatenate([volumes[i][1][volumes[i][2]] for i in indices]))
-
-    def pooled_dice(indices, threshold):
-        predicted, truth = [], []
-        for i in indices:
-            anomaly, lesion, region = volumes[i]
-            prediction = (anomaly > threshold) & region
-            if postprocess:
-                prediction = _without_small_components(prediction, POSTPROCESS["max_removed_component"])
-            predicted.append(prediction[region])
-            truth.append(lesion[region])
-        return dice(np.concatenate(predicted), np.concatenate(truth))
-
-    everything = np.arange(len(volumes))
-    best_threshold, _ = best_dice_threshold(*inside(everything))
-    result = {"best_dice": pooled_dice(everything, best_threshold), "best_dice_threshold": best_threshold,
-              "dice": None, "dice_threshold": None}
+    best, best_threshold = _best_dice(volumes, postprocess)
+    result = {"best_dice": best, "best_dice_threshold": best_threshold, "dice": None, "dice_threshold": None}
     order = np.random.default_rng(seed).permutation(len(volumes))
     n_choose = max(1, int(round(fraction * len(volumes))))
     choose, report_on = order[:n_choose], order[n_choose:]
-    chosen_values, chosen_truth = inside(choose)
+    chosen_values, chosen_truth = _inside(volumes, choose)
     if len(report_on) and chosen_truth.any():
         threshold, _ = best_dice_threshold(chosen_values, chosen_truth)
-        result.update({"dice": pooled_dice(report_on, threshold), "dice_threshold": threshold})
+        result.update({"dice": _pooled_dice(volumes, report_on, threshold, postprocess), "dice_threshold": threshold})
     else:
         result["dice_missing"] = (f"no lesion voxel in the {len(choose)} scan(s) drawn to choose the threshold"
                                   if len(report_on) else "too few scans to split into threshold and report parts")
     return result
+
+
+def _best_dice(volumes, postprocess: bool) -> tuple[float, float]:
+    """(the best pooled Dice over all of ``volumes``, its threshold)."""
+    everything = np.arange(len(volumes))
+    threshold, _ = best_dice_threshold(*_inside(volumes, everything))
+    return _pooled_dice(volumes, everything, threshold, postprocess), threshold
+
+
+def _inside(volumes, indices) -> tuple[np.ndarray, np.ndarray]:
+    """(map values, truth) of the brain voxels of ``volumes[indices]``, pooled (1D)."""
+    return (np.concatenate([volumes[i][0][volumes[i][2]] for i in indices]),
+            np.concatenate([volumes[i][1][volumes[i][2]] for i in indices]))
+
+
+def _pooled_dice(volumes, indices, threshold: float, postprocess: bool) -> float:
+    """Dice of ``map > threshold`` pooled over the brains of ``volumes[indices]``
+    (small components removed first with ``postprocess``)."""
+    predicted, truth = [], []
+    for i in indices:
+        anomaly, lesion, region = volumes[i]
+        prediction = (anomaly > threshold) & region
+        if postprocess:
+            prediction = _without_small_components(prediction, POSTPROCESS["max_removed_component"])
+        predicted.append(prediction[region])
+        truth.append(lesion[region])
+    return dice(np.concatenate(predicted), np.concatenate(truth))
 
 
 def _without_small_components(prediction: np.ndarray, max_size: int) -> np.ndarray:

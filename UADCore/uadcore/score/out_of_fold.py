@@ -88,8 +88,13 @@ def sample_scores(calibrated: list[np.ndarray], insides: np.ndarray, fractions: 
     volume of the other scans' maps; a typical scan scores about 1."""
     from uadcore.score.calibrate import top_mean
 
-    values = [np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1) for m, inside in zip(calibrated, insides)]
-    return np.max([relative_to_set(np.array([top_mean(v, fraction) for v in values])) for fraction in fractions], axis=0)
+    def top_means(values: np.ndarray) -> list[float]:
+        return [top_mean(values, fraction) for fraction in fractions]
+
+    # (N, len(fractions)): one scan's judged voxels copied at a time
+    means = np.array([top_means(np.asarray(m[inside], np.float64) if inside.any() else np.zeros(1))
+                      for m, inside in zip(calibrated, insides)])
+    return np.max([relative_to_set(column) for column in means.T], axis=0)
 
 
 def relative_to_set(scores: np.ndarray) -> np.ndarray:
