@@ -31,3 +31,14 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def write_result(folder: str, stem: str, result: dict, table: str) -> None:
+    """``result`` as ``folder/stem.json`` and its markdown ``table`` as ``folder/stem.md``
+    (rewritten after each measured part, so a stopped benchmark keeps what it measured)."""
+    import json
+
+    with open(os.path.join(folder, f"{stem}.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    with open(os.path.join(folder, f"{stem}.md"), "w", encoding="utf-8") as handle:
+        handle.write(table)

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, write_result
 from uadcore.io import ScanEntry, read_manifest, write_manifest
 
 REALDATA = os.environ.get("UAD_REALDATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata"))
@@ -230,10 +230,7 @@ def main() -> None:
                                    "command": "uad " + " ".join(command + schedule),
                                    "groups": groups, "pictures": pictures(run, lesions, args.out, kind)}
         print(json.dumps({model: result["models"][model]}, indent=1), flush=True)
-        with open(os.path.join(args.out, "realdata.json"), "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-        with open(os.path.join(args.out, "realdata.md"), "w", encoding="utf-8") as handle:
-            handle.write(markdown(result))
+        write_result(args.out, "realdata", result, markdown(result))
 
 
 if __name__ == "__main__":
