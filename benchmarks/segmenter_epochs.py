@@ -142,8 +142,7 @@ def main() -> None:
             measured.append((f"mean of epochs {first}-{last}", chosen[-1], mean_weights(chosen)))
         rows = []
         for name, stored, weights in measured:
-            history = json.loads(stored["history"]) if isinstance(stored["history"], str) else stored["history"]
-            val_loss = history[-1].get("val_loss") if name.startswith("epoch") else None
+            val_loss = json.loads(stored["history"])[-1].get("val_loss") if name.startswith("epoch") else None  # JSON text in the file
             groups = lesion_numbers(run, weights, stored, validation, lesions, os.path.join(args.out, "scoring"))
             rows.append({"weights": name, "val_loss": val_loss, "groups": groups})
             print(json.dumps(rows[-1]), flush=True)
